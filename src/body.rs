@@ -1,0 +1,100 @@
+//! The request body sent upstream. It streams the client's body through untouched; a
+//! `Replay` handle can take it back if the body was never polled (the backend could not
+//! be reached), so such a request is retried elsewhere with its body intact.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+type Slot = Arc<Mutex<Option<Incoming>>>;
+
+pub struct RequestBody(Inner);
+
+enum Inner {
+    Empty,
+    Streaming(Incoming),
+    /// Not polled yet: the body still sits in the slot shared with a `Replay`.
+    Parked(Slot, SizeHint),
+}
+
+/// Hands the body to the next attempt, if no byte of it was read by the previous one.
+pub struct Replay {
+    slot: Slot,
+    hint: SizeHint,
+}
+
+impl RequestBody {
+    pub fn empty() -> Self {
+        RequestBody(Inner::Empty)
+    }
+
+    /// A body that streams through and cannot be replayed.
+    pub fn streaming(body: Incoming) -> Self {
+        if body.is_end_stream() {
+            return Self::empty();
+        }
+        RequestBody(Inner::Streaming(body))
+    }
+
+    /// A body that can be taken back by the returned `Replay` until its first poll.
+    pub fn replayable(body: Incoming) -> (Self, Replay) {
+        let hint = body.size_hint();
+        let slot = Arc::new(Mutex::new(Some(body)));
+        let replay = Replay {
+            slot: slot.clone(),
+            hint: hint.clone(),
+        };
+        (RequestBody(Inner::Parked(slot, hint)), replay)
+    }
+}
+
+impl Replay {
+    /// The body again, for another attempt; `None` once any of it was sent.
+    pub fn again(&self) -> Option<RequestBody> {
+        let untouched = self.slot.lock().map(|slot| slot.is_some()).unwrap_or(false);
+        untouched.then(|| RequestBody(Inner::Parked(self.slot.clone(), self.hint.clone())))
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            match &mut self.0 {
+                Inner::Empty => return Poll::Ready(None),
+                Inner::Streaming(body) => return Pin::new(body).poll_frame(cx).map_err(|e| e.into()),
+                Inner::Parked(slot, _) => {
+                    let taken = slot.lock().ok().and_then(|mut s| s.take());
+                    match taken {
+                        Some(body) => self.0 = Inner::Streaming(body),
+                        None => return Poll::Ready(Some(Err("request body was already sent".into()))),
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Inner::Empty => true,
+            Inner::Streaming(body) => body.is_end_stream(),
+            Inner::Parked(..) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Inner::Empty => SizeHint::with_exact(0),
+            Inner::Streaming(body) => body.size_hint(),
+            Inner::Parked(_, hint) => hint.clone(),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The config file as written: plain serde types mirroring the TOML, nothing checked yet.
+//! Unknown keys are rejected here; every semantic rule lives in `validate.rs`.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Worker threads of the runtime; default: available cores.
+    pub workers: Option<i64>,
+    #[serde(default)]
+    pub listener: Vec<ListenerFile>,
+    pub admin: Option<AdminFile>,
+    #[serde(default)]
+    pub health: HealthFile,
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+    #[serde(default)]
+    pub retry: RetryFile,
+    #[serde(default)]
+    pub site: Vec<SiteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub bind: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub bind: String,
+    pub token: Option<String>,
+}
+
+/// Health-check settings; every field is optional so a site can override a few.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub fall: Option<i64>,
+    pub rise: Option<i64>,
+    pub slow_start: Option<String>,
+    pub consecutive_5xx: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    pub connect: Option<String>,
+    pub response: Option<String>,
+    pub client_header: Option<String>,
+    pub idle: Option<String>,
+    pub drain: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    pub attempts: Option<i64>,
+    pub budget: Option<f64>,
+    pub min_per_second: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteFile {
+    pub name: Option<String>,
+    pub weight: Option<i64>,
+    pub priority: Option<i64>,
+    #[serde(default)]
+    pub backends: Vec<String>,
+    pub health: Option<HealthFile>,
+}

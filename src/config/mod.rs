@@ -1,0 +1,154 @@
+//! Config loading: read the TOML file, parse it into plain data (`file`), validate it into
+//! the checked model (`model`). Shared by `run`, `check` and every reload.
+
+mod duration;
+mod file;
+mod model;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use duration::parse_duration;
+pub use model::{Admin, Backend, Config, HealthCheck, Listener, Retry, Site, Timeouts};
+pub use validate::{Problem, MAX_WEIGHT};
+
+/// Why a config could not be used. `Display` writes one line per problem, each naming
+/// the file and the key, as `splitgate check` prints them.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {}", path.display(), one_line(message))]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}", Invalid(path, problems))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+struct Invalid<'a>(&'a Path, &'a [Problem]);
+
+impl fmt::Display for Invalid<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.1.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}: {}", self.0.display(), p.key, p.reason)?;
+        }
+        Ok(())
+    }
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl ConfigError {
+    /// Every problem as its own line (what `check` and `/reload` report).
+    pub fn lines(&self) -> Vec<String> {
+        self.to_string().lines().map(str::to_string).collect()
+    }
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Validates config text; `path` is used only in messages.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let file: file::FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    validate::validate(&file).map_err(|problems| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problems,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> String {
+        parse(Path::new("t.toml"), text).unwrap_err().to_string()
+    }
+
+    const GOOD: &str = r#"
+        [[listener]]
+        bind = "127.0.0.1:8080"
+        [[site]]
+        name = "a"
+        weight = 70
+        backends = ["127.0.0.1:9001", "localhost:9002"]
+        [[site]]
+        name = "b"
+        weight = 30
+        priority = 1
+        backends = ["[::1]:9101"]
+        health = { path = "/ready", interval = "500ms" }
+    "#;
+
+    #[test]
+    fn a_good_config_becomes_the_model() {
+        let config = parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(config.sites.len(), 2);
+        assert_eq!(config.sites[0].backends[1].addr(), "localhost:9002");
+        assert_eq!(config.sites[1].priority, 1);
+        assert_eq!(config.sites[1].health.path.as_str(), "/ready");
+        assert_eq!(config.sites[1].health.interval.as_millis(), 500);
+        assert_eq!(config.sites[1].health.fall, 2, "unset keys inherit [health]");
+        assert_eq!(config.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+            [[listener]]
+            bind = "nowhere"
+            [timeouts]
+            connect = "5"
+            [[site]]
+            name = "a"
+            weight = -1
+            backends = ["127.0.0.1"]
+            [[site]]
+            name = "a"
+            weight = 1
+            backends = []
+        "#;
+        let report = problems(text);
+        for key in [
+            "listener[0].bind",
+            "timeouts.connect",
+            "site[0].weight",
+            "site[0].backends[0]",
+            "site[1].name",
+            "site[1].backends",
+        ] {
+            assert!(report.contains(&format!("t.toml: {key}: ")), "{key} missing in:\n{report}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_syntax_errors_are_rejected() {
+        let report = problems("[[listener]]\nbind = \"127.0.0.1:1\"\nbogus = 1\n");
+        assert!(report.contains("bogus"), "{report}");
+        assert!(problems("[[site]\n").contains("t.toml"));
+    }
+
+    #[test]
+    fn a_config_needs_listeners_and_sites() {
+        let report = problems("");
+        assert!(report.contains("listener: at least one"), "{report}");
+        assert!(report.contains("site: at least one"), "{report}");
+    }
+}

@@ -1,0 +1,118 @@
+//! The checked config model: every value here has passed validation, so the rest of
+//! splitgate can use it without re-checking. Built only by `validate.rs`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::uri::Authority;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Runtime worker threads (0 = one per available core).
+    pub workers: usize,
+    pub listeners: Vec<Listener>,
+    pub admin: Option<Admin>,
+    pub timeouts: Timeouts,
+    pub retry: Retry,
+    pub sites: Vec<Site>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub bind: SocketAddr,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub response: Duration,
+    pub client_header: Duration,
+    pub idle: Duration,
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            response: Duration::from_secs(30),
+            client_header: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Bounds on retries: at most `attempts` tries per request, and retries may add at most
+/// `budget` (a fraction) on top of live traffic, plus `min_per_second` always allowed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    pub attempts: u32,
+    pub budget: f64,
+    pub min_per_second: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 3,
+            budget: 0.2,
+            min_per_second: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path and query of the GET probe.
+    pub path: http::uri::PathAndQuery,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+    /// Ramp of a recovered site's weight from small to full; zero = off.
+    pub slow_start: Duration,
+    /// Consecutive 5xx answers on live traffic that mark a backend down; 0 = off.
+    pub consecutive_5xx: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: http::uri::PathAndQuery::from_static("/healthz"),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            fall: 2,
+            rise: 2,
+            slow_start: Duration::from_secs(10),
+            consecutive_5xx: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    pub weight: u32,
+    pub priority: u32,
+    pub backends: Vec<Backend>,
+    pub health: HealthCheck,
+}
+
+/// One upstream server, `host:port`, reached over plain HTTP/1.1.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Backend {
+    pub authority: Authority,
+}
+
+impl Backend {
+    pub fn addr(&self) -> &str {
+        self.authority.as_str()
+    }
+}

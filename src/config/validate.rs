@@ -1,0 +1,281 @@
+//! Turns the file types into the checked model, collecting every problem (with its key
+//! path and what would be valid) instead of stopping at the first.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery};
+
+use super::duration::parse_duration;
+use super::file::{FileConfig, HealthFile, SiteFile};
+use super::model::{Admin, Backend, Config, HealthCheck, Listener, Retry, Site, Timeouts};
+
+/// Largest site weight accepted; keeps the precomputed selection table small.
+pub const MAX_WEIGHT: i64 = 10_000;
+
+/// One thing wrong in a config: where (`site[1].weight`) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub reason: String,
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, text: Option<&String>, default: Duration) -> Duration {
+        match text.map(|t| parse_duration(t)) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(reason)) => {
+                self.add(key, reason);
+                default
+            }
+        }
+    }
+
+    fn count(&mut self, key: &str, value: Option<i64>, default: u32, range: (i64, i64)) -> u32 {
+        match value {
+            None => default,
+            Some(v) if v >= range.0 && v <= range.1 => v as u32,
+            Some(v) => {
+                self.add(key, format!("{v} is out of range; use {} to {}", range.0, range.1));
+                default
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
+        match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.add(
+                    key,
+                    format!("\"{text}\" is not an ip:port address, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Checks a parsed file; returns the model or every problem found.
+pub fn validate(file: &FileConfig) -> Result<Config, Vec<Problem>> {
+    let mut problems = Problems::default();
+    let workers = problems.count("workers", file.workers, 0, (0, 1024)) as usize;
+
+    if file.listener.is_empty() {
+        problems.add("listener", "at least one [[listener]] with a bind address is required");
+    }
+    let mut listeners = Vec::new();
+    for (i, listener) in file.listener.iter().enumerate() {
+        let key = format!("listener[{i}].bind");
+        if let Some(bind) = problems.socket_addr(&key, &listener.bind) {
+            if listeners.iter().any(|l: &Listener| l.bind == bind) {
+                problems.add(key, format!("{bind} is bound by an earlier listener"));
+            } else {
+                listeners.push(Listener { bind });
+            }
+        }
+    }
+
+    let admin = file.admin.as_ref().and_then(|admin| {
+        let bind = problems.socket_addr("admin.bind", &admin.bind)?;
+        if listeners.iter().any(|l| l.bind == bind) {
+            problems.add("admin.bind", format!("{bind} is already a proxy listener"));
+        }
+        if admin.token.as_deref() == Some("") {
+            problems.add("admin.token", "must not be empty; remove the key to run without a token");
+        }
+        Some(Admin {
+            bind,
+            token: admin.token.clone(),
+        })
+    });
+
+    let timeouts = validate_timeouts(file, &mut problems);
+    let retry = validate_retry(file, &mut problems);
+    let health = health_check(&file.health, &HealthCheck::default(), "health", &mut problems);
+
+    if file.site.is_empty() {
+        problems.add("site", "at least one [[site]] is required");
+    }
+    let mut sites: Vec<Site> = Vec::new();
+    for (i, site) in file.site.iter().enumerate() {
+        if let Some(site) = validate_site(i, site, &health, &mut problems) {
+            if sites.iter().any(|s| s.name == site.name) {
+                problems.add(
+                    format!("site[{i}].name"),
+                    format!("\"{}\" is already the name of another site; names must be unique", site.name),
+                );
+            }
+            sites.push(site);
+        }
+    }
+
+    if problems.0.is_empty() {
+        Ok(Config {
+            workers,
+            listeners,
+            admin,
+            timeouts,
+            retry,
+            sites,
+        })
+    } else {
+        Err(problems.0)
+    }
+}
+
+fn validate_timeouts(file: &FileConfig, problems: &mut Problems) -> Timeouts {
+    let t = &file.timeouts;
+    let d = Timeouts::default();
+    let timeouts = Timeouts {
+        connect: problems.duration("timeouts.connect", t.connect.as_ref(), d.connect),
+        response: problems.duration("timeouts.response", t.response.as_ref(), d.response),
+        client_header: problems.duration("timeouts.client_header", t.client_header.as_ref(), d.client_header),
+        idle: problems.duration("timeouts.idle", t.idle.as_ref(), d.idle),
+        drain: problems.duration("timeouts.drain", t.drain.as_ref(), d.drain),
+    };
+    for (key, value) in [
+        ("timeouts.connect", timeouts.connect),
+        ("timeouts.response", timeouts.response),
+        ("timeouts.client_header", timeouts.client_header),
+        ("timeouts.idle", timeouts.idle),
+    ] {
+        if value.is_zero() {
+            problems.add(key, "must be greater than zero");
+        }
+    }
+    timeouts
+}
+
+fn validate_retry(file: &FileConfig, problems: &mut Problems) -> Retry {
+    let r = &file.retry;
+    let d = Retry::default();
+    let budget = match r.budget {
+        Some(b) if !(0.0..=1.0).contains(&b) => {
+            problems.add("retry.budget", format!("{b} is out of range; use a fraction from 0.0 to 1.0"));
+            d.budget
+        }
+        Some(b) => b,
+        None => d.budget,
+    };
+    Retry {
+        attempts: problems.count("retry.attempts", r.attempts, d.attempts, (1, 10)),
+        budget,
+        min_per_second: problems.count("retry.min_per_second", r.min_per_second, d.min_per_second, (0, 100_000)),
+    }
+}
+
+fn health_check(file: &HealthFile, base: &HealthCheck, prefix: &str, problems: &mut Problems) -> HealthCheck {
+    let path = match &file.path {
+        None => base.path.clone(),
+        Some(p) if p.starts_with('/') => match p.parse::<PathAndQuery>() {
+            Ok(path) => path,
+            Err(_) => {
+                problems.add(format!("{prefix}.path"), format!("\"{p}\" is not a valid request path"));
+                base.path.clone()
+            }
+        },
+        Some(p) => {
+            problems.add(format!("{prefix}.path"), format!("\"{p}\" must start with '/'"));
+            base.path.clone()
+        }
+    };
+    let check = HealthCheck {
+        path,
+        interval: problems.duration(&format!("{prefix}.interval"), file.interval.as_ref(), base.interval),
+        timeout: problems.duration(&format!("{prefix}.timeout"), file.timeout.as_ref(), base.timeout),
+        fall: problems.count(&format!("{prefix}.fall"), file.fall, base.fall, (1, 1000)),
+        rise: problems.count(&format!("{prefix}.rise"), file.rise, base.rise, (1, 1000)),
+        slow_start: problems.duration(&format!("{prefix}.slow_start"), file.slow_start.as_ref(), base.slow_start),
+        consecutive_5xx: problems.count(
+            &format!("{prefix}.consecutive_5xx"),
+            file.consecutive_5xx,
+            base.consecutive_5xx,
+            (0, 1000),
+        ),
+    };
+    if check.interval.is_zero() {
+        problems.add(format!("{prefix}.interval"), "must be greater than zero");
+    }
+    if check.timeout.is_zero() {
+        problems.add(format!("{prefix}.timeout"), "must be greater than zero");
+    }
+    check
+}
+
+fn validate_site(i: usize, site: &SiteFile, health: &HealthCheck, problems: &mut Problems) -> Option<Site> {
+    let key = format!("site[{i}]");
+    let name = match site.name.as_deref().map(str::trim) {
+        None | Some("") => {
+            problems.add(format!("{key}.name"), "every site needs a non-empty name");
+            None
+        }
+        Some(n) if !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+            problems.add(
+                format!("{key}.name"),
+                format!("\"{n}\" may hold only letters, digits, '-', '_' and '.'"),
+            );
+            None
+        }
+        Some(n) => Some(n.to_string()),
+    };
+    let weight = match site.weight {
+        None => {
+            problems.add(format!("{key}.weight"), format!("is required: a whole number from 0 (drained) to {MAX_WEIGHT}"));
+            0
+        }
+        Some(w) => problems.count(&format!("{key}.weight"), Some(w), 0, (0, MAX_WEIGHT)),
+    };
+    let priority = problems.count(&format!("{key}.priority"), site.priority, 0, (0, 1000));
+    if site.backends.is_empty() {
+        problems.add(format!("{key}.backends"), "needs at least one \"host:port\" backend");
+    }
+    let mut backends: Vec<Backend> = Vec::new();
+    for (j, text) in site.backends.iter().enumerate() {
+        let bkey = format!("{key}.backends[{j}]");
+        match parse_backend(text) {
+            Ok(backend) if backends.contains(&backend) => {
+                problems.add(bkey, format!("\"{text}\" is listed twice in this site"));
+            }
+            Ok(backend) => backends.push(backend),
+            Err(reason) => problems.add(bkey, reason),
+        }
+    }
+    let health = match &site.health {
+        Some(over) => health_check(over, health, &format!("{key}.health"), problems),
+        None => health.clone(),
+    };
+    Some(Site {
+        name: name?,
+        weight,
+        priority,
+        backends,
+        health,
+    })
+}
+
+fn parse_backend(text: &str) -> Result<Backend, String> {
+    let hint = "write \"host:port\", e.g. \"10.0.0.5:8080\" or \"app.internal:80\" (no scheme, no path)";
+    let authority: Authority = text
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a valid address; {hint}"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("\"{text}\" must not carry user info; {hint}"));
+    }
+    match authority.port_u16() {
+        Some(0) | None => Err(format!("\"{text}\" needs a port from 1 to 65535; {hint}")),
+        Some(_) if authority.host().is_empty() => Err(format!("\"{text}\" needs a host; {hint}")),
+        Some(_) => Ok(Backend { authority }),
+    }
+}

@@ -1,0 +1,230 @@
+//! Live health of one backend: up/down with fall/rise hysteresis, fed by active probes
+//! and by live traffic. Outlives config snapshots; the request path only reads a flag
+//! and reports outcomes, and never waits on a prober.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use crate::config::HealthCheck;
+
+/// Milliseconds since the process started; 0 never occurs after startup.
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Consecutive outcomes since the last flip, for fall/rise.
+#[derive(Default)]
+struct Streak {
+    failures: u32,
+    successes: u32,
+}
+
+pub struct BackendState {
+    pub site: String,
+    pub addr: String,
+    healthy: AtomicBool,
+    streak: Mutex<Streak>,
+    /// When the backend last came up (ms, `now_ms`); 0 = up since startup (no slow start).
+    up_since: AtomicU64,
+    /// When the backend last went down (ms), for the "down for" in logs.
+    down_since: AtomicU64,
+    consecutive_5xx: AtomicU32,
+    /// Set when a reload removes the backend; its prober stops.
+    retired: AtomicBool,
+    /// The probe settings in force, replaced by reloads.
+    pub check: ArcSwap<HealthCheck>,
+    /// Wakes the publisher that rebuilds selection tables; shared by all backends.
+    changes: Arc<Notify>,
+}
+
+impl BackendState {
+    /// A new backend starts healthy (as in NGINX and HAProxy) and is probed at once.
+    pub fn new(site: &str, addr: &str, check: HealthCheck, changes: Arc<Notify>) -> Self {
+        BackendState {
+            site: site.to_string(),
+            addr: addr.to_string(),
+            healthy: AtomicBool::new(true),
+            streak: Mutex::new(Streak::default()),
+            up_since: AtomicU64::new(0),
+            down_since: AtomicU64::new(0),
+            consecutive_5xx: AtomicU32::new(0),
+            retired: AtomicBool::new(false),
+            check: ArcSwap::from_pointee(check),
+            changes,
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// When it last came up (ms), 0 if up since startup. Meaningful only while healthy.
+    pub fn up_since_ms(&self) -> u64 {
+        self.up_since.load(Ordering::Acquire)
+    }
+
+    /// One active probe's outcome; flips after `fall` failures or `rise` successes in a row.
+    pub fn record_probe(&self, ok: bool, reason: &str) {
+        self.record(ok, reason);
+    }
+
+    /// A live request could not connect (refused, unreachable, connect timeout): the
+    /// backend is taken out at once; the prober brings it back.
+    pub fn record_connect_failure(&self, reason: &str) {
+        if let Ok(mut streak) = self.streak.lock() {
+            streak.successes = 0;
+            streak.failures = streak.failures.max(1);
+        }
+        self.set_healthy(false, reason);
+    }
+
+    /// A live request failed after it was sent (reset, timeout): counts toward `fall`.
+    pub fn record_request_failure(&self, reason: &str) {
+        self.record(false, reason);
+    }
+
+    /// A live response arrived; with `consecutive_5xx` configured, a run of 5xx marks
+    /// the backend down. Cheap when the run is empty: one relaxed load.
+    pub fn record_response(&self, status: http::StatusCode) {
+        if !status.is_server_error() {
+            if self.consecutive_5xx.load(Ordering::Relaxed) != 0 {
+                self.consecutive_5xx.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let limit = self.check.load().consecutive_5xx;
+        if limit == 0 {
+            return;
+        }
+        let run = self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
+        if run >= limit {
+            self.consecutive_5xx.store(0, Ordering::Relaxed);
+            self.set_healthy(false, &format!("{run} consecutive 5xx responses"));
+        }
+    }
+
+    fn record(&self, ok: bool, reason: &str) {
+        let check = self.check.load();
+        let flip_to = {
+            let Ok(mut streak) = self.streak.lock() else { return };
+            if ok {
+                streak.failures = 0;
+                streak.successes = streak.successes.saturating_add(1);
+                (!self.is_healthy() && streak.successes >= check.rise).then_some(true)
+            } else {
+                streak.successes = 0;
+                streak.failures = streak.failures.saturating_add(1);
+                (self.is_healthy() && streak.failures >= check.fall).then_some(false)
+            }
+        };
+        if let Some(up) = flip_to {
+            self.set_healthy(up, reason);
+        }
+    }
+
+    fn set_healthy(&self, up: bool, reason: &str) {
+        if self.healthy.swap(up, Ordering::AcqRel) == up {
+            return;
+        }
+        let now = now_ms();
+        if up {
+            self.up_since.store(now, Ordering::Release);
+            let down_for = Duration::from_millis(now.saturating_sub(self.down_since.load(Ordering::Acquire)));
+            tracing::info!(site = %self.site, backend = %self.addr, reason, down_for = ?down_for, "backend is up");
+        } else {
+            self.down_since.store(now, Ordering::Release);
+            tracing::warn!(site = %self.site, backend = %self.addr, reason, "backend is down");
+        }
+        self.changes.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(fall: u32, rise: u32) -> BackendState {
+        let check = HealthCheck {
+            fall,
+            rise,
+            consecutive_5xx: 3,
+            ..HealthCheck::default()
+        };
+        BackendState::new("a", "127.0.0.1:1", check, Arc::new(Notify::new()))
+    }
+
+    #[test]
+    fn goes_down_after_fall_failures_in_a_row() {
+        let b = backend(2, 2);
+        b.record_probe(false, "x");
+        assert!(b.is_healthy(), "one failure is not enough with fall = 2");
+        b.record_probe(true, "ok");
+        b.record_probe(false, "x");
+        assert!(b.is_healthy(), "a success in between restarts the count");
+        b.record_probe(false, "x");
+        assert!(!b.is_healthy());
+    }
+
+    #[test]
+    fn comes_back_after_rise_successes_in_a_row() {
+        let b = backend(1, 3);
+        b.record_probe(false, "x");
+        assert!(!b.is_healthy());
+        b.record_probe(true, "ok");
+        b.record_probe(true, "ok");
+        b.record_probe(false, "x");
+        b.record_probe(true, "ok");
+        b.record_probe(true, "ok");
+        assert!(!b.is_healthy(), "the failure restarted the count");
+        b.record_probe(true, "ok");
+        assert!(b.is_healthy());
+        assert!(b.up_since_ms() > 0, "the recovery time starts slow start");
+    }
+
+    #[test]
+    fn a_refused_connection_marks_down_at_once() {
+        let b = backend(5, 2);
+        b.record_connect_failure("connection refused");
+        assert!(!b.is_healthy());
+    }
+
+    #[test]
+    fn a_run_of_5xx_marks_down_when_configured() {
+        let b = backend(5, 2);
+        for _ in 0..2 {
+            b.record_response(http::StatusCode::BAD_GATEWAY);
+        }
+        b.record_response(http::StatusCode::OK);
+        b.record_response(http::StatusCode::BAD_GATEWAY);
+        b.record_response(http::StatusCode::BAD_GATEWAY);
+        assert!(b.is_healthy(), "the 200 broke the run");
+        b.record_response(http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!b.is_healthy());
+    }
+
+    #[test]
+    fn a_change_wakes_the_publisher() {
+        let b = backend(1, 1);
+        let notified = b.changes.clone();
+        b.record_probe(false, "x");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), notified.notified())
+                .await
+                .expect("a flip notifies");
+        });
+    }
+}

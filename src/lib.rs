@@ -1,0 +1,21 @@
+//! # splitgate
+//! A weighted-traffic L7 proxy for active-active and disaster-recovery deployments.
+//!
+//! # Layout
+//! - `config`: TOML -> plain data -> checked model, every problem reported with its key.
+//! - `routing`: the immutable snapshot (sites, backends, SWRR table) read per request.
+//! - `health`: live per-backend state across reloads, active prober, passive reports.
+//! - `control`: the single writer of the snapshot: config applies, weight overrides,
+//!   health changes and slow-start ticks all publish through it.
+//! - `upstream` + `body`: pooled connections to backends, replayable request bodies.
+//! - `retry`: which failures may be retried, and the retry budget.
+//! - `proxy`: listeners, per-connection serving and timeouts, forwarding, upgrades.
+//! - `admin`: `/status`, `/metrics`, weight overrides, `/reload`.
+//! - `server`: starts and stops all of the above; `reload` and `shutdown` drive it.
+//! - `demo`: built-in demo sites for `splitgate demo`.
+
+pub mod body;
+pub mod config;
+pub mod health;
+pub mod routing;
+pub mod upstream;
