@@ -66,16 +66,23 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
             match &mut self.0 {
                 Inner::Empty => return Poll::Ready(None),
-                Inner::Streaming(body) => return Pin::new(body).poll_frame(cx).map_err(|e| e.into()),
+                Inner::Streaming(body) => {
+                    return Pin::new(body).poll_frame(cx).map_err(|e| e.into())
+                }
                 Inner::Parked(slot, _) => {
                     let taken = slot.lock().ok().and_then(|mut s| s.take());
                     match taken {
                         Some(body) => self.0 = Inner::Streaming(body),
-                        None => return Poll::Ready(Some(Err("request body was already sent".into()))),
+                        None => {
+                            return Poll::Ready(Some(Err("request body was already sent".into())))
+                        }
                     }
                 }
             }

@@ -14,8 +14,17 @@
 //! - `server`: starts and stops all of the above; `reload` and `shutdown` drive it.
 //! - `demo`: built-in demo sites for `splitgate demo`.
 
+pub mod admin;
 pub mod body;
 pub mod config;
+pub mod control;
+pub mod demo;
 pub mod health;
+pub mod proxy;
+pub mod retry;
 pub mod routing;
+pub mod server;
+pub mod shutdown;
+pub mod signals;
+pub mod telemetry;
 pub mod upstream;

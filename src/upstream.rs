@@ -48,7 +48,10 @@ impl Upstream {
             .timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        Upstream { client, connect_timeout }
+        Upstream {
+            client,
+            connect_timeout,
+        }
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -56,7 +59,11 @@ impl Upstream {
     }
 
     /// Sends one try; `request` carries an absolute-form URI naming the backend.
-    pub async fn send(&self, request: Request<RequestBody>, timeout: Duration) -> Result<Response<Incoming>, SendError> {
+    pub async fn send(
+        &self,
+        request: Request<RequestBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendError> {
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_) => Err(SendError::Timeout),
             Ok(Ok(response)) => Ok(response),

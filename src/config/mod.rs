@@ -25,7 +25,10 @@ pub enum ConfigError {
     #[error("{}: {}", path.display(), one_line(message))]
     Syntax { path: PathBuf, message: String },
     #[error("{}", Invalid(path, problems))]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 struct Invalid<'a>(&'a Path, &'a [Problem]);
@@ -105,7 +108,10 @@ mod tests {
         assert_eq!(config.sites[1].priority, 1);
         assert_eq!(config.sites[1].health.path.as_str(), "/ready");
         assert_eq!(config.sites[1].health.interval.as_millis(), 500);
-        assert_eq!(config.sites[1].health.fall, 2, "unset keys inherit [health]");
+        assert_eq!(
+            config.sites[1].health.fall, 2,
+            "unset keys inherit [health]"
+        );
         assert_eq!(config.timeouts, Timeouts::default());
     }
 
@@ -134,7 +140,10 @@ mod tests {
             "site[1].name",
             "site[1].backends",
         ] {
-            assert!(report.contains(&format!("t.toml: {key}: ")), "{key} missing in:\n{report}");
+            assert!(
+                report.contains(&format!("t.toml: {key}: ")),
+                "{key} missing in:\n{report}"
+            );
         }
     }
 

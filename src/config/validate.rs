@@ -47,7 +47,10 @@ impl Problems {
             None => default,
             Some(v) if v >= range.0 && v <= range.1 => v as u32,
             Some(v) => {
-                self.add(key, format!("{v} is out of range; use {} to {}", range.0, range.1));
+                self.add(
+                    key,
+                    format!("{v} is out of range; use {} to {}", range.0, range.1),
+                );
                 default
             }
         }
@@ -73,7 +76,10 @@ pub fn validate(file: &FileConfig) -> Result<Config, Vec<Problem>> {
     let workers = problems.count("workers", file.workers, 0, (0, 1024)) as usize;
 
     if file.listener.is_empty() {
-        problems.add("listener", "at least one [[listener]] with a bind address is required");
+        problems.add(
+            "listener",
+            "at least one [[listener]] with a bind address is required",
+        );
     }
     let mut listeners = Vec::new();
     for (i, listener) in file.listener.iter().enumerate() {
@@ -93,7 +99,10 @@ pub fn validate(file: &FileConfig) -> Result<Config, Vec<Problem>> {
             problems.add("admin.bind", format!("{bind} is already a proxy listener"));
         }
         if admin.token.as_deref() == Some("") {
-            problems.add("admin.token", "must not be empty; remove the key to run without a token");
+            problems.add(
+                "admin.token",
+                "must not be empty; remove the key to run without a token",
+            );
         }
         Some(Admin {
             bind,
@@ -103,7 +112,12 @@ pub fn validate(file: &FileConfig) -> Result<Config, Vec<Problem>> {
 
     let timeouts = validate_timeouts(file, &mut problems);
     let retry = validate_retry(file, &mut problems);
-    let health = health_check(&file.health, &HealthCheck::default(), "health", &mut problems);
+    let health = health_check(
+        &file.health,
+        &HealthCheck::default(),
+        "health",
+        &mut problems,
+    );
 
     if file.site.is_empty() {
         problems.add("site", "at least one [[site]] is required");
@@ -114,7 +128,10 @@ pub fn validate(file: &FileConfig) -> Result<Config, Vec<Problem>> {
             if sites.iter().any(|s| s.name == site.name) {
                 problems.add(
                     format!("site[{i}].name"),
-                    format!("\"{}\" is already the name of another site; names must be unique", site.name),
+                    format!(
+                        "\"{}\" is already the name of another site; names must be unique",
+                        site.name
+                    ),
                 );
             }
             sites.push(site);
@@ -141,7 +158,11 @@ fn validate_timeouts(file: &FileConfig, problems: &mut Problems) -> Timeouts {
     let timeouts = Timeouts {
         connect: problems.duration("timeouts.connect", t.connect.as_ref(), d.connect),
         response: problems.duration("timeouts.response", t.response.as_ref(), d.response),
-        client_header: problems.duration("timeouts.client_header", t.client_header.as_ref(), d.client_header),
+        client_header: problems.duration(
+            "timeouts.client_header",
+            t.client_header.as_ref(),
+            d.client_header,
+        ),
         idle: problems.duration("timeouts.idle", t.idle.as_ref(), d.idle),
         drain: problems.duration("timeouts.drain", t.drain.as_ref(), d.drain),
     };
@@ -163,7 +184,10 @@ fn validate_retry(file: &FileConfig, problems: &mut Problems) -> Retry {
     let d = Retry::default();
     let budget = match r.budget {
         Some(b) if !(0.0..=1.0).contains(&b) => {
-            problems.add("retry.budget", format!("{b} is out of range; use a fraction from 0.0 to 1.0"));
+            problems.add(
+                "retry.budget",
+                format!("{b} is out of range; use a fraction from 0.0 to 1.0"),
+            );
             d.budget
         }
         Some(b) => b,
@@ -172,32 +196,60 @@ fn validate_retry(file: &FileConfig, problems: &mut Problems) -> Retry {
     Retry {
         attempts: problems.count("retry.attempts", r.attempts, d.attempts, (1, 10)),
         budget,
-        min_per_second: problems.count("retry.min_per_second", r.min_per_second, d.min_per_second, (0, 100_000)),
+        min_per_second: problems.count(
+            "retry.min_per_second",
+            r.min_per_second,
+            d.min_per_second,
+            (0, 100_000),
+        ),
     }
 }
 
-fn health_check(file: &HealthFile, base: &HealthCheck, prefix: &str, problems: &mut Problems) -> HealthCheck {
+fn health_check(
+    file: &HealthFile,
+    base: &HealthCheck,
+    prefix: &str,
+    problems: &mut Problems,
+) -> HealthCheck {
     let path = match &file.path {
         None => base.path.clone(),
         Some(p) if p.starts_with('/') => match p.parse::<PathAndQuery>() {
             Ok(path) => path,
             Err(_) => {
-                problems.add(format!("{prefix}.path"), format!("\"{p}\" is not a valid request path"));
+                problems.add(
+                    format!("{prefix}.path"),
+                    format!("\"{p}\" is not a valid request path"),
+                );
                 base.path.clone()
             }
         },
         Some(p) => {
-            problems.add(format!("{prefix}.path"), format!("\"{p}\" must start with '/'"));
+            problems.add(
+                format!("{prefix}.path"),
+                format!("\"{p}\" must start with '/'"),
+            );
             base.path.clone()
         }
     };
     let check = HealthCheck {
         path,
-        interval: problems.duration(&format!("{prefix}.interval"), file.interval.as_ref(), base.interval),
-        timeout: problems.duration(&format!("{prefix}.timeout"), file.timeout.as_ref(), base.timeout),
+        interval: problems.duration(
+            &format!("{prefix}.interval"),
+            file.interval.as_ref(),
+            base.interval,
+        ),
+        timeout: problems.duration(
+            &format!("{prefix}.timeout"),
+            file.timeout.as_ref(),
+            base.timeout,
+        ),
         fall: problems.count(&format!("{prefix}.fall"), file.fall, base.fall, (1, 1000)),
         rise: problems.count(&format!("{prefix}.rise"), file.rise, base.rise, (1, 1000)),
-        slow_start: problems.duration(&format!("{prefix}.slow_start"), file.slow_start.as_ref(), base.slow_start),
+        slow_start: problems.duration(
+            &format!("{prefix}.slow_start"),
+            file.slow_start.as_ref(),
+            base.slow_start,
+        ),
         consecutive_5xx: problems.count(
             &format!("{prefix}.consecutive_5xx"),
             file.consecutive_5xx,
@@ -214,14 +266,23 @@ fn health_check(file: &HealthFile, base: &HealthCheck, prefix: &str, problems: &
     check
 }
 
-fn validate_site(i: usize, site: &SiteFile, health: &HealthCheck, problems: &mut Problems) -> Option<Site> {
+fn validate_site(
+    i: usize,
+    site: &SiteFile,
+    health: &HealthCheck,
+    problems: &mut Problems,
+) -> Option<Site> {
     let key = format!("site[{i}]");
     let name = match site.name.as_deref().map(str::trim) {
         None | Some("") => {
             problems.add(format!("{key}.name"), "every site needs a non-empty name");
             None
         }
-        Some(n) if !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+        Some(n)
+            if !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+        {
             problems.add(
                 format!("{key}.name"),
                 format!("\"{n}\" may hold only letters, digits, '-', '_' and '.'"),
@@ -232,14 +293,20 @@ fn validate_site(i: usize, site: &SiteFile, health: &HealthCheck, problems: &mut
     };
     let weight = match site.weight {
         None => {
-            problems.add(format!("{key}.weight"), format!("is required: a whole number from 0 (drained) to {MAX_WEIGHT}"));
+            problems.add(
+                format!("{key}.weight"),
+                format!("is required: a whole number from 0 (drained) to {MAX_WEIGHT}"),
+            );
             0
         }
         Some(w) => problems.count(&format!("{key}.weight"), Some(w), 0, (0, MAX_WEIGHT)),
     };
     let priority = problems.count(&format!("{key}.priority"), site.priority, 0, (0, 1000));
     if site.backends.is_empty() {
-        problems.add(format!("{key}.backends"), "needs at least one \"host:port\" backend");
+        problems.add(
+            format!("{key}.backends"),
+            "needs at least one \"host:port\" backend",
+        );
     }
     let mut backends: Vec<Backend> = Vec::new();
     for (j, text) in site.backends.iter().enumerate() {
@@ -266,7 +333,8 @@ fn validate_site(i: usize, site: &SiteFile, health: &HealthCheck, problems: &mut
 }
 
 fn parse_backend(text: &str) -> Result<Backend, String> {
-    let hint = "write \"host:port\", e.g. \"10.0.0.5:8080\" or \"app.internal:80\" (no scheme, no path)";
+    let hint =
+        "write \"host:port\", e.g. \"10.0.0.5:8080\" or \"app.internal:80\" (no scheme, no path)";
     let authority: Authority = text
         .parse()
         .map_err(|_| format!("\"{text}\" is not a valid address; {hint}"))?;

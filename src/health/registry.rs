@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use http::uri::Authority;
 use tokio::sync::Notify;
 
 use super::state::BackendState;
@@ -23,7 +24,7 @@ pub struct HealthRegistry {
 pub struct Synced {
     pub states: Vec<Vec<Arc<BackendState>>>,
     /// Backends the registry had not seen: they need a prober.
-    pub added: Vec<Arc<BackendState>>,
+    pub added: Vec<(Arc<BackendState>, Authority)>,
 }
 
 impl HealthRegistry {
@@ -34,7 +35,10 @@ impl HealthRegistry {
     /// Matches the config's backends with live state: kept ones get the new probe
     /// settings, new ones start healthy, removed ones are retired (their probers stop).
     pub fn sync(&self, config: &Config) -> Synced {
-        let mut map = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut map = self
+            .states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut next: HashMap<Key, Arc<BackendState>> = HashMap::new();
         let mut added = Vec::new();
         let states = config
@@ -57,7 +61,7 @@ impl HealthRegistry {
                                     site.health.clone(),
                                     self.changes.clone(),
                                 ));
-                                added.push(state.clone());
+                                added.push((state.clone(), backend.authority.clone()));
                                 state
                             }
                         };
@@ -72,5 +76,16 @@ impl HealthRegistry {
         }
         *map = next;
         Synced { states, added }
+    }
+
+    /// Stops every prober (the process or an in-process server is going away).
+    pub fn retire_all(&self) {
+        let map = self
+            .states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for state in map.values() {
+            state.retire();
+        }
     }
 }

@@ -119,7 +119,9 @@ impl BackendState {
     fn record(&self, ok: bool, reason: &str) {
         let check = self.check.load();
         let flip_to = {
-            let Ok(mut streak) = self.streak.lock() else { return };
+            let Ok(mut streak) = self.streak.lock() else {
+                return;
+            };
             if ok {
                 streak.failures = 0;
                 streak.successes = streak.successes.saturating_add(1);
@@ -142,7 +144,8 @@ impl BackendState {
         let now = now_ms();
         if up {
             self.up_since.store(now, Ordering::Release);
-            let down_for = Duration::from_millis(now.saturating_sub(self.down_since.load(Ordering::Acquire)));
+            let down_for =
+                Duration::from_millis(now.saturating_sub(self.down_since.load(Ordering::Acquire)));
             tracing::info!(site = %self.site, backend = %self.addr, reason, down_for = ?down_for, "backend is up");
         } else {
             self.down_since.store(now, Ordering::Release);
@@ -220,7 +223,10 @@ mod tests {
         let b = backend(1, 1);
         let notified = b.changes.clone();
         b.record_probe(false, "x");
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(1), notified.notified())
                 .await

@@ -12,6 +12,7 @@ use http::uri::Authority;
 
 use crate::config::Config;
 use crate::health::BackendState;
+use crate::telemetry::SiteMetrics;
 use crate::upstream::Upstream;
 
 pub use swrr::sequence;
@@ -55,6 +56,7 @@ pub struct SiteRoute {
     /// Indices of the backends that take requests (the healthy ones; all in panic mode).
     usable: Vec<u16>,
     next: AtomicUsize,
+    pub metrics: SiteMetrics,
 }
 
 pub struct BackendRoute {
@@ -108,7 +110,8 @@ impl Routing {
                     .collect();
                 let weight_override = inputs.overrides.get(&site.name).copied();
                 let weight = weight_override.unwrap_or(site.weight);
-                let factor = slow_start_factor(&backends, &usable, site.health.slow_start, inputs.now_ms);
+                let factor =
+                    slow_start_factor(&backends, &usable, site.health.slow_start, inputs.now_ms);
                 let healthy = !usable.is_empty();
                 SiteRoute {
                     name: site.name.clone(),
@@ -125,6 +128,7 @@ impl Routing {
                     backends,
                     usable,
                     next: AtomicUsize::new(0),
+                    metrics: SiteMetrics::new(&site.name),
                 }
             })
             .collect();
@@ -139,7 +143,11 @@ impl Routing {
             Mode::Panic { priority } => {
                 for site in sites.iter_mut() {
                     site.usable = (0..site.backends.len() as u16).collect();
-                    site.effective_weight = if site.priority == priority { site.weight() } else { 0 };
+                    site.effective_weight = if site.priority == priority {
+                        site.weight()
+                    } else {
+                        0
+                    };
                 }
                 sequence(&sites.iter().map(|s| s.effective_weight).collect::<Vec<_>>())
             }
@@ -194,12 +202,16 @@ impl Routing {
     }
 
     fn any_backend(&self, tried: &[Pick], healthy_only: bool) -> Option<Pick> {
-        let mut order: Vec<usize> = (0..self.sites.len()).filter(|&s| self.sites[s].weight() > 0).collect();
+        let mut order: Vec<usize> = (0..self.sites.len())
+            .filter(|&s| self.sites[s].weight() > 0)
+            .collect();
         order.sort_by_key(|&s| self.sites[s].priority);
         order.into_iter().find_map(|site| {
             (0..self.sites[site].backends.len())
                 .map(|backend| Pick { site, backend })
-                .find(|p| !tried.contains(p) && (!healthy_only || self.backend(*p).state.is_healthy()))
+                .find(|p| {
+                    !tried.contains(p) && (!healthy_only || self.backend(*p).state.is_healthy())
+                })
         })
     }
 }
@@ -222,7 +234,12 @@ impl SiteRoute {
 
 /// A site recovering from an outage ramps from small to full weight over `window`,
 /// measured from when its earliest healthy backend came up. 1.0 = full weight.
-fn slow_start_factor(backends: &[BackendRoute], usable: &[u16], window: std::time::Duration, now_ms: u64) -> f64 {
+fn slow_start_factor(
+    backends: &[BackendRoute],
+    usable: &[u16],
+    window: std::time::Duration,
+    now_ms: u64,
+) -> f64 {
     if window.is_zero() || usable.is_empty() {
         return 1.0;
     }
@@ -239,7 +256,8 @@ fn slow_start_factor(backends: &[BackendRoute], usable: &[u16], window: std::tim
 }
 
 fn choose_mode(sites: &[SiteRoute]) -> Mode {
-    let lowest = |ok: &dyn Fn(&SiteRoute) -> bool| sites.iter().filter(|s| ok(s)).map(|s| s.priority).min();
+    let lowest =
+        |ok: &dyn Fn(&SiteRoute) -> bool| sites.iter().filter(|s| ok(s)).map(|s| s.priority).min();
     if let Some(priority) = lowest(&|s| s.healthy && s.weight() > 0) {
         Mode::Normal { priority }
     } else if let Some(priority) = lowest(&|s| s.weight() > 0) {

@@ -46,13 +46,19 @@ fn tally(r: &Routing, n: usize) -> Vec<usize> {
 
 #[test]
 fn first_tries_follow_the_weights_exactly() {
-    let r = routing(config(&[("a", 50, 0, 1), ("b", 30, 0, 1), ("c", 20, 0, 1)]), &HealthRegistry::new());
+    let r = routing(
+        config(&[("a", 50, 0, 1), ("b", 30, 0, 1), ("c", 20, 0, 1)]),
+        &HealthRegistry::new(),
+    );
     assert_eq!(tally(&r, 1000), vec![500, 300, 200]);
 }
 
 #[test]
 fn drained_and_standby_sites_get_nothing() {
-    let r = routing(config(&[("a", 1, 0, 1), ("drained", 0, 0, 1), ("standby", 5, 1, 1)]), &HealthRegistry::new());
+    let r = routing(
+        config(&[("a", 1, 0, 1), ("drained", 0, 0, 1), ("standby", 5, 1, 1)]),
+        &HealthRegistry::new(),
+    );
     assert_eq!(tally(&r, 100), vec![100, 0, 0]);
     assert_eq!(r.mode, Mode::Normal { priority: 0 });
 }
@@ -101,7 +107,10 @@ fn all_sites_drained_means_no_route() {
 
 #[test]
 fn retries_avoid_backends_already_tried() {
-    let r = routing(config(&[("a", 9, 0, 2), ("b", 1, 0, 1), ("dr", 1, 1, 1)]), &HealthRegistry::new());
+    let r = routing(
+        config(&[("a", 9, 0, 2), ("b", 1, 0, 1), ("dr", 1, 1, 1)]),
+        &HealthRegistry::new(),
+    );
     let mut tried = vec![];
     while let Some(pick) = r.pick(&tried) {
         assert!(!tried.contains(&pick));
@@ -113,7 +122,10 @@ fn retries_avoid_backends_already_tried() {
 
 #[test]
 fn many_threads_picking_at_once_keep_the_split_exact() {
-    let r = Arc::new(routing(config(&[("a", 7, 0, 1), ("b", 3, 0, 1)]), &HealthRegistry::new()));
+    let r = Arc::new(routing(
+        config(&[("a", 7, 0, 1), ("b", 3, 0, 1)]),
+        &HealthRegistry::new(),
+    ));
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let r = r.clone();
@@ -133,13 +145,19 @@ fn many_threads_picking_at_once_keep_the_split_exact() {
 fn a_recovered_site_ramps_up_during_slow_start() {
     let registry = HealthRegistry::new();
     let cfg = config(&[("a", 100, 0, 1), ("b", 100, 0, 1)]);
-    let b = routing(cfg.clone(), &registry).sites[1].backends[0].state.clone();
+    let b = routing(cfg.clone(), &registry).sites[1].backends[0]
+        .state
+        .clone();
     b.record_connect_failure("refused");
     b.record_probe(true, "ok");
     b.record_probe(true, "ok");
     assert!(b.is_healthy());
     let r = routing(cfg, &registry);
     assert!(r.sites[1].ramping);
-    assert!(r.sites[1].effective_weight < 10, "just back: {}", r.sites[1].effective_weight);
+    assert!(
+        r.sites[1].effective_weight < 10,
+        "just back: {}",
+        r.sites[1].effective_weight
+    );
     assert_eq!(r.sites[0].effective_weight, 100);
 }

@@ -1,0 +1,224 @@
+//! The admin API on `[admin].bind`: `/status`, `/metrics`, the status page, run-time
+//! weight overrides and `/reload`. Mutating calls need the bearer token when one is
+//! configured; without a token they are allowed only on a loopback admin address.
+
+mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::control::WeightError;
+use crate::server::Server;
+use crate::shutdown::fired;
+use crate::telemetry;
+
+pub use status::{status, Status};
+
+const STATUS_PAGE: &str = include_str!("page.html");
+
+type AdminResponse = Response<Full<Bytes>>;
+
+/// Serves the admin API until shutdown.
+pub fn spawn(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        tracing::info!(listen = ?listener.local_addr().ok(), "admin API started");
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = fired(&mut shutdown) => return,
+            };
+            let server = server.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let server = server.clone();
+                    async move { Ok::<_, std::convert::Infallible>(route(request, &server, peer).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+async fn route(request: Request<Incoming>, server: &Server, peer: SocketAddr) -> AdminResponse {
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (request.method().clone(), segments.as_slice()) {
+        (Method::GET, [""]) => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            STATUS_PAGE.to_string(),
+        ),
+        (Method::GET, ["status"]) => {
+            let doc = status(&server.control().current(), server.last_reload());
+            json(StatusCode::OK, &doc)
+        }
+        (Method::GET, ["metrics"]) => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            telemetry::render(),
+        ),
+        (Method::PUT | Method::DELETE, ["sites", name, "weight"]) => {
+            let name = name.to_string();
+            if let Some(denied) = authorize(&request, server) {
+                return denied;
+            }
+            set_weight(request, server, &name, peer).await
+        }
+        (Method::POST, ["reload"]) => {
+            if let Some(denied) = authorize(&request, server) {
+                return denied;
+            }
+            tracing::info!(client = %peer, "reload requested through the admin API");
+            match server.reload().await {
+                Ok(generation) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "generation": generation }),
+                ),
+                Err(e) => json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "errors": e.to_string().lines().collect::<Vec<_>>() }),
+                ),
+            }
+        }
+        (_, ["status" | "metrics" | "reload" | ""]) | (_, ["sites", _, "weight"]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+    }
+}
+
+async fn set_weight(
+    request: Request<Incoming>,
+    server: &Server,
+    site: &str,
+    peer: SocketAddr,
+) -> AdminResponse {
+    let weight = if request.method() == Method::DELETE {
+        None
+    } else {
+        let body = match Limited::new(request.into_body(), 4096).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "body too large or unreadable"),
+        };
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct WeightBody {
+            weight: i64,
+        }
+        match serde_json::from_slice::<WeightBody>(&body) {
+            Ok(b) => Some(b.weight),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{\"weight\": N}}: {e}"),
+                )
+            }
+        }
+    };
+    tracing::info!(client = %peer, site, weight = ?weight, "weight change requested through the admin API");
+    match server.control().set_weight(site, weight) {
+        Ok(()) => {
+            let doc = status(&server.control().current(), server.last_reload());
+            match doc.sites.into_iter().find(|s| s.name == site) {
+                Some(site) => json(StatusCode::OK, &site),
+                None => error(StatusCode::NOT_FOUND, "site vanished"),
+            }
+        }
+        Err(e @ WeightError::UnknownSite(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ WeightError::OutOfRange(_)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+/// `None` when the call may proceed, else the refusal to send.
+fn authorize(request: &Request<Incoming>, server: &Server) -> Option<AdminResponse> {
+    let routing = server.control().current();
+    match routing
+        .config
+        .admin
+        .as_ref()
+        .and_then(|a| a.token.as_deref())
+    {
+        Some(token) => {
+            let given = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            (!constant_time_eq(given.as_bytes(), token.as_bytes())).then(|| {
+                let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            })
+        }
+        None if server.admin_addr().is_some_and(|a| a.ip().is_loopback()) => None,
+        None => Some(error(
+            StatusCode::FORBIDDEN,
+            "mutating calls need [admin].token when the admin API listens beyond loopback",
+        )),
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> AdminResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> AdminResponse {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => respond(status, "application/json", text + "\n"),
+        Err(e) => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            e.to_string(),
+        ),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> AdminResponse {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison_needs_an_exact_match() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,220 @@
+//! The single writer of the routing snapshot. Config applies, run-time weight overrides,
+//! health flips and slow-start ticks all rebuild the snapshot here, one at a time, and
+//! publish it with one atomic swap. Requests never wait on anything in this file.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, MAX_WEIGHT};
+use crate::health::{now_ms, spawn_prober, HealthRegistry};
+use crate::routing::{Inputs, Routing};
+use crate::telemetry;
+use crate::upstream::Upstream;
+
+/// How often a ramping (slow-start) site's weight is recomputed.
+const RAMP_TICK: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WeightError {
+    #[error("no site is named \"{0}\"")]
+    UnknownSite(String),
+    #[error("weight {0} is out of range; use 0 (drained) to {MAX_WEIGHT}")]
+    OutOfRange(i64),
+}
+
+pub struct Control {
+    routing: Arc<ArcSwap<Routing>>,
+    registry: HealthRegistry,
+    /// Probes use their own connections so they never queue behind live traffic.
+    probe_upstream: Arc<Upstream>,
+    /// Run-time weight overrides by site name; the lock also serialises publishing.
+    overrides: Mutex<HashMap<String, u32>>,
+}
+
+impl Control {
+    /// Builds generation 1 and starts probing every backend. Needs a tokio runtime.
+    pub fn new(config: Config) -> Arc<Control> {
+        let registry = HealthRegistry::new();
+        let synced = registry.sync(&config);
+        let upstream = Arc::new(Upstream::new(config.timeouts.connect));
+        let probe_upstream = Arc::new(Upstream::new(config.timeouts.connect));
+        for (state, authority) in synced.added {
+            spawn_prober(state, authority, probe_upstream.clone());
+        }
+        let routing = Routing::build(Inputs {
+            generation: 1,
+            config: Arc::new(config),
+            upstream,
+            states: synced.states,
+            overrides: &HashMap::new(),
+            now_ms: now_ms(),
+        });
+        let control = Arc::new(Control {
+            routing: Arc::new(ArcSwap::from_pointee(routing)),
+            registry,
+            probe_upstream,
+            overrides: Mutex::new(HashMap::new()),
+        });
+        spawn_publisher(Arc::downgrade(&control), control.registry.changes.clone());
+        control
+    }
+
+    /// The swap that requests read from.
+    pub fn routing(&self) -> &Arc<ArcSwap<Routing>> {
+        &self.routing
+    }
+
+    pub fn current(&self) -> Arc<Routing> {
+        self.routing.load_full()
+    }
+
+    fn lock_overrides(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.overrides
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Publishes a new config as the next generation, keeping the health state and
+    /// pools of backends that stay. An override survives unless the site is gone or
+    /// the file now sets a different weight for it (the newer decision wins).
+    pub fn apply(&self, config: Config) -> u64 {
+        let mut overrides = self.lock_overrides();
+        let old = self.current();
+        overrides.retain(|name, _| {
+            let before = old
+                .config
+                .sites
+                .iter()
+                .find(|s| &s.name == name)
+                .map(|s| s.weight);
+            let after = config
+                .sites
+                .iter()
+                .find(|s| &s.name == name)
+                .map(|s| s.weight);
+            after.is_some() && before == after
+        });
+        let synced = self.registry.sync(&config);
+        for (state, authority) in synced.added {
+            spawn_prober(state, authority, self.probe_upstream.clone());
+        }
+        let upstream = if old.upstream.connect_timeout() == config.timeouts.connect {
+            old.upstream.clone()
+        } else {
+            Arc::new(Upstream::new(config.timeouts.connect))
+        };
+        let generation = old.generation + 1;
+        let routing = Routing::build(Inputs {
+            generation,
+            config: Arc::new(config),
+            upstream,
+            states: synced.states,
+            overrides: &overrides,
+            now_ms: now_ms(),
+        });
+        log_changes(&old, &routing);
+        telemetry::record_routing(&routing);
+        self.routing.store(Arc::new(routing));
+        generation
+    }
+
+    /// Sets (`Some`) or clears (`None`) a site's run-time weight override.
+    pub fn set_weight(&self, site: &str, weight: Option<i64>) -> Result<(), WeightError> {
+        let mut overrides = self.lock_overrides();
+        let current = self.current();
+        let Some(route) = current.sites.iter().find(|s| s.name == site) else {
+            return Err(WeightError::UnknownSite(site.to_string()));
+        };
+        match weight {
+            Some(w) if !(0..=MAX_WEIGHT).contains(&w) => return Err(WeightError::OutOfRange(w)),
+            Some(w) => {
+                overrides.insert(site.to_string(), w as u32);
+            }
+            None => {
+                overrides.remove(site);
+            }
+        }
+        tracing::info!(site, from = route.weight(), to = ?weight, "weight override set through the admin API");
+        self.publish(&overrides);
+        Ok(())
+    }
+
+    /// Rebuilds the snapshot from the same config with current health (same generation).
+    pub fn refresh(&self) {
+        let overrides = self.lock_overrides();
+        self.publish(&overrides);
+    }
+
+    fn publish(&self, overrides: &HashMap<String, u32>) {
+        let old = self.current();
+        let routing = Routing::build(Inputs {
+            generation: old.generation,
+            config: old.config.clone(),
+            upstream: old.upstream.clone(),
+            states: old.states(),
+            overrides,
+            now_ms: now_ms(),
+        });
+        if routing.mode != old.mode {
+            tracing::warn!(from = ?old.mode, to = ?routing.mode, "routing mode changed");
+        }
+        telemetry::record_routing(&routing);
+        self.routing.store(Arc::new(routing));
+    }
+
+    /// Stops every prober; used when the server goes away.
+    pub fn stop(&self) {
+        self.registry.retire_all();
+    }
+}
+
+/// Rebuilds the snapshot whenever a backend flips, and every `RAMP_TICK` while a site is
+/// in slow start. Ends when the `Control` is dropped.
+fn spawn_publisher(control: Weak<Control>, changes: Arc<tokio::sync::Notify>) {
+    tokio::spawn(async move {
+        loop {
+            let ramping = match control.upgrade() {
+                Some(c) => c.current().is_ramping(),
+                None => return,
+            };
+            let wait = if ramping {
+                RAMP_TICK
+            } else {
+                Duration::from_secs(1)
+            };
+            let changed = tokio::time::timeout(wait, changes.notified()).await.is_ok();
+            if changed || ramping {
+                match control.upgrade() {
+                    Some(c) => c.refresh(),
+                    None => return,
+                }
+            }
+        }
+    });
+}
+
+fn log_changes(old: &Routing, new: &Routing) {
+    for site in &new.sites {
+        match old.sites.iter().find(|s| s.name == site.name) {
+            None => tracing::info!(site = %site.name, weight = site.weight(), "site added"),
+            Some(before)
+                if before.weight() != site.weight() || before.priority != site.priority =>
+            {
+                tracing::info!(site = %site.name, weight = site.weight(), was = before.weight(),
+                    priority = site.priority, "site changed")
+            }
+            Some(_) => {}
+        }
+    }
+    for site in old
+        .sites
+        .iter()
+        .filter(|s| !new.sites.iter().any(|n| n.name == s.name))
+    {
+        tracing::info!(site = %site.name, "site removed");
+    }
+    tracing::info!(generation = new.generation, "config applied");
+}

@@ -1,0 +1,204 @@
+//! Serving one client connection: HTTP/1.1 or HTTP/2 (prior knowledge) through hyper's
+//! auto builder, with the client-side timeouts: a request head must arrive within
+//! `client_header`, and a connection with nothing in flight closes after `idle`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::headers::ClientInfo;
+use super::Proxy;
+use crate::config::Timeouts;
+use crate::health::now_ms;
+use crate::shutdown::fired;
+
+/// What the timeouts of one connection watch. Times are `now_ms` values.
+#[derive(Default)]
+struct Activity {
+    last_io: AtomicU64,
+    /// When the first byte of a request head arrived with nothing in flight; 0 = none.
+    head_started: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// Marks one request in flight for as long as it lives.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn busy(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(0, Ordering::Release);
+        Busy(self.clone())
+    }
+
+    fn saw_read(&self) {
+        let now = now_ms();
+        self.last_io.store(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
+            self.head_started.store(now, Ordering::Release);
+        }
+    }
+
+    /// Resolves when the connection should be closed, with the reason.
+    async fn expired(&self, timeouts: &Timeouts) -> &'static str {
+        loop {
+            let now = now_ms();
+            let (deadline, reason) = if self.in_flight.load(Ordering::Acquire) > 0 {
+                (now + timeouts.idle.as_millis() as u64, "")
+            } else {
+                match self.head_started.load(Ordering::Acquire) {
+                    0 => (
+                        self.last_io.load(Ordering::Relaxed) + timeouts.idle.as_millis() as u64,
+                        "idle timeout",
+                    ),
+                    started => (
+                        started + timeouts.client_header.as_millis() as u64,
+                        "client header timeout",
+                    ),
+                }
+            };
+            if now >= deadline && !reason.is_empty() {
+                return reason;
+            }
+            tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now).max(10))).await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.last_io.store(now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The client socket, noting reads and writes for the timeouts.
+struct Watched<S> {
+    stream: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.saw_read();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.last_io.store(now_ms(), Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.last_io.store(now_ms(), Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Serves `stream` until the client leaves, a timeout closes it, or shutdown drains it.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _token = proxy.tracker.token();
+    let _ = stream.set_nodelay(true);
+    let timeouts = proxy.routing.load().config.timeouts.clone();
+    let activity = Arc::new(Activity::default());
+    activity.last_io.store(now_ms(), Ordering::Relaxed);
+    let client = Arc::new(ClientInfo {
+        ip: HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown")),
+        proto: HeaderValue::from_static("http"),
+    });
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |request| {
+            let busy = activity.busy();
+            let proxy = proxy.clone();
+            let client = client.clone();
+            async move {
+                let response = proxy.forward(request, &client).await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    let io = TokioIo::new(Watched {
+        stream,
+        activity: activity.clone(),
+    });
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = fired(&mut shutdown), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            reason = activity.expired(&timeouts) => {
+                tracing::debug!(client = %peer, reason, "closing client connection");
+                return;
+            }
+        }
+    }
+}

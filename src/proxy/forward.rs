@@ -1,0 +1,198 @@
+//! Forwarding one request: pick a backend from the snapshot the request started with,
+//! send it, and on failure report to health and retry elsewhere when the rules and the
+//! budget allow. Errors the proxy makes itself are short plain-text 502/504 answers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::uri::{PathAndQuery, Scheme};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use super::headers::{prepare_request, prepare_response, upgrade_request, ClientInfo};
+use super::upgrade::spawn_tunnel;
+use super::{Proxy, ProxyBody};
+use crate::body::{Replay, RequestBody};
+use crate::health::now_ms;
+use crate::retry::{costs_budget, may_retry};
+use crate::routing::Pick;
+use crate::telemetry;
+use crate::upstream::SendError;
+
+/// Upper bound of `[retry].attempts`, so tried backends fit in a fixed array.
+const MAX_ATTEMPTS: usize = 10;
+
+impl Proxy {
+    /// Serves one client request; never fails (errors become 502/504 responses).
+    pub async fn forward(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        client: &ClientInfo,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let routing = self.routing.load_full();
+        let now = now_ms();
+        self.budget.record_request(now);
+        let retry = &routing.config.retry;
+        let attempts = (retry.attempts as usize).clamp(1, MAX_ATTEMPTS);
+
+        let (mut parts, body) = request.into_parts();
+        let upgrade = upgrade_request(&parts);
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+        prepare_request(&mut parts, client, upgrade.as_ref());
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let (mut body, replay) = split_body(body, attempts > 1);
+        let body_was_empty = replay.is_none();
+
+        let mut tried = [Pick {
+            site: 0,
+            backend: 0,
+        }; MAX_ATTEMPTS];
+        let mut last_error: Option<SendError> = None;
+        let mut last_pick: Option<Pick> = None;
+        for attempt in 0..attempts {
+            let Some(pick) = routing.pick(&tried[..attempt]) else {
+                break;
+            };
+            tried[attempt] = pick;
+            last_pick = Some(pick);
+            let backend = routing.backend(pick);
+            let last_try = attempt + 1 == attempts;
+            let headers = if last_try {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
+            let request = upstream_request(&parts.method, &backend.authority, &path, headers, body);
+            match routing
+                .upstream
+                .send(request, routing.config.timeouts.response)
+                .await
+            {
+                Ok(mut response) => {
+                    backend.state.record_response(response.status());
+                    routing.sites[pick.site].metrics.record(response.status());
+                    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+                    if let (true, Some(client_side)) = (switching, client_upgrade) {
+                        let backend_side = hyper::upgrade::on(&mut response);
+                        spawn_tunnel(client_side, backend_side, self.tracker.token());
+                    }
+                    prepare_response(response.headers_mut(), switching);
+                    return Ok(response.map(Either::Left));
+                }
+                Err(error) => {
+                    let reason = error.reason();
+                    match &error {
+                        SendError::Connect(_) => backend.state.record_connect_failure(&reason),
+                        _ => backend.state.record_request_failure(&reason),
+                    }
+                    let again = if body_was_empty {
+                        Some(RequestBody::empty())
+                    } else {
+                        replay.as_ref().and_then(Replay::again)
+                    };
+                    let allowed = !last_try
+                        && may_retry(&parts.method, &error, again.is_some())
+                        && (!costs_budget(&error)
+                            || self
+                                .budget
+                                .try_spend(now_ms(), retry.budget, retry.min_per_second));
+                    tracing::debug!(site = %routing.sites[pick.site].name, backend = %backend.authority, %reason, retry = allowed, "try failed");
+                    match again {
+                        Some(next) if allowed => {
+                            telemetry::record_retry(retry_reason(&error));
+                            body = next;
+                            last_error = Some(error);
+                        }
+                        _ => {
+                            last_error = Some(error);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let response = failure_response(last_error.as_ref(), &parts.method, &path);
+        match last_pick {
+            Some(pick) => routing.sites[pick.site].metrics.record(response.status()),
+            None => telemetry::record_unrouted(),
+        }
+        Ok(response)
+    }
+}
+
+fn retry_reason(error: &SendError) -> &'static str {
+    match error {
+        SendError::Connect(_) => "connect",
+        SendError::Timeout => "timeout",
+        SendError::Failed(_) => "reset",
+    }
+}
+
+/// The body for the first try, and a handle to replay it when retries are possible.
+fn split_body(body: Incoming, may_retry: bool) -> (RequestBody, Option<Replay>) {
+    if body.is_end_stream() {
+        (RequestBody::empty(), None)
+    } else if may_retry {
+        let (body, replay) = RequestBody::replayable(body);
+        (body, Some(replay))
+    } else {
+        (RequestBody::streaming(body), None)
+    }
+}
+
+fn upstream_request(
+    method: &Method,
+    authority: &http::uri::Authority,
+    path: &PathAndQuery,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Request<RequestBody> {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority.clone());
+    uri.path_and_query = Some(path.clone());
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    request
+}
+
+fn failure_response(
+    error: Option<&SendError>,
+    method: &Method,
+    path: &PathAndQuery,
+) -> Response<ProxyBody> {
+    let (status, text) = match error {
+        None => (StatusCode::BAD_GATEWAY, "no healthy backend\n"),
+        Some(SendError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
+        Some(SendError::Connect(_)) => (StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
+        Some(SendError::Failed(_)) => (StatusCode::BAD_GATEWAY, "upstream connection failed\n"),
+    };
+    tracing::warn!(%method, path = path.path(), status = status.as_u16(), reason = error.map(SendError::reason).unwrap_or_default(), "request failed");
+    error_response(status, text)
+}
+
+/// A short plain-text answer made by the proxy itself.
+pub fn error_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+        text.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,221 @@
+//! Header rules for proxied messages: hop-by-hop headers removed both ways (RFC 9110
+//! 7.6.1), forwarding headers (X-Forwarded-*, Via) set on requests, Host preserved.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::Version;
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes Connection and every header it names, plus the fixed hop-by-hop set.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        headers.remove(header::CONNECTION);
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The protocol an HTTP/1.1 client asks to switch to (`Connection: upgrade` + `Upgrade`).
+pub fn upgrade_request(parts: &Parts) -> Option<HeaderValue> {
+    if parts.version != Version::HTTP_11 {
+        return None;
+    }
+    let wants = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    wants
+        .then(|| parts.headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// What a connection knows about its client, computed once per connection.
+#[derive(Clone)]
+pub struct ClientInfo {
+    /// The client's IP as a header value, for X-Forwarded-For.
+    pub ip: HeaderValue,
+    /// "http" or "https", for X-Forwarded-Proto.
+    pub proto: HeaderValue,
+}
+
+/// Rewrites a client request's head for the backend: HTTP/1.1, Host kept (taken from
+/// the HTTP/2 authority when there is no Host header), hop-by-hop headers removed,
+/// forwarding headers set, and the upgrade headers restored for an upgrade.
+pub fn prepare_request(parts: &mut Parts, client: &ClientInfo, upgrade: Option<&HeaderValue>) {
+    let received = match parts.version {
+        Version::HTTP_2 => HeaderValue::from_static("2.0 splitgate"),
+        Version::HTTP_10 => HeaderValue::from_static("1.0 splitgate"),
+        _ => HeaderValue::from_static("1.1 splitgate"),
+    };
+    let headers = &mut parts.headers;
+    if !headers.contains_key(header::HOST) {
+        if let Some(host) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            headers.insert(header::HOST, host);
+        }
+    }
+    strip_hop_by_hop(headers);
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+    append_forwarded_for(headers, &client.ip);
+    headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
+    headers.append(header::VIA, received);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+    parts.version = Version::HTTP_11;
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
+    let joined = match headers.get(&X_FORWARDED_FOR) {
+        None => None,
+        Some(prior) => {
+            let mut value = Vec::with_capacity(prior.len() + 2 + ip.len());
+            value.extend_from_slice(prior.as_bytes());
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_bytes(&value).ok()
+        }
+    };
+    headers.insert(
+        X_FORWARDED_FOR.clone(),
+        joined.unwrap_or_else(|| ip.clone()),
+    );
+}
+
+/// Rewrites a backend response's head for the client. A 101 keeps its upgrade headers.
+pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
+    let upgrade = switching
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(build: http::request::Builder) -> Parts {
+        build.body(()).unwrap().into_parts().0
+    }
+
+    fn client() -> ClientInfo {
+        ClientInfo {
+            ip: HeaderValue::from_static("10.1.2.3"),
+            proto: HeaderValue::from_static("http"),
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut p = parts(
+            http::Request::get("/")
+                .header("connection", "keep-alive, x-secret")
+                .header("keep-alive", "timeout=5")
+                .header("x-secret", "1")
+                .header("te", "trailers")
+                .header("trailer", "x")
+                .header("transfer-encoding", "chunked")
+                .header("upgrade", "h2c")
+                .header("proxy-authorization", "basic x")
+                .header("x-kept", "yes"),
+        );
+        prepare_request(&mut p, &client(), None);
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+        ] {
+            assert!(!p.headers.contains_key(gone), "{gone} should be removed");
+        }
+        assert_eq!(p.headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn forwarding_headers_are_set_and_appended() {
+        let mut p = parts(
+            http::Request::get("/")
+                .header("host", "shop.example")
+                .header("x-forwarded-for", "192.0.2.1")
+                .header("x-forwarded-proto", "https")
+                .header("via", "1.1 edge"),
+        );
+        prepare_request(&mut p, &client(), None);
+        assert_eq!(p.headers["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
+        assert_eq!(
+            p.headers["x-forwarded-proto"], "http",
+            "the client cannot spoof the scheme"
+        );
+        assert_eq!(p.headers["x-forwarded-host"], "shop.example");
+        let via: Vec<_> = p.headers.get_all("via").iter().collect();
+        assert_eq!(via, ["1.1 edge", "1.1 splitgate"]);
+    }
+
+    #[test]
+    fn an_http2_request_gets_a_host_header_from_its_authority() {
+        let mut p =
+            parts(http::Request::get("http://shop.example:8443/x").version(Version::HTTP_2));
+        prepare_request(&mut p, &client(), None);
+        assert_eq!(p.headers["host"], "shop.example:8443");
+        assert_eq!(p.version, Version::HTTP_11);
+        assert_eq!(p.headers["via"], "2.0 splitgate");
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_upgrade_headers() {
+        let mut p = parts(
+            http::Request::get("/ws")
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket"),
+        );
+        let upgrade = upgrade_request(&p);
+        assert_eq!(upgrade.as_ref().unwrap(), "websocket");
+        prepare_request(&mut p, &client(), upgrade.as_ref());
+        assert_eq!(p.headers["connection"], "upgrade");
+        assert_eq!(p.headers["upgrade"], "websocket");
+    }
+}

@@ -1,0 +1,229 @@
+//! A running splitgate: binds the listeners and the admin API, owns the control plane,
+//! applies reloads (all or nothing, listeners included) and drains on shutdown. Used by
+//! the binary and, in-process, by tests and the demo.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::admin;
+use crate::config::{self, Config, ConfigError};
+use crate::control::Control;
+use crate::proxy::{bind_listener, spawn_listener, ListenerHandle, Proxy};
+use crate::shutdown::{Signal, Tracker};
+use crate::telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0} (the running config is unchanged)")]
+    NeedsRestart(String),
+    #[error("cannot listen on {addr}: {source} (the running config is unchanged)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no config file to reload (started without --config)")]
+    NoFile,
+}
+
+/// The outcome of the last reload attempt, for `/status`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LastReload {
+    pub ok: bool,
+    pub message: String,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+}
+
+pub struct Server {
+    control: Arc<Control>,
+    proxy: Arc<Proxy>,
+    /// Running listeners by their configured bind address; changed only by reloads.
+    listeners: tokio::sync::Mutex<HashMap<SocketAddr, ListenerHandle>>,
+    admin_addr: Option<SocketAddr>,
+    shutdown: Signal,
+    config_path: Option<PathBuf>,
+    last_reload: Mutex<Option<LastReload>>,
+}
+
+impl Server {
+    /// Binds everything first, so a port in use fails the start before any work begins.
+    pub async fn start(
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<Arc<Server>, StartError> {
+        telemetry::install_metrics();
+        let mut bound = Vec::new();
+        for listener in &config.listeners {
+            let socket = bind_listener(listener.bind).map_err(|source| StartError::Bind {
+                addr: listener.bind,
+                source,
+            })?;
+            bound.push((listener.bind, socket));
+        }
+        let admin_socket =
+            match &config.admin {
+                Some(admin) => Some(TcpListener::bind(admin.bind).await.map_err(|source| {
+                    StartError::Bind {
+                        addr: admin.bind,
+                        source,
+                    }
+                })?),
+                None => None,
+            };
+        let shutdown = Signal::default();
+        let control = Control::new(config);
+        let proxy = Proxy::new(control.routing().clone(), Tracker::default());
+        let listeners = bound
+            .into_iter()
+            .map(|(bind, socket)| {
+                (
+                    bind,
+                    spawn_listener(socket, proxy.clone(), shutdown.subscribe()),
+                )
+            })
+            .collect();
+        let server = Arc::new(Server {
+            control,
+            proxy,
+            listeners: tokio::sync::Mutex::new(listeners),
+            admin_addr: admin_socket.as_ref().and_then(|s| s.local_addr().ok()),
+            shutdown,
+            config_path,
+            last_reload: Mutex::new(None),
+        });
+        telemetry::record_generation(1);
+        if let Some(socket) = admin_socket {
+            admin::spawn(socket, server.clone(), server.shutdown.subscribe());
+        }
+        Ok(server)
+    }
+
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// The proxy listeners' actual addresses (port 0 resolved), in no particular order.
+    pub async fn proxy_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .lock()
+            .await
+            .values()
+            .map(|l| l.local_addr)
+            .collect()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    pub fn last_reload(&self) -> Option<LastReload> {
+        self.last_reload.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Re-reads the config file and applies it (SIGHUP and `POST /reload`).
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
+        let result = match &self.config_path {
+            None => Err(ReloadError::NoFile),
+            Some(path) => match config::load(path) {
+                Ok(config) => self.apply(config).await,
+                Err(e) => Err(e.into()),
+            },
+        };
+        self.note_reload(&result);
+        result
+    }
+
+    /// Applies a checked config: new listeners are bound first and the snapshot is
+    /// swapped only if all of them bound; removed listeners stop accepting afterwards.
+    pub async fn apply(&self, config: Config) -> Result<u64, ReloadError> {
+        let mut listeners = self.listeners.lock().await;
+        let current = self.control.current();
+        let admin_bind = |c: &Config| c.admin.as_ref().map(|a| a.bind);
+        if admin_bind(&config) != admin_bind(&current.config) {
+            return Err(ReloadError::NeedsRestart(
+                "admin.bind: changing the admin listener needs a restart".into(),
+            ));
+        }
+        if config.workers != current.config.workers {
+            return Err(ReloadError::NeedsRestart(
+                "workers: changing the worker count needs a restart".into(),
+            ));
+        }
+        let mut added = Vec::new();
+        for listener in config
+            .listeners
+            .iter()
+            .filter(|l| !listeners.contains_key(&l.bind))
+        {
+            let socket = bind_listener(listener.bind).map_err(|source| ReloadError::Bind {
+                addr: listener.bind,
+                source,
+            })?;
+            added.push((listener.bind, socket));
+        }
+        let keep: Vec<SocketAddr> = config.listeners.iter().map(|l| l.bind).collect();
+        let generation = self.control.apply(config);
+        listeners.retain(|bind, _| keep.contains(bind));
+        for (bind, socket) in added {
+            listeners.insert(
+                bind,
+                spawn_listener(socket, self.proxy.clone(), self.shutdown.subscribe()),
+            );
+        }
+        telemetry::record_generation(generation);
+        Ok(generation)
+    }
+
+    fn note_reload(&self, result: &Result<u64, ReloadError>) {
+        let (ok, message) = match result {
+            Ok(generation) => (true, format!("applied generation {generation}")),
+            Err(e) => (false, e.to_string()),
+        };
+        telemetry::record_reload(ok);
+        if ok {
+            tracing::info!(%message, "reload");
+        } else {
+            for line in message.lines() {
+                tracing::error!(error = %line, "reload rejected; the running config keeps serving");
+            }
+        }
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if let Ok(mut last) = self.last_reload.lock() {
+            *last = Some(LastReload { ok, message, at });
+        }
+    }
+
+    /// Stops accepting, lets connections and tunnels finish for up to the configured
+    /// drain timeout, and returns how many were still open when it gave up.
+    pub async fn shutdown(&self) -> usize {
+        let drain = self.control.current().config.timeouts.drain;
+        self.shutdown.fire();
+        self.listeners.lock().await.clear();
+        let left = self
+            .proxy
+            .tracker
+            .wait_idle(drain.max(Duration::from_millis(1)))
+            .await;
+        self.control.stop();
+        left
+    }
+}
