@@ -95,7 +95,7 @@ pub fn validate(file: &FileConfig) -> Result<Config, Vec<Problem>> {
 
     let admin = file.admin.as_ref().and_then(|admin| {
         let bind = problems.socket_addr("admin.bind", &admin.bind)?;
-        if listeners.iter().any(|l| l.bind == bind) {
+        if bind.port() != 0 && listeners.iter().any(|l| l.bind == bind) {
             problems.add("admin.bind", format!("{bind} is already a proxy listener"));
         }
         if admin.token.as_deref() == Some("") {

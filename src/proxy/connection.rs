@@ -74,7 +74,11 @@ impl Activity {
             if now >= deadline && !reason.is_empty() {
                 return reason;
             }
-            tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now).max(10))).await;
+            // A request head may start at any moment, so look again within half of
+            // `client_header` even when the idle deadline is further away.
+            let recheck = timeouts.client_header.as_millis() as u64 / 2;
+            let wait = deadline.saturating_sub(now).min(recheck).max(10);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
         }
     }
 }

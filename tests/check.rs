@@ -1,0 +1,91 @@
+//! `splitgate check` accepts every shipped example and names the key of every problem.
+
+mod common;
+
+use std::process::Command;
+
+use common::process::BINARY;
+
+fn check(path: &std::path::Path) -> (bool, String) {
+    let output = Command::new(BINARY)
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[test]
+fn every_shipped_example_config_is_valid() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (ok, text) = check(&path);
+            assert!(ok, "{}: {text}", path.display());
+            assert_eq!(text.trim(), "ok");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "the examples are missing");
+}
+
+#[test]
+fn a_broken_config_fails_with_every_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[listener]]
+bind = "127.0.0.1:80800"
+[health]
+interval = "fast"
+[[site]]
+name = "a"
+weight = -5
+backends = ["http://10.0.0.1/"]
+[[site]]
+name = "a"
+weight = 1
+backends = ["10.0.0.2:80"]
+"#,
+    )
+    .unwrap();
+    let (ok, text) = check(&path);
+    assert!(!ok);
+    for key in [
+        "listener[0].bind",
+        "health.interval",
+        "site[0].weight",
+        "site[0].backends[0]",
+        "site[1].name",
+    ] {
+        assert!(
+            text.contains(&format!("broken.toml: {key}: ")),
+            "{key} not reported:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_syntax_errors_and_missing_files_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(
+        &unknown,
+        "[[listener]]\nbind = \"127.0.0.1:1\"\nbindd = \"x\"\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&unknown);
+    assert!(!ok && text.contains("bindd"), "{text}");
+
+    let syntax = dir.path().join("syntax.toml");
+    std::fs::write(&syntax, "[[site]\nname = ").unwrap();
+    assert!(!check(&syntax).0);
+
+    let (ok, text) = check(&dir.path().join("missing.toml"));
+    assert!(!ok && text.contains("cannot read"), "{text}");
+}
