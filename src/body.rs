@@ -48,7 +48,7 @@ impl RequestBody {
         let slot = Arc::new(Mutex::new(Some(body)));
         let replay = Replay {
             slot: slot.clone(),
-            hint: hint.clone(),
+            hint,
         };
         (RequestBody(Inner::Parked(slot, hint)), replay)
     }
@@ -58,7 +58,7 @@ impl Replay {
     /// The body again, for another attempt; `None` once any of it was sent.
     pub fn again(&self) -> Option<RequestBody> {
         let untouched = self.slot.lock().map(|slot| slot.is_some()).unwrap_or(false);
-        untouched.then(|| RequestBody(Inner::Parked(self.slot.clone(), self.hint.clone())))
+        untouched.then(|| RequestBody(Inner::Parked(self.slot.clone(), self.hint)))
     }
 }
 
@@ -101,7 +101,7 @@ impl Body for RequestBody {
         match &self.0 {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Streaming(body) => body.size_hint(),
-            Inner::Parked(_, hint) => hint.clone(),
+            Inner::Parked(_, hint) => *hint,
         }
     }
 }

@@ -98,7 +98,8 @@ async fn a_restarted_site_gets_traffic_again_and_ramps_up() {
     let restarted = Instant::now();
     let back = eventually(Duration::from_secs(10), || site_healthy(&proxy, "b")).await;
     println!("restarted site healthy again after {back:?}");
-    assert!(back.expect("site b comes back") < Duration::from_secs(2 * 1 + 1 + 2));
+    // Target: rise (2) x interval (1s) + 1s; 2s more for a slow machine.
+    assert!(back.expect("site b comes back") < Duration::from_secs(5));
     let ramp_start = proxy.server.control().current().sites[1].effective_weight;
     assert!(
         ramp_start < 50,
