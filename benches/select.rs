@@ -30,13 +30,15 @@ fn routing() -> Routing {
         weight = 20
         backends = ["127.0.0.1:5"]
     "#;
-    let config = Arc::new(splitgate::config::parse(Path::new("bench"), text).expect("bench config"));
+    let config =
+        Arc::new(splitgate::config::parse(Path::new("bench"), text).expect("bench config"));
     let registry = HealthRegistry::new();
     let synced = registry.sync(&config);
+    let upstream = Arc::new(Upstream::plain(Duration::from_secs(1)));
     Routing::build(Inputs {
         generation: 1,
+        upstreams: vec![upstream; config.sites.len()],
         config,
-        upstream: Arc::new(Upstream::new(Duration::from_secs(1))),
         states: synced.states,
         overrides: &HashMap::new(),
         now_ms: now_ms(),
@@ -45,10 +47,14 @@ fn routing() -> Routing {
 
 fn selection(c: &mut Criterion) {
     let r = routing();
-    c.bench_function("pick first try (3 sites, 50/30/20)", |b| b.iter(|| black_box(r.pick(&[]))));
+    c.bench_function("pick first try (3 sites, 50/30/20)", |b| {
+        b.iter(|| black_box(r.pick(&[])))
+    });
     let tried = [r.pick(&[]).expect("a pick")];
     c.bench_function("pick a retry", |b| b.iter(|| black_box(r.pick(&tried))));
-    c.bench_function("build SWRR table 70/30/1", |b| b.iter(|| black_box(sequence(&[70, 30, 1]))));
+    c.bench_function("build SWRR table 70/30/1", |b| {
+        b.iter(|| black_box(sequence(&[70, 30, 1])))
+    });
 }
 
 fn header_rules(c: &mut Criterion) {

@@ -28,8 +28,6 @@ pub enum WeightError {
 pub struct Control {
     routing: Arc<ArcSwap<Routing>>,
     registry: HealthRegistry,
-    /// Probes use their own connections so they never queue behind live traffic.
-    probe_upstream: Arc<Upstream>,
     /// Run-time weight overrides by site name; the lock also serialises publishing.
     overrides: Mutex<HashMap<String, u32>>,
 }
@@ -39,23 +37,21 @@ impl Control {
     pub fn new(config: Config) -> Arc<Control> {
         let registry = HealthRegistry::new();
         let synced = registry.sync(&config);
-        let upstream = Arc::new(Upstream::new(config.timeouts.connect));
-        let probe_upstream = Arc::new(Upstream::new(config.timeouts.connect));
-        for (state, authority) in synced.added {
-            spawn_prober(state, authority, probe_upstream.clone());
-        }
         let routing = Routing::build(Inputs {
             generation: 1,
+            upstreams: upstreams_for(&config, None),
             config: Arc::new(config),
-            upstream,
             states: synced.states,
             overrides: &HashMap::new(),
             now_ms: now_ms(),
         });
+        let routing = Arc::new(ArcSwap::from_pointee(routing));
+        for (state, authority) in synced.added {
+            spawn_prober(state, authority, routing.clone());
+        }
         let control = Arc::new(Control {
-            routing: Arc::new(ArcSwap::from_pointee(routing)),
+            routing,
             registry,
-            probe_upstream,
             overrides: Mutex::new(HashMap::new()),
         });
         spawn_publisher(Arc::downgrade(&control), control.registry.changes.clone());
@@ -98,19 +94,11 @@ impl Control {
             after.is_some() && before == after
         });
         let synced = self.registry.sync(&config);
-        for (state, authority) in synced.added {
-            spawn_prober(state, authority, self.probe_upstream.clone());
-        }
-        let upstream = if old.upstream.connect_timeout() == config.timeouts.connect {
-            old.upstream.clone()
-        } else {
-            Arc::new(Upstream::new(config.timeouts.connect))
-        };
         let generation = old.generation + 1;
         let routing = Routing::build(Inputs {
             generation,
+            upstreams: upstreams_for(&config, Some(&old)),
             config: Arc::new(config),
-            upstream,
             states: synced.states,
             overrides: &overrides,
             now_ms: now_ms(),
@@ -118,6 +106,9 @@ impl Control {
         log_changes(&old, &routing);
         telemetry::record_routing(&routing);
         self.routing.store(Arc::new(routing));
+        for (state, authority) in synced.added {
+            spawn_prober(state, authority, self.routing.clone());
+        }
         generation
     }
 
@@ -153,7 +144,7 @@ impl Control {
         let routing = Routing::build(Inputs {
             generation: old.generation,
             config: old.config.clone(),
-            upstream: old.upstream.clone(),
+            upstreams: old.upstreams(),
             states: old.states(),
             overrides,
             now_ms: now_ms(),
@@ -194,6 +185,29 @@ fn spawn_publisher(control: Weak<Control>, changes: Arc<tokio::sync::Notify>) {
             }
         }
     });
+}
+
+/// A client per site: plain sites share one; TLS sites keep their pool across a
+/// reload when their settings (and connect timeout) did not change.
+fn upstreams_for(config: &Config, old: Option<&Routing>) -> Vec<Arc<Upstream>> {
+    let connect = config.timeouts.connect;
+    let reusable = |tls| {
+        old.and_then(|o| o.sites.iter().find(|s| s.upstream.fits(connect, tls)))
+            .map(|s| s.upstream.clone())
+    };
+    let mut plain = reusable(None);
+    config
+        .sites
+        .iter()
+        .map(|site| match &site.tls {
+            None => plain
+                .get_or_insert_with(|| Arc::new(Upstream::plain(connect)))
+                .clone(),
+            Some(tls) => {
+                reusable(Some(tls)).unwrap_or_else(|| Arc::new(Upstream::tls(connect, tls)))
+            }
+        })
+        .collect()
 }
 
 fn log_changes(old: &Routing, new: &Routing) {

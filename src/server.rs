@@ -94,7 +94,7 @@ impl Server {
             .map(|(bind, socket)| {
                 (
                     bind,
-                    spawn_listener(socket, proxy.clone(), shutdown.subscribe()),
+                    spawn_listener(socket, bind, proxy.clone(), shutdown.subscribe()),
                 )
             })
             .collect();
@@ -183,7 +183,7 @@ impl Server {
         for (bind, socket) in added {
             listeners.insert(
                 bind,
-                spawn_listener(socket, self.proxy.clone(), self.shutdown.subscribe()),
+                spawn_listener(socket, bind, self.proxy.clone(), self.shutdown.subscribe()),
             );
         }
         telemetry::record_generation(generation);

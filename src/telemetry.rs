@@ -41,6 +41,8 @@ pub fn init_logging() {
 /// Request counters of one site by status class (1xx..5xx), registered up front.
 pub struct SiteMetrics {
     by_class: [Counter; 5],
+    /// Tries that could not connect (refused, unreachable, TLS handshake failed).
+    pub connect_errors: Counter,
 }
 
 impl SiteMetrics {
@@ -54,6 +56,7 @@ impl SiteMetrics {
                 class("4xx"),
                 class("5xx"),
             ],
+            connect_errors: counter!("splitgate_upstream_connect_errors_total", "site" => site.to_string()),
         }
     }
 

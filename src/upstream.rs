@@ -1,16 +1,21 @@
-//! Connections to backends: one pooled HTTP/1.1 client (keep-alive per backend) behind
-//! a small interface, so per-backend pools or TLS can replace it without touching the
-//! proxy. Classifies failures into what the retry rules need to know.
+//! Connections to backends: pooled clients (keep-alive per backend) behind a small
+//! interface: plain HTTP/1.1, or HTTPS with the site's TLS settings (HTTP/1.1 or h2 by
+//! ALPN, session resumption through the shared rustls config). Classifies failures
+//! into what the retry rules need to know.
 
 use std::time::Duration;
 
+use http::uri::Scheme;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
 
 use crate::body::RequestBody;
+use crate::config::SiteTls;
 
 /// Why a try failed, in the terms the retry rules use.
 #[derive(Debug)]
@@ -33,29 +38,83 @@ impl SendError {
 }
 
 pub struct Upstream {
-    client: Client<HttpConnector, RequestBody>,
+    client: Connector,
     connect_timeout: Duration,
+    /// Identifies the TLS settings (None = plain), to reuse the pool across reloads.
+    tls_fingerprint: Option<u64>,
+}
+
+enum Connector {
+    Plain(Client<HttpConnector, RequestBody>),
+    Tls(Client<HttpsConnector<HttpConnector>, RequestBody>),
+}
+
+fn tcp(connect_timeout: Duration) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    connector
+}
+
+fn client_builder() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90));
+    builder
 }
 
 impl Upstream {
-    pub fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+    /// Plain HTTP/1.1 to the backends.
+    pub fn plain(connect_timeout: Duration) -> Self {
         Upstream {
-            client,
+            client: Connector::Plain(client_builder().build(tcp(connect_timeout))),
             connect_timeout,
+            tls_fingerprint: None,
         }
     }
 
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
+    /// HTTPS to the backends with the site's TLS settings.
+    pub fn tls(connect_timeout: Duration, tls: &SiteTls) -> Self {
+        let mut tcp = tcp(connect_timeout);
+        tcp.enforce_http(false);
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config((*tls.client).clone())
+            .https_only();
+        let builder = match &tls.server_name {
+            Some(name) => match ServerName::try_from(name.clone()) {
+                Ok(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+                Err(_) => builder,
+            },
+            None => builder,
+        };
+        let connector = if tls.http2 {
+            builder.enable_http2().wrap_connector(tcp)
+        } else {
+            builder.enable_http1().wrap_connector(tcp)
+        };
+        let mut client = client_builder();
+        client.http2_only(tls.http2);
+        Upstream {
+            client: Connector::Tls(client.build(connector)),
+            connect_timeout,
+            tls_fingerprint: Some(tls.fingerprint),
+        }
+    }
+
+    /// True when this client can serve a site with these settings (pool reuse).
+    pub fn fits(&self, connect_timeout: Duration, tls: Option<&SiteTls>) -> bool {
+        self.connect_timeout == connect_timeout
+            && self.tls_fingerprint == tls.map(|t| t.fingerprint)
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        match self.client {
+            Connector::Plain(_) => Scheme::HTTP,
+            Connector::Tls(_) => Scheme::HTTPS,
+        }
     }
 
     /// Sends one try; `request` carries an absolute-form URI naming the backend.
@@ -64,7 +123,11 @@ impl Upstream {
         request: Request<RequestBody>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
+        let future = match &self.client {
+            Connector::Plain(client) => client.request(request),
+            Connector::Tls(client) => client.request(request),
+        };
+        match tokio::time::timeout(timeout, future).await {
             Err(_) => Err(SendError::Timeout),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(error_chain(&e))),

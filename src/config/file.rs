@@ -25,6 +25,36 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct ListenerFile {
     pub bind: String,
+    pub tls: Option<ListenerTlsFile>,
+}
+
+/// `tls = { cert, key, certificates = [{ cert, key }] }`: PEM files; the extra
+/// certificates are chosen when the client's SNI name matches them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    pub cert: String,
+    pub key: String,
+    #[serde(default)]
+    pub certificates: Vec<CertFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFile {
+    pub cert: String,
+    pub key: String,
+}
+
+/// HTTPS to a site's backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteTlsFile {
+    pub ca: Option<String>,
+    pub server_name: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    pub protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,4 +104,5 @@ pub struct SiteFile {
     #[serde(default)]
     pub backends: Vec<String>,
     pub health: Option<HealthFile>,
+    pub tls: Option<SiteTlsFile>,
 }

@@ -4,13 +4,16 @@
 mod duration;
 mod file;
 mod model;
+mod tls;
 mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use duration::parse_duration;
-pub use model::{Admin, Backend, Config, HealthCheck, Listener, Retry, Site, Timeouts};
+pub use model::{
+    Admin, Backend, Config, HealthCheck, Listener, ListenerTls, Retry, Site, SiteTls, Timeouts,
+};
 pub use validate::{Problem, MAX_WEIGHT};
 
 /// Why a config could not be used. `Display` writes one line per problem, each naming
@@ -71,7 +74,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    validate::validate(&file).map_err(|problems| ConfigError::Invalid {
+    let base = path.parent().unwrap_or(Path::new("."));
+    validate::validate(&file, base).map_err(|problems| ConfigError::Invalid {
         path: path.to_path_buf(),
         problems,
     })

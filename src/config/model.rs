@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
+pub use super::tls::{ListenerTls, SiteTls};
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Runtime worker threads (0 = one per available core).
@@ -17,9 +19,11 @@ pub struct Config {
     pub sites: Vec<Site>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Listener {
     pub bind: SocketAddr,
+    /// HTTPS on this listener when set.
+    pub tls: Option<ListenerTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,9 +107,11 @@ pub struct Site {
     pub priority: u32,
     pub backends: Vec<Backend>,
     pub health: HealthCheck,
+    /// HTTPS to the backends when set.
+    pub tls: Option<SiteTls>,
 }
 
-/// One upstream server, `host:port`, reached over plain HTTP/1.1.
+/// One upstream server, `host:port`, reached over HTTP/1.1 (or the site's TLS).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Backend {
     pub authority: Authority,

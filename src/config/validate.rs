@@ -2,6 +2,7 @@
 //! path and what would be valid) instead of stopping at the first.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery};
@@ -9,6 +10,7 @@ use http::uri::{Authority, PathAndQuery};
 use super::duration::parse_duration;
 use super::file::{FileConfig, HealthFile, SiteFile};
 use super::model::{Admin, Backend, Config, HealthCheck, Listener, Retry, Site, Timeouts};
+use super::tls;
 
 /// Largest site weight accepted; keeps the precomputed selection table small.
 pub const MAX_WEIGHT: i64 = 10_000;
@@ -70,8 +72,9 @@ impl Problems {
     }
 }
 
-/// Checks a parsed file; returns the model or every problem found.
-pub fn validate(file: &FileConfig) -> Result<Config, Vec<Problem>> {
+/// Checks a parsed file; returns the model or every problem found. Relative TLS file
+/// paths are resolved against `base` (the config file's directory).
+pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> {
     let mut problems = Problems::default();
     let workers = problems.count("workers", file.workers, 0, (0, 1024)) as usize;
 
@@ -88,7 +91,15 @@ pub fn validate(file: &FileConfig) -> Result<Config, Vec<Problem>> {
             if listeners.iter().any(|l: &Listener| l.bind == bind) {
                 problems.add(key, format!("{bind} is bound by an earlier listener"));
             } else {
-                listeners.push(Listener { bind });
+                let tls = listener.tls.as_ref().and_then(|t| {
+                    tls::listener_tls(t, base)
+                        .map_err(|list| {
+                            list.into_iter()
+                                .for_each(|(k, r)| problems.add(format!("listener[{i}].{k}"), r))
+                        })
+                        .ok()
+                });
+                listeners.push(Listener { bind, tls });
             }
         }
     }
@@ -124,7 +135,7 @@ pub fn validate(file: &FileConfig) -> Result<Config, Vec<Problem>> {
     }
     let mut sites: Vec<Site> = Vec::new();
     for (i, site) in file.site.iter().enumerate() {
-        if let Some(site) = validate_site(i, site, &health, &mut problems) {
+        if let Some(site) = validate_site(i, site, &health, base, &mut problems) {
             if sites.iter().any(|s| s.name == site.name) {
                 problems.add(
                     format!("site[{i}].name"),
@@ -270,6 +281,7 @@ fn validate_site(
     i: usize,
     site: &SiteFile,
     health: &HealthCheck,
+    base: &Path,
     problems: &mut Problems,
 ) -> Option<Site> {
     let key = format!("site[{i}]");
@@ -323,12 +335,21 @@ fn validate_site(
         Some(over) => health_check(over, health, &format!("{key}.health"), problems),
         None => health.clone(),
     };
+    let tls = site.tls.as_ref().and_then(|t| {
+        tls::site_tls(t, base)
+            .map_err(|list| {
+                list.into_iter()
+                    .for_each(|(k, r)| problems.add(format!("{key}.{k}"), r))
+            })
+            .ok()
+    });
     Some(Site {
         name: name?,
         weight,
         priority,
         backends,
         health,
+        tls,
     })
 }
 

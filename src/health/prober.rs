@@ -1,27 +1,43 @@
 //! The active health check: one task per backend for the whole process, sending
 //! `GET <path>` every `interval` (with jitter so probes spread out) and feeding the
-//! outcome to the backend's state. Stops by itself when a reload retires the backend.
+//! outcome to the backend's state. Probes go through the site's own client (so a TLS
+//! failure fails the check). Stops by itself when a reload retires the backend.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
+use arc_swap::ArcSwap;
+use http::uri::Authority;
 use http::{header, Method, Request, Uri};
 
 use super::state::BackendState;
 use crate::body::RequestBody;
+use crate::routing::Routing;
 use crate::upstream::Upstream;
 
 /// Starts probing `authority` right away (after a random fraction of one interval).
-pub fn spawn_prober(state: Arc<BackendState>, authority: Authority, upstream: Arc<Upstream>) {
+pub fn spawn_prober(
+    state: Arc<BackendState>,
+    authority: Authority,
+    routing: Arc<ArcSwap<Routing>>,
+) {
     tokio::spawn(async move {
         let first = state.check.load().interval;
         tokio::time::sleep(first.mul_f64(random_fraction() * 0.5)).await;
         while !state.is_retired() {
             let check = state.check.load_full();
-            let (ok, reason) = probe(&upstream, &authority, &check.path, check.timeout).await;
+            let upstream = routing
+                .load()
+                .sites
+                .iter()
+                .find(|s| s.name == state.site)
+                .map(|s| s.upstream.clone());
+            let (ok, reason) = match upstream {
+                Some(upstream) => probe(&upstream, &authority, &check.path, check.timeout).await,
+                None => (false, "site not in the running config".to_string()),
+            };
             if state.is_retired() {
                 break;
             }
@@ -41,7 +57,7 @@ async fn probe(
     timeout: Duration,
 ) -> (bool, String) {
     let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(upstream.scheme())
         .authority(authority.clone())
         .path_and_query(path.clone())
         .build();

@@ -1,5 +1,6 @@
-//! Serving one client connection: HTTP/1.1 or HTTP/2 (prior knowledge) through hyper's
-//! auto builder, with the client-side timeouts: a request head must arrive within
+//! Serving one client connection: TLS handshake when the listener has TLS, then
+//! HTTP/1.1 or HTTP/2 (ALPN or prior knowledge) through hyper's auto builder, with the
+//! client-side timeouts: a TLS handshake and a request head must each complete within
 //! `client_header`, and a connection with nothing in flight closes after `idle`.
 
 use std::io;
@@ -149,23 +150,74 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
-/// Serves `stream` until the client leaves, a timeout closes it, or shutdown drains it.
-pub async fn serve(
+/// Serves an accepted connection: with TLS when the listener bound to `bind` has TLS
+/// in the current config, else plain.
+pub async fn serve_accepted(
     stream: TcpStream,
     peer: SocketAddr,
+    bind: SocketAddr,
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let token = proxy.tracker.token();
+    let _ = stream.set_nodelay(true);
+    let (timeouts, tls) = {
+        let routing = proxy.routing.load();
+        let tls = routing
+            .config
+            .listeners
+            .iter()
+            .find(|l| l.bind == bind)
+            .and_then(|l| l.tls.clone());
+        (routing.config.timeouts.clone(), tls)
+    };
+    match tls {
+        None => {
+            serve(
+                stream,
+                peer,
+                HeaderValue::from_static("http"),
+                timeouts,
+                proxy,
+                builder,
+                shutdown,
+            )
+            .await
+        }
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+            match tokio::time::timeout(timeouts.client_header, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let https = HeaderValue::from_static("https");
+                    serve(stream, peer, https, timeouts, proxy, builder, shutdown).await
+                }
+                Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+            }
+        }
+    }
+    drop(token);
+}
+
+/// Serves `stream` until the client leaves, a timeout closes it, or shutdown drains it.
+async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    proto: HeaderValue,
+    timeouts: Timeouts,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let _token = proxy.tracker.token();
-    let _ = stream.set_nodelay(true);
-    let timeouts = proxy.routing.load().config.timeouts.clone();
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::default());
     activity.last_io.store(now_ms(), Ordering::Relaxed);
     let client = Arc::new(ClientInfo {
         ip: HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
-        proto: HeaderValue::from_static("http"),
+        proto,
     });
     let service = {
         let activity = activity.clone();

@@ -66,21 +66,30 @@ impl Proxy {
             tried[attempt] = pick;
             last_pick = Some(pick);
             let backend = routing.backend(pick);
+            let site = &routing.sites[pick.site];
             let last_try = attempt + 1 == attempts;
             let headers = if last_try {
                 std::mem::take(&mut parts.headers)
             } else {
                 parts.headers.clone()
             };
-            let request = upstream_request(&parts.method, &backend.authority, &path, headers, body);
-            match routing
+            let scheme = site.upstream.scheme();
+            let request = upstream_request(
+                &parts.method,
+                scheme,
+                &backend.authority,
+                &path,
+                headers,
+                body,
+            );
+            match site
                 .upstream
                 .send(request, routing.config.timeouts.response)
                 .await
             {
                 Ok(mut response) => {
                     backend.state.record_response(response.status());
-                    routing.sites[pick.site].metrics.record(response.status());
+                    site.metrics.record(response.status());
                     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
                     if let (true, Some(client_side)) = (switching, client_upgrade) {
                         let backend_side = hyper::upgrade::on(&mut response);
@@ -92,7 +101,10 @@ impl Proxy {
                 Err(error) => {
                     let reason = error.reason();
                     match &error {
-                        SendError::Connect(_) => backend.state.record_connect_failure(&reason),
+                        SendError::Connect(_) => {
+                            site.metrics.connect_errors.increment(1);
+                            backend.state.record_connect_failure(&reason)
+                        }
                         _ => backend.state.record_request_failure(&reason),
                     }
                     let again = if body_was_empty {
@@ -106,7 +118,7 @@ impl Proxy {
                             || self
                                 .budget
                                 .try_spend(now_ms(), retry.budget, retry.min_per_second));
-                    tracing::debug!(site = %routing.sites[pick.site].name, backend = %backend.authority, %reason, retry = allowed, "try failed");
+                    tracing::debug!(site = %site.name, backend = %backend.authority, %reason, retry = allowed, "try failed");
                     match again {
                         Some(next) if allowed => {
                             telemetry::record_retry(retry_reason(&error));
@@ -152,13 +164,14 @@ fn split_body(body: Incoming, may_retry: bool) -> (RequestBody, Option<Replay>) 
 
 fn upstream_request(
     method: &Method,
+    scheme: Scheme,
     authority: &http::uri::Authority,
     path: &PathAndQuery,
     headers: HeaderMap,
     body: RequestBody,
 ) -> Request<RequestBody> {
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
+    uri.scheme = Some(scheme);
     uri.authority = Some(authority.clone());
     uri.path_and_query = Some(path.clone());
     let mut request = Request::new(body);

@@ -11,7 +11,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
-use super::connection::serve;
+use super::connection::serve_accepted;
 use super::Proxy;
 use crate::shutdown::fired;
 
@@ -61,8 +61,11 @@ fn builder() -> auto::Builder<TokioExecutor> {
 }
 
 /// Accepts on `listener` until stopped or until `shutdown` fires.
+/// `bind` is the configured address: it finds this listener's TLS settings in the
+/// current config, so a reload can change them.
 pub fn spawn_listener(
     listener: TcpListener,
+    bind: SocketAddr,
     proxy: Arc<Proxy>,
     shutdown: watch::Receiver<bool>,
 ) -> ListenerHandle {
@@ -80,7 +83,7 @@ pub fn spawn_listener(
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         backoff = Duration::from_millis(5);
-                        tokio::spawn(serve(stream, peer, proxy.clone(), builder.clone(), shutdown.clone()));
+                        tokio::spawn(serve_accepted(stream, peer, bind, proxy.clone(), builder.clone(), shutdown.clone()));
                     }
                     Err(e) => {
                         tracing::warn!(listen = %local_addr, error = %e, "accept failed; retrying");

@@ -32,7 +32,6 @@ pub struct Routing {
     /// Grows by one per applied config (not per health change).
     pub generation: u64,
     pub config: Arc<Config>,
-    pub upstream: Arc<Upstream>,
     pub sites: Vec<SiteRoute>,
     pub mode: Mode,
     /// SWRR sequence of site indices for the tier in use.
@@ -57,6 +56,8 @@ pub struct SiteRoute {
     usable: Vec<u16>,
     next: AtomicUsize,
     pub metrics: SiteMetrics,
+    /// The pooled client for this site's backends (shared by plain sites).
+    pub upstream: Arc<Upstream>,
 }
 
 pub struct BackendRoute {
@@ -82,7 +83,8 @@ impl SiteRoute {
 pub struct Inputs<'a> {
     pub generation: u64,
     pub config: Arc<Config>,
-    pub upstream: Arc<Upstream>,
+    /// One client per site, aligned with `config.sites`.
+    pub upstreams: Vec<Arc<Upstream>>,
     pub states: Vec<Vec<Arc<BackendState>>>,
     pub overrides: &'a HashMap<String, u32>,
     pub now_ms: u64,
@@ -95,7 +97,8 @@ impl Routing {
             .sites
             .iter()
             .zip(inputs.states)
-            .map(|(site, states)| {
+            .zip(inputs.upstreams)
+            .map(|((site, states), upstream)| {
                 let backends: Vec<BackendRoute> = site
                     .backends
                     .iter()
@@ -129,6 +132,7 @@ impl Routing {
                     usable,
                     next: AtomicUsize::new(0),
                     metrics: SiteMetrics::new(&site.name),
+                    upstream,
                 }
             })
             .collect();
@@ -156,12 +160,16 @@ impl Routing {
         Routing {
             generation: inputs.generation,
             config: inputs.config,
-            upstream: inputs.upstream,
             sites,
             mode,
             table,
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// The site clients of this snapshot, to rebuild it with the same pools.
+    pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
+        self.sites.iter().map(|s| s.upstream.clone()).collect()
     }
 
     /// The live states of this snapshot, to rebuild it after a health or weight change.

@@ -26,10 +26,11 @@ fn config(sites: &[(&str, u32, u32, usize)]) -> Arc<Config> {
 
 fn routing(config: Arc<Config>, registry: &HealthRegistry) -> Routing {
     let synced = registry.sync(&config);
+    let upstream = Arc::new(Upstream::plain(Duration::from_secs(1)));
     Routing::build(Inputs {
         generation: 1,
+        upstreams: vec![upstream; config.sites.len()],
         config,
-        upstream: Arc::new(Upstream::new(Duration::from_secs(1))),
         states: synced.states,
         overrides: &HashMap::new(),
         now_ms: crate::health::now_ms(),

@@ -41,6 +41,20 @@ impl Backend {
 
     /// Starts on a given address (to bring a killed backend back on its port).
     pub async fn start_on(name: &str, addr: SocketAddr) -> Backend {
+        Self::start_with(name, addr, None).await
+    }
+
+    /// An HTTPS backend with this server config (ALPN decides HTTP/1.1 or h2).
+    pub async fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> Backend {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        Self::start_with(name, "127.0.0.1:0".parse().unwrap(), Some(acceptor)).await
+    }
+
+    async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Backend {
         let socket = TcpSocket::new_v4().unwrap();
         socket.set_reuseaddr(true).unwrap();
         socket.bind(addr).expect("bind test backend");
@@ -67,6 +81,7 @@ impl Backend {
                 healthy,
                 hang,
             },
+            tls,
             killed,
         ));
         backend
@@ -109,6 +124,7 @@ async fn accept_loop(
     listener: TcpListener,
     name: Arc<str>,
     flags: Flags,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut killed: watch::Receiver<bool>,
 ) {
     loop {
@@ -116,17 +132,30 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => continue },
             _ = killed.wait_for(|k| *k) => return,
         };
-        let (name, flags, mut killed) = (name.clone(), flags.clone(), killed.clone());
+        let (name, flags, killed, tls) = (name.clone(), flags.clone(), killed.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |request| handle(request, name.clone(), flags.clone()));
-            let connection = auto::Builder::new(TokioExecutor::new());
-            let connection =
-                connection.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = killed.wait_for(|k| *k) => {}
+            match tls {
+                None => serve(stream, name, flags, killed).await,
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve(stream, name, flags, killed).await
+                    }
+                }
             }
         });
+    }
+}
+
+async fn serve<S>(stream: S, name: Arc<str>, flags: Flags, mut killed: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| handle(request, name.clone(), flags.clone()));
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = connection => {}
+        _ = killed.wait_for(|k| *k) => {}
     }
 }
 
