@@ -1,6 +1,8 @@
-//! The request body sent upstream. It streams the client's body through untouched; a
-//! `Replay` handle can take it back if the body was never polled (the backend could not
-//! be reached), so such a request is retried elsewhere with its body intact.
+//! Bodies on the way through. `RequestBody` streams the client's body upstream
+//! untouched; a `Replay` handle can take it back if the body was never polled (the
+//! backend could not be reached), so such a request is retried elsewhere with its body
+//! intact. `ResponseBody` streams the answer back and, when it ends, counts its bytes
+//! and hands the access-log record over.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -103,5 +105,88 @@ impl Body for RequestBody {
             Inner::Streaming(body) => body.size_hint(),
             Inner::Parked(_, hint) => *hint,
         }
+    }
+}
+
+/// An access-log record waiting for its response body to end.
+pub struct PendingLog {
+    pub record: crate::access_log::Record,
+    pub started: std::time::Instant,
+    pub sink: crate::access_log::AccessLog,
+}
+
+/// The proxy's answer: the backend's body (or a short error text) streamed to the
+/// client. When it ends (or is dropped, e.g. the client left) it counts its bytes and
+/// submits the access-log record.
+pub struct ResponseBody {
+    inner: http_body_util::Either<Incoming, http_body_util::Full<Bytes>>,
+    bytes: u64,
+    counter: Option<metrics::Counter>,
+    log: Option<Box<PendingLog>>,
+}
+
+impl ResponseBody {
+    pub fn new(
+        inner: http_body_util::Either<Incoming, http_body_util::Full<Bytes>>,
+        counter: Option<metrics::Counter>,
+        log: Option<Box<PendingLog>>,
+    ) -> Self {
+        ResponseBody {
+            inner,
+            bytes: 0,
+            counter,
+            log,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(counter) = self.counter.take() {
+            counter.increment(self.bytes);
+        }
+        if let Some(pending) = self.log.take() {
+            let PendingLog {
+                mut record,
+                started,
+                sink,
+            } = *pending;
+            record.bytes = self.bytes;
+            record.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+            sink.submit(record);
+        }
+    }
+}
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

@@ -14,6 +14,7 @@
 //! - `server`: starts and stops all of the above; `reload` and `shutdown` drive it.
 //! - `demo`: built-in demo sites for `splitgate demo`.
 
+pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod config;

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e.lines().join("; ")),
         },
         Command::Demo { listen, admin } => {
-            telemetry::init_logging();
+            telemetry::init_logging(&config::Logging::default());
             let Ok(runtime) = tokio::runtime::Runtime::new() else {
                 return fail("cannot start the async runtime");
             };
@@ -83,7 +83,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(config: Config, path: Option<PathBuf>, banner: Option<String>) -> ExitCode {
-    telemetry::init_logging();
+    telemetry::init_logging(&config.log);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.workers > 0 {
         builder.worker_threads(config.workers);

@@ -89,6 +89,9 @@ impl Server {
         let shutdown = Signal::default();
         let control = Control::new(config);
         let proxy = Proxy::new(control.routing().clone(), Tracker::default());
+        proxy
+            .access_log
+            .configure(control.current().config.access_log.as_ref());
         let listeners = bound
             .into_iter()
             .map(|(bind, socket)| {
@@ -178,6 +181,7 @@ impl Server {
             added.push((listener.bind, socket));
         }
         let keep: Vec<SocketAddr> = config.listeners.iter().map(|l| l.bind).collect();
+        self.proxy.access_log.configure(config.access_log.as_ref());
         let generation = self.control.apply(config);
         listeners.retain(|bind, _| keep.contains(bind));
         for (bind, socket) in added {
@@ -210,6 +214,11 @@ impl Server {
         if let Ok(mut last) = self.last_reload.lock() {
             *last = Some(LastReload { ok, message, at });
         }
+    }
+
+    /// Reopens the access log file (SIGUSR1, after log rotation).
+    pub fn reopen_logs(&self) {
+        self.proxy.access_log.reopen();
     }
 
     /// Stops accepting, lets connections and tunnels finish for up to the configured

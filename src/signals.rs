@@ -1,6 +1,6 @@
 //! Process signals for `splitgate run`: SIGHUP reloads the config file (reloads that
-//! arrive while one is applied coalesce into one more, never a queue), SIGTERM and
-//! SIGINT start the graceful drain.
+//! arrive while one is applied coalesce into one more, never a queue), SIGUSR1 reopens
+//! the access log (logrotate), SIGTERM and SIGINT start the graceful drain.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ pub async fn run_until_stopped(server: Arc<Server>) -> std::io::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut user1 = signal(SignalKind::user_defined1())?;
     let pending = Arc::new(Notify::new());
     let reloader = {
         let server = server.clone();
@@ -31,6 +32,10 @@ pub async fn run_until_stopped(server: Arc<Server>) -> std::io::Result<()> {
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the config file");
                 pending.notify_one();
+            }
+            _ = user1.recv() => {
+                tracing::info!("SIGUSR1: reopening the access log");
+                server.reopen_logs();
             }
             _ = terminate.recv() => break "SIGTERM",
             _ = interrupt.recv() => break "SIGINT",

@@ -1,18 +1,40 @@
-//! Metric names and logging setup in one place. Per-site request counters are
-//! registered once per snapshot (`SiteMetrics`), so the request path only bumps a handle.
+//! Metric names and logging setup in one place. Handles are registered once per
+//! backend (`BackendMetrics`, kept in its live state) or per snapshot (`SiteMetrics`),
+//! so the request path only bumps a handle: no label formatting, no registry lookup.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use metrics::{counter, gauge, Counter};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{counter, gauge, Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::config::{LogFormat, Logging};
 use crate::routing::Routing;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the Prometheus recorder once per process (later calls are no-ops).
+/// Latency buckets in seconds: 0.5 ms to 30 s.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Installs the Prometheus recorder once per process (later calls are no-ops), and a
+/// thread that folds histogram samples every few seconds so memory stays bounded
+/// even when nobody scrapes.
 pub fn install_metrics() {
-    PROMETHEUS.get_or_init(|| PrometheusBuilder::new().install_recorder().ok());
+    PROMETHEUS.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS);
+        let handle = builder.ok()?.install_recorder().ok()?;
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(5));
+                upkeep.run_upkeep();
+            });
+        Some(handle)
+    });
 }
 
 /// The Prometheus text exposition of every metric.
@@ -24,51 +46,102 @@ pub fn render() -> String {
         .unwrap_or_default()
 }
 
-/// Sets up operator logs: `RUST_LOG` if set, else `info`; `SPLITGATE_LOG_FORMAT=json` for JSON.
-pub fn init_logging() {
+/// Sets up operator logs from `[log]`; `RUST_LOG`, when set, overrides the level.
+pub fn init_logging(config: &Logging) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = if std::env::var("SPLITGATE_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let _ = match config.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
     };
 }
 
-/// Request counters of one site by status class (1xx..5xx), registered up front.
+const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OTHER"];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn method_index(method: &http::Method) -> usize {
+    match *method {
+        http::Method::GET => 0,
+        http::Method::HEAD => 1,
+        http::Method::POST => 2,
+        http::Method::PUT => 3,
+        http::Method::DELETE => 4,
+        _ => 5,
+    }
+}
+
+fn class_index(status: http::StatusCode) -> usize {
+    (status.as_u16() / 100).clamp(1, 5) as usize - 1
+}
+
+/// Request counters of one backend by method and status class.
+pub struct BackendMetrics {
+    requests: [[Counter; 5]; 6],
+    healthy: Gauge,
+    site: String,
+    backend: String,
+}
+
+impl BackendMetrics {
+    pub fn new(site: &str, backend: &str) -> Self {
+        let requests = METHODS.map(|method| {
+            CLASSES.map(|class| {
+                counter!("splitgate_requests_total", "site" => site.to_string(), "backend" => backend.to_string(),
+                    "method" => method, "class" => class)
+            })
+        });
+        let healthy = gauge!("splitgate_backend_healthy", "site" => site.to_string(), "backend" => backend.to_string());
+        healthy.set(1.0);
+        BackendMetrics {
+            requests,
+            healthy,
+            site: site.to_string(),
+            backend: backend.to_string(),
+        }
+    }
+
+    pub fn record(&self, method: &http::Method, status: http::StatusCode) {
+        self.requests[method_index(method)][class_index(status)].increment(1);
+    }
+
+    /// A health flip: the gauge and the transition counter.
+    pub fn transition(&self, up: bool) {
+        self.healthy.set(if up { 1.0 } else { 0.0 });
+        counter!("splitgate_health_transitions_total", "site" => self.site.clone(), "backend" => self.backend.clone(),
+            "to" => if up { "up" } else { "down" })
+        .increment(1);
+    }
+}
+
+/// Per-site handles, registered when a snapshot is built.
 pub struct SiteMetrics {
-    by_class: [Counter; 5],
     /// Tries that could not connect (refused, unreachable, TLS handshake failed).
     pub connect_errors: Counter,
+    /// Request sent -> response headers, per try.
+    pub upstream_latency: Histogram,
+    /// Response body bytes sent to clients.
+    pub response_bytes: Counter,
 }
 
 impl SiteMetrics {
     pub fn new(site: &str) -> Self {
-        let class = |c: &'static str| counter!("splitgate_requests_total", "site" => site.to_string(), "class" => c);
         SiteMetrics {
-            by_class: [
-                class("1xx"),
-                class("2xx"),
-                class("3xx"),
-                class("4xx"),
-                class("5xx"),
-            ],
             connect_errors: counter!("splitgate_upstream_connect_errors_total", "site" => site.to_string()),
+            upstream_latency: metrics::histogram!("splitgate_upstream_response_seconds", "site" => site.to_string()),
+            response_bytes: counter!("splitgate_response_bytes_total", "site" => site.to_string()),
         }
-    }
-
-    pub fn record(&self, status: http::StatusCode) {
-        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.by_class[class].increment(1);
     }
 }
 
 /// Requests the proxy answered without reaching any site (nothing routable).
-pub fn record_unrouted() {
-    counter!("splitgate_requests_total", "site" => "none", "class" => "5xx").increment(1);
+pub fn record_unrouted(method: &http::Method) {
+    counter!("splitgate_requests_total", "site" => "none", "backend" => "none",
+        "method" => METHODS[method_index(method)], "class" => "5xx")
+    .increment(1);
 }
 
 pub fn record_retry(reason: &'static str) {
@@ -84,19 +157,43 @@ pub fn record_generation(generation: u64) {
     gauge!("splitgate_config_generation").set(generation as f64);
 }
 
+pub fn record_access_log_dropped() {
+    counter!("splitgate_access_log_dropped_total").increment(1);
+}
+
+/// Handles for the client-side connection metrics.
+pub struct ClientMetrics {
+    pub open: Gauge,
+    pub received: Counter,
+    pub sent: Counter,
+}
+
+impl ClientMetrics {
+    pub fn new() -> Self {
+        ClientMetrics {
+            open: gauge!("splitgate_client_connections"),
+            received: counter!("splitgate_client_received_bytes_total"),
+            sent: counter!("splitgate_client_sent_bytes_total"),
+        }
+    }
+}
+
+impl Default for ClientMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Health and effective weight gauges, set whenever a snapshot is published.
 pub fn record_routing(routing: &Routing) {
     for site in &routing.sites {
         gauge!("splitgate_site_effective_weight", "site" => site.name.clone())
             .set(f64::from(site.effective_weight));
+        gauge!("splitgate_site_weight", "site" => site.name.clone()).set(f64::from(site.weight()));
         gauge!("splitgate_site_healthy", "site" => site.name.clone()).set(if site.healthy {
             1.0
         } else {
             0.0
         });
-        for backend in &site.backends {
-            gauge!("splitgate_backend_healthy", "site" => site.name.clone(), "backend" => backend.authority.to_string())
-                .set(if backend.state.is_healthy() { 1.0 } else { 0.0 });
-        }
     }
 }

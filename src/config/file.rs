@@ -19,6 +19,28 @@ pub struct FileConfig {
     pub retry: RetryFile,
     #[serde(default)]
     pub site: Vec<SiteFile>,
+    pub access_log: Option<AccessLogFile>,
+    pub log: Option<LogFile>,
+}
+
+/// `[access_log]`: one line per request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    /// A file path, or "-" / "stdout".
+    pub path: String,
+    /// "text" (default) or "json".
+    pub format: Option<String>,
+    /// Lines that may wait for the writer; more are dropped and counted.
+    pub queue: Option<i64>,
+}
+
+/// `[log]`: operational logs (RUST_LOG, when set, wins over `level`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    pub level: Option<String>,
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

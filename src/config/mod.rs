@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 pub use duration::parse_duration;
 pub use model::{
-    Admin, Backend, Config, HealthCheck, Listener, ListenerTls, Retry, Site, SiteTls, Timeouts,
+    AccessLog, Admin, Backend, Config, HealthCheck, Listener, ListenerTls, LogFormat, LogTarget,
+    Logging, Retry, Site, SiteTls, Timeouts,
 };
 pub use validate::{Problem, MAX_WEIGHT};
 

@@ -17,6 +17,43 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub retry: Retry,
     pub sites: Vec<Site>,
+    pub access_log: Option<AccessLog>,
+    pub log: Logging,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub target: LogTarget,
+    pub format: LogFormat,
+    pub queue: usize,
+}
+
+/// Operational log settings, applied at start (`RUST_LOG` overrides `level`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -8,8 +8,11 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery};
 
 use super::duration::parse_duration;
-use super::file::{FileConfig, HealthFile, SiteFile};
-use super::model::{Admin, Backend, Config, HealthCheck, Listener, Retry, Site, Timeouts};
+use super::file::{AccessLogFile, FileConfig, HealthFile, LogFile, SiteFile};
+use super::model::{
+    AccessLog, Admin, Backend, Config, HealthCheck, Listener, LogFormat, LogTarget, Logging, Retry,
+    Site, Timeouts,
+};
 use super::tls;
 
 /// Largest site weight accepted; keeps the precomputed selection table small.
@@ -149,6 +152,12 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
         }
     }
 
+    let access_log = file
+        .access_log
+        .as_ref()
+        .map(|a| validate_access_log(a, base, &mut problems));
+    let log = validate_log(file.log.as_ref(), &mut problems);
+
     if problems.0.is_empty() {
         Ok(Config {
             workers,
@@ -157,9 +166,70 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
             timeouts,
             retry,
             sites,
+            access_log,
+            log,
         })
     } else {
         Err(problems.0)
+    }
+}
+
+fn log_format(key: &str, text: Option<&str>, problems: &mut Problems) -> LogFormat {
+    match text {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            problems.add(
+                key,
+                format!("\"{other}\" is not a format; use \"text\" or \"json\""),
+            );
+            LogFormat::Text
+        }
+    }
+}
+
+fn validate_access_log(file: &AccessLogFile, base: &Path, problems: &mut Problems) -> AccessLog {
+    let target = match file.path.as_str() {
+        "-" | "stdout" => LogTarget::Stdout,
+        "" => {
+            problems.add("access_log.path", "must name a file, or \"-\" for stdout");
+            LogTarget::Stdout
+        }
+        path => {
+            let path = base.join(path);
+            match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+                    problems.add(
+                        "access_log.path",
+                        format!("directory {} does not exist", dir.display()),
+                    );
+                }
+                _ => {}
+            }
+            LogTarget::File(path)
+        }
+    };
+    AccessLog {
+        target,
+        format: log_format("access_log.format", file.format.as_deref(), problems),
+        queue: problems.count("access_log.queue", file.queue, 65_536, (1, 10_000_000)) as usize,
+    }
+}
+
+fn validate_log(file: Option<&LogFile>, problems: &mut Problems) -> Logging {
+    let Some(file) = file else {
+        return Logging::default();
+    };
+    let level = file.level.clone().unwrap_or_else(|| "info".to_string());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        problems.add(
+            "log.level",
+            format!("\"{level}\" is not a level or filter; use error, warn, info, debug or trace"),
+        );
+    }
+    Logging {
+        level,
+        format: log_format("log.format", file.format.as_deref(), problems),
     }
 }
 

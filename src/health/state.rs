@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 use crate::config::HealthCheck;
+use crate::telemetry::BackendMetrics;
 
 /// Milliseconds since the process started; 0 never occurs after startup.
 pub fn now_ms() -> u64 {
@@ -40,6 +41,8 @@ pub struct BackendState {
     pub check: ArcSwap<HealthCheck>,
     /// Wakes the publisher that rebuilds selection tables; shared by all backends.
     changes: Arc<Notify>,
+    /// This backend's request counters and health gauge.
+    pub metrics: BackendMetrics,
 }
 
 impl BackendState {
@@ -56,6 +59,7 @@ impl BackendState {
             retired: AtomicBool::new(false),
             check: ArcSwap::from_pointee(check),
             changes,
+            metrics: BackendMetrics::new(site, addr),
         }
     }
 
@@ -142,6 +146,7 @@ impl BackendState {
             return;
         }
         let now = now_ms();
+        self.metrics.transition(up);
         if up {
             self.up_since.store(now, Ordering::Release);
             let down_for =

@@ -95,6 +95,8 @@ impl Drop for Busy {
 struct Watched<S> {
     stream: S,
     activity: Arc<Activity>,
+    received: metrics::Counter,
+    sent: metrics::Counter,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -105,10 +107,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        let read = buf.filled().len() - before;
+        if matches!(polled, Poll::Ready(Ok(()))) && read > 0 {
             self.activity.saw_read();
+            self.received.increment(read as u64);
         }
         polled
+    }
+}
+
+impl<S> Watched<S> {
+    fn wrote(&self, n: usize) {
+        if n > 0 {
+            self.activity.last_io.store(now_ms(), Ordering::Relaxed);
+            self.sent.increment(n as u64);
+        }
     }
 }
 
@@ -119,8 +132,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.last_io.store(now_ms(), Ordering::Relaxed);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.wrote(n);
         }
         polled
     }
@@ -131,8 +144,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.last_io.store(now_ms(), Ordering::Relaxed);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.wrote(n);
         }
         polled
     }
@@ -161,6 +174,8 @@ pub async fn serve_accepted(
     shutdown: watch::Receiver<bool>,
 ) {
     let token = proxy.tracker.token();
+    let open = proxy.client_metrics.open.clone();
+    open.increment(1.0);
     let _ = stream.set_nodelay(true);
     let (timeouts, tls) = {
         let routing = proxy.routing.load();
@@ -197,6 +212,7 @@ pub async fn serve_accepted(
             }
         }
     }
+    open.decrement(1.0);
     drop(token);
 }
 
@@ -212,9 +228,14 @@ async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (received, sent) = (
+        proxy.client_metrics.received.clone(),
+        proxy.client_metrics.sent.clone(),
+    );
     let activity = Arc::new(Activity::default());
     activity.last_io.store(now_ms(), Ordering::Relaxed);
     let client = Arc::new(ClientInfo {
+        addr: peer.ip(),
         ip: HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
         proto,
@@ -235,6 +256,8 @@ async fn serve<S>(
     let io = TokioIo::new(Watched {
         stream,
         activity: activity.clone(),
+        received,
+        sent,
     });
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);

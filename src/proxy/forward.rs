@@ -4,9 +4,11 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::uri::{PathAndQuery, Scheme};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
@@ -15,16 +17,24 @@ use hyper::upgrade::OnUpgrade;
 
 use super::headers::{prepare_request, prepare_response, upgrade_request, ClientInfo};
 use super::upgrade::spawn_tunnel;
-use super::{Proxy, ProxyBody};
-use crate::body::{Replay, RequestBody};
+use super::Proxy;
+use crate::access_log::Record;
+use crate::body::{PendingLog, Replay, RequestBody, ResponseBody};
 use crate::health::now_ms;
 use crate::retry::{costs_budget, may_retry};
-use crate::routing::Pick;
+use crate::routing::{Pick, Routing};
 use crate::telemetry;
 use crate::upstream::SendError;
 
 /// Upper bound of `[retry].attempts`, so tried backends fit in a fixed array.
 const MAX_ATTEMPTS: usize = 10;
+
+/// How a request went, for metrics and the access log.
+struct Outcome {
+    last_pick: Option<Pick>,
+    attempts: u32,
+    upstream: Option<std::time::Duration>,
+}
 
 impl Proxy {
     /// Serves one client request; never fails (errors become 502/504 responses).
@@ -32,13 +42,42 @@ impl Proxy {
         self: Arc<Self>,
         request: Request<Incoming>,
         client: &ClientInfo,
-    ) -> Result<Response<ProxyBody>, Infallible> {
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let started = Instant::now();
         let routing = self.routing.load_full();
-        let now = now_ms();
-        self.budget.record_request(now);
+        self.budget.record_request(now_ms());
+        let log = self
+            .access_log
+            .is_enabled()
+            .then(|| log_record(&request, client));
+        let (response, outcome) = self.try_backends(&routing, request, client).await;
+        let site = outcome.last_pick.map(|p| &routing.sites[p.site]);
+        let counter = site.map(|s| s.metrics.response_bytes.clone());
+        let log = log.map(|mut record| {
+            record.status = response.status().as_u16();
+            record.site = site.map(|s| s.name.clone());
+            record.backend = outcome
+                .last_pick
+                .map(|p| routing.backend(p).authority.to_string());
+            record.attempts = outcome.attempts;
+            record.upstream_ms = outcome.upstream.map(|d| d.as_secs_f64() * 1000.0);
+            Box::new(PendingLog {
+                record,
+                started,
+                sink: self.access_log.clone(),
+            })
+        });
+        Ok(response.map(|body| ResponseBody::new(body, counter, log)))
+    }
+
+    async fn try_backends(
+        &self,
+        routing: &Routing,
+        request: Request<Incoming>,
+        client: &ClientInfo,
+    ) -> (Response<Either<Incoming, Full<Bytes>>>, Outcome) {
         let retry = &routing.config.retry;
         let attempts = (retry.attempts as usize).clamp(1, MAX_ATTEMPTS);
-
         let (mut parts, body) = request.into_parts();
         let upgrade = upgrade_request(&parts);
         let client_upgrade = upgrade
@@ -57,55 +96,64 @@ impl Proxy {
             site: 0,
             backend: 0,
         }; MAX_ATTEMPTS];
+        let mut outcome = Outcome {
+            last_pick: None,
+            attempts: 0,
+            upstream: None,
+        };
         let mut last_error: Option<SendError> = None;
-        let mut last_pick: Option<Pick> = None;
         for attempt in 0..attempts {
             let Some(pick) = routing.pick(&tried[..attempt]) else {
                 break;
             };
             tried[attempt] = pick;
-            last_pick = Some(pick);
-            let backend = routing.backend(pick);
-            let site = &routing.sites[pick.site];
+            outcome.last_pick = Some(pick);
+            outcome.attempts += 1;
+            let (site, backend) = (&routing.sites[pick.site], routing.backend(pick));
             let last_try = attempt + 1 == attempts;
             let headers = if last_try {
                 std::mem::take(&mut parts.headers)
             } else {
                 parts.headers.clone()
             };
-            let scheme = site.upstream.scheme();
             let request = upstream_request(
-                &parts.method,
-                scheme,
+                &parts,
+                site.upstream.scheme(),
                 &backend.authority,
                 &path,
                 headers,
                 body,
             );
+            let sent = Instant::now();
             match site
                 .upstream
                 .send(request, routing.config.timeouts.response)
                 .await
             {
                 Ok(mut response) => {
+                    let waited = sent.elapsed();
+                    outcome.upstream = Some(waited);
+                    site.metrics.upstream_latency.record(waited.as_secs_f64());
                     backend.state.record_response(response.status());
-                    site.metrics.record(response.status());
+                    backend
+                        .state
+                        .metrics
+                        .record(&parts.method, response.status());
                     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
                     if let (true, Some(client_side)) = (switching, client_upgrade) {
                         let backend_side = hyper::upgrade::on(&mut response);
                         spawn_tunnel(client_side, backend_side, self.tracker.token());
                     }
                     prepare_response(response.headers_mut(), switching);
-                    return Ok(response.map(Either::Left));
+                    return (response.map(Either::Left), outcome);
                 }
                 Err(error) => {
                     let reason = error.reason();
-                    match &error {
-                        SendError::Connect(_) => {
-                            site.metrics.connect_errors.increment(1);
-                            backend.state.record_connect_failure(&reason)
-                        }
-                        _ => backend.state.record_request_failure(&reason),
+                    if let SendError::Connect(_) = &error {
+                        site.metrics.connect_errors.increment(1);
+                        backend.state.record_connect_failure(&reason);
+                    } else {
+                        backend.state.record_request_failure(&reason);
                     }
                     let again = if body_was_empty {
                         Some(RequestBody::empty())
@@ -134,11 +182,44 @@ impl Proxy {
             }
         }
         let response = failure_response(last_error.as_ref(), &parts.method, &path);
-        match last_pick {
-            Some(pick) => routing.sites[pick.site].metrics.record(response.status()),
-            None => telemetry::record_unrouted(),
+        match outcome.last_pick {
+            Some(pick) => routing
+                .backend(pick)
+                .state
+                .metrics
+                .record(&parts.method, response.status()),
+            None => telemetry::record_unrouted(&parts.method),
         }
-        Ok(response)
+        (response, outcome)
+    }
+}
+
+/// The request's side of an access-log record; the rest is filled in as it goes.
+fn log_record(request: &Request<Incoming>, client: &ClientInfo) -> Record {
+    let (method, uri) = (request.method(), request.uri());
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(Authority::as_str))
+        .unwrap_or("-");
+    Record {
+        time: SystemTime::now(),
+        client: client.addr,
+        method: method.to_string(),
+        host: host.to_string(),
+        path: uri
+            .path_and_query()
+            .map(PathAndQuery::as_str)
+            .unwrap_or("/")
+            .to_string(),
+        status: 0,
+        site: None,
+        backend: None,
+        attempts: 0,
+        upstream_ms: None,
+        total_ms: 0.0,
+        bytes: 0,
     }
 }
 
@@ -163,9 +244,9 @@ fn split_body(body: Incoming, may_retry: bool) -> (RequestBody, Option<Replay>) 
 }
 
 fn upstream_request(
-    method: &Method,
+    parts: &Parts,
     scheme: Scheme,
-    authority: &http::uri::Authority,
+    authority: &Authority,
     path: &PathAndQuery,
     headers: HeaderMap,
     body: RequestBody,
@@ -175,7 +256,7 @@ fn upstream_request(
     uri.authority = Some(authority.clone());
     uri.path_and_query = Some(path.clone());
     let mut request = Request::new(body);
-    *request.method_mut() = method.clone();
+    *request.method_mut() = parts.method.clone();
     *request.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
@@ -186,19 +267,15 @@ fn failure_response(
     error: Option<&SendError>,
     method: &Method,
     path: &PathAndQuery,
-) -> Response<ProxyBody> {
+) -> Response<Either<Incoming, Full<Bytes>>> {
     let (status, text) = match error {
         None => (StatusCode::BAD_GATEWAY, "no healthy backend\n"),
         Some(SendError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
         Some(SendError::Connect(_)) => (StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
         Some(SendError::Failed(_)) => (StatusCode::BAD_GATEWAY, "upstream connection failed\n"),
     };
-    tracing::warn!(%method, path = path.path(), status = status.as_u16(), reason = error.map(SendError::reason).unwrap_or_default(), "request failed");
-    error_response(status, text)
-}
-
-/// A short plain-text answer made by the proxy itself.
-pub fn error_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    tracing::warn!(%method, path = path.path(), status = status.as_u16(),
+        reason = error.map(SendError::reason).unwrap_or_default(), "request failed");
     let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
         text.as_bytes(),
     ))));

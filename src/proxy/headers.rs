@@ -62,6 +62,7 @@ pub fn upgrade_request(parts: &Parts) -> Option<HeaderValue> {
 /// What a connection knows about its client, computed once per connection.
 #[derive(Clone)]
 pub struct ClientInfo {
+    pub addr: std::net::IpAddr,
     /// The client's IP as a header value, for X-Forwarded-For.
     pub ip: HeaderValue,
     /// "http" or "https", for X-Forwarded-Proto.
@@ -140,6 +141,7 @@ mod tests {
 
     fn client() -> ClientInfo {
         ClientInfo {
+            addr: [10, 1, 2, 3].into(),
             ip: HeaderValue::from_static("10.1.2.3"),
             proto: HeaderValue::from_static("http"),
         }

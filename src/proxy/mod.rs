@@ -11,18 +11,14 @@ mod upgrade;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
+use crate::access_log::AccessLog;
 use crate::retry::RetryBudget;
 use crate::routing::Routing;
 use crate::shutdown::Tracker;
+use crate::telemetry::ClientMetrics;
 
 pub use listener::{bind_listener, spawn_listener, ListenerHandle};
-
-/// What the proxy answers with: the backend's body streamed through, or a short error.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// State shared by every connection of every listener.
 pub struct Proxy {
@@ -32,6 +28,9 @@ pub struct Proxy {
     pub budget: RetryBudget,
     /// Counts connections and tunnels for the shutdown drain.
     pub tracker: Tracker,
+    /// Where finished requests are logged (when `[access_log]` is configured).
+    pub access_log: AccessLog,
+    pub client_metrics: ClientMetrics,
 }
 
 impl Proxy {
@@ -40,6 +39,8 @@ impl Proxy {
             routing,
             budget: RetryBudget::new(),
             tracker,
+            access_log: AccessLog::default(),
+            client_metrics: ClientMetrics::new(),
         })
     }
 }
