@@ -59,6 +59,7 @@ fn selection(c: &mut Criterion) {
 
 fn header_rules(c: &mut Criterion) {
     let client = ClientInfo {
+        addr: [192, 0, 2, 10].into(),
         ip: HeaderValue::from_static("192.0.2.10"),
         proto: HeaderValue::from_static("http"),
     };
