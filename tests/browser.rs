@@ -1,0 +1,215 @@
+//! The status page in a real browser: headless Chromium, driven through chromedriver
+//! (WebDriver), watches a running proxy; when a site dies, the page must show it down
+//! within a few seconds. A screenshot is saved to target/test-artifacts/.
+//! Needs Debian's `chromium` and `chromium-driver` (installed by .ci/run); without them
+//! the test says so and passes only outside CI.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use common::process::free_port;
+use common::{config, site, Backend, TestClient, TestProxy};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+struct Driver {
+    child: Child,
+    base: String,
+    client: TestClient,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let port = free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let driver = Driver {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: common::client(),
+        };
+        let start = Instant::now();
+        while driver
+            .call(Method::GET, "/status", None)
+            .await
+            .get("value")
+            .and_then(|v| v.get("ready"))
+            != Some(&json!(true))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "chromedriver did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        driver
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let Ok(response) = self.client.request(request).await else {
+            return Value::Null;
+        };
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    }
+
+    async fn new_session(&self, profile: &std::path::Path) -> String {
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+            "--window-size=1280,900",
+        ];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args}
+        }}});
+        let answer = self
+            .call(Method::POST, "/session", Some(capabilities))
+            .await;
+        answer["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {answer}"))
+            .to_string()
+    }
+}
+
+async fn site_state(driver: &Driver, session: &str, site: &str) -> Option<String> {
+    let script = format!(
+        "var e = document.getElementById('site-{site}'); return e ? e.dataset.state : null;"
+    );
+    let answer = driver
+        .call(
+            Method::POST,
+            &format!("/session/{session}/execute/sync"),
+            Some(json!({"script": script, "args": []})),
+        )
+        .await;
+    answer["value"].as_str().map(str::to_string)
+}
+
+async fn wait_state(
+    driver: &Driver,
+    session: &str,
+    site: &str,
+    want: &str,
+    limit: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if site_state(driver, session, site).await.as_deref() == Some(want) {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_a_killed_site_as_down_within_seconds() {
+    if !std::path::Path::new(CHROMEDRIVER).exists() || !std::path::Path::new(CHROMIUM).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium and chromium-driver (.ci/run)"
+        );
+        eprintln!("skipped: chromium/chromedriver not installed (apt-get install chromium chromium-driver)");
+        return;
+    }
+    let (east, west) = (Backend::start("east").await, Backend::start("west").await);
+    let health = "[health]\ninterval = \"300ms\"\ntimeout = \"200ms\"\nfall = 2\n";
+    let proxy = TestProxy::start(&config(
+        health,
+        &[
+            site("east", 60, 0, &[east.addr]),
+            site("west", 40, 0, &[west.addr]),
+        ],
+    ))
+    .await;
+    let admin: SocketAddr = proxy.server.admin_addr().unwrap();
+
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let session = driver.new_session(profile.path()).await;
+    driver
+        .call(
+            Method::POST,
+            &format!("/session/{session}/url"),
+            Some(json!({"url": format!("http://{admin}/")})),
+        )
+        .await;
+    assert!(
+        wait_state(&driver, &session, "west", "up", Duration::from_secs(10))
+            .await
+            .is_some(),
+        "the page shows west up"
+    );
+    assert_eq!(
+        site_state(&driver, &session, "east").await.as_deref(),
+        Some("up")
+    );
+
+    west.kill();
+    let shown = wait_state(&driver, &session, "west", "down", Duration::from_secs(10)).await;
+    println!("status page showed west down {shown:?} after it was killed");
+    assert!(
+        shown.is_some(),
+        "the page must show the killed site as down"
+    );
+    assert_eq!(
+        site_state(&driver, &session, "east").await.as_deref(),
+        Some("up")
+    );
+
+    let shot = driver
+        .call(Method::GET, &format!("/session/{session}/screenshot"), None)
+        .await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["value"].as_str().unwrap_or_default())
+        .expect("a base64 screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("status-page.png"), png).unwrap();
+    driver
+        .call(Method::DELETE, &format!("/session/{session}"), None)
+        .await;
+}
