@@ -14,6 +14,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 
+mod counted;
+
+use counted::CountingConnector;
+
 use crate::body::RequestBody;
 use crate::config::SiteTls;
 
@@ -45,16 +49,17 @@ pub struct Upstream {
 }
 
 enum Connector {
-    Plain(Client<HttpConnector, RequestBody>),
-    Tls(Client<HttpsConnector<HttpConnector>, RequestBody>),
+    Plain(Client<CountingConnector, RequestBody>),
+    Tls(Client<HttpsConnector<CountingConnector>, RequestBody>),
 }
 
-fn tcp(connect_timeout: Duration) -> HttpConnector {
+fn tcp(connect_timeout: Duration, tls: bool) -> CountingConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_keepalive(Some(Duration::from_secs(60)));
-    connector
+    connector.enforce_http(!tls);
+    CountingConnector::new(connector)
 }
 
 fn client_builder() -> hyper_util::client::legacy::Builder {
@@ -70,7 +75,7 @@ impl Upstream {
     /// Plain HTTP/1.1 to the backends.
     pub fn plain(connect_timeout: Duration) -> Self {
         Upstream {
-            client: Connector::Plain(client_builder().build(tcp(connect_timeout))),
+            client: Connector::Plain(client_builder().build(tcp(connect_timeout, false))),
             connect_timeout,
             tls_fingerprint: None,
         }
@@ -78,8 +83,7 @@ impl Upstream {
 
     /// HTTPS to the backends with the site's TLS settings.
     pub fn tls(connect_timeout: Duration, tls: &SiteTls) -> Self {
-        let mut tcp = tcp(connect_timeout);
-        tcp.enforce_http(false);
+        let tcp = tcp(connect_timeout, true);
         let builder = HttpsConnectorBuilder::new()
             .with_tls_config((*tls.client).clone())
             .https_only();
