@@ -29,6 +29,7 @@ pub struct Backend {
     hits: Arc<AtomicU64>,
     healthy: Arc<AtomicBool>,
     hang: Arc<AtomicBool>,
+    resumed: Arc<AtomicU64>,
     kill: watch::Sender<bool>,
 }
 
@@ -63,6 +64,7 @@ impl Backend {
         let hits = Arc::new(AtomicU64::new(0));
         let healthy = Arc::new(AtomicBool::new(true));
         let hang = Arc::new(AtomicBool::new(false));
+        let resumed = Arc::new(AtomicU64::new(0));
         let (kill, killed) = watch::channel(false);
         let backend = Backend {
             name: name.to_string(),
@@ -70,6 +72,7 @@ impl Backend {
             hits: hits.clone(),
             healthy: healthy.clone(),
             hang: hang.clone(),
+            resumed: resumed.clone(),
             kill,
         };
         let name: Arc<str> = name.into();
@@ -80,6 +83,7 @@ impl Backend {
                 hits,
                 healthy,
                 hang,
+                resumed,
             },
             tls,
             killed,
@@ -90,6 +94,11 @@ impl Backend {
     /// Requests served, health checks not counted.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// TLS handshakes that resumed an earlier session.
+    pub fn resumed_handshakes(&self) -> u64 {
+        self.resumed.load(Ordering::SeqCst)
     }
 
     /// A hung backend accepts connections and reads requests but never answers.
@@ -118,6 +127,7 @@ struct Flags {
     hits: Arc<AtomicU64>,
     healthy: Arc<AtomicBool>,
     hang: Arc<AtomicBool>,
+    resumed: Arc<AtomicU64>,
 }
 
 async fn accept_loop(
@@ -138,6 +148,9 @@ async fn accept_loop(
                 None => serve(stream, name, flags, killed).await,
                 Some(acceptor) => {
                     if let Ok(stream) = acceptor.accept(stream).await {
+                        if stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                            flags.resumed.fetch_add(1, Ordering::SeqCst);
+                        }
                         serve(stream, name, flags, killed).await
                     }
                 }
@@ -231,6 +244,11 @@ async fn handle(
         ["sleep", ms] => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             text(StatusCode::OK, &name, name.to_string())
+        }
+        ["close"] => {
+            let mut response = text(StatusCode::OK, &name, name.to_string());
+            response.headers_mut().insert("connection", "close".parse().unwrap());
+            response
         }
         ["status", code] => text(
             StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap(),
