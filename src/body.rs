@@ -1,10 +1,11 @@
-//! Bodies on the way through. `RequestBody` streams the client's body upstream
+//! The request body sent upstream. `RequestBody` streams the client's body upstream
 //! untouched; a `Replay` handle can take it back if the body was never polled (the
 //! backend could not be reached), so such a request is retried elsewhere with its body
-//! intact. `ResponseBody` streams the answer back and, when it ends, counts its bytes
-//! and hands the access-log record over.
+//! intact. Its `Progress` tells the upstream when the body has been sent in full (the
+//! response timeout starts then) and whether it failed on the client's side.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -16,7 +17,20 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 type Slot = Arc<Mutex<Option<Incoming>>>;
 
-pub struct RequestBody(Inner);
+pub struct RequestBody {
+    inner: Inner,
+    /// `None` for an empty body: it is "sent" at once and cannot fail.
+    progress: Option<Arc<Progress>>,
+}
+
+/// How far a non-empty body got; shared with the upstream that sends it.
+#[derive(Default)]
+pub struct Progress {
+    /// Notified once the last byte was handed to the connection.
+    pub sent: tokio::sync::Notify,
+    /// The client's side of the body failed (it reset or sent a malformed body).
+    pub client_failed: AtomicBool,
+}
 
 enum Inner {
     Empty,
@@ -33,7 +47,17 @@ pub struct Replay {
 
 impl RequestBody {
     pub fn empty() -> Self {
-        RequestBody(Inner::Empty)
+        RequestBody {
+            inner: Inner::Empty,
+            progress: None,
+        }
+    }
+
+    fn with(inner: Inner) -> Self {
+        RequestBody {
+            inner,
+            progress: Some(Arc::default()),
+        }
     }
 
     /// A body that streams through and cannot be replayed.
@@ -41,7 +65,12 @@ impl RequestBody {
         if body.is_end_stream() {
             return Self::empty();
         }
-        RequestBody(Inner::Streaming(body))
+        Self::with(Inner::Streaming(body))
+    }
+
+    /// The body's progress, `None` when it is empty.
+    pub fn progress(&self) -> Option<Arc<Progress>> {
+        self.progress.clone()
     }
 
     /// A body that can be taken back by the returned `Replay` until its first poll.
@@ -52,7 +81,7 @@ impl RequestBody {
             slot: slot.clone(),
             hint,
         };
-        (RequestBody(Inner::Parked(slot, hint)), replay)
+        (Self::with(Inner::Parked(slot, hint)), replay)
     }
 }
 
@@ -60,7 +89,7 @@ impl Replay {
     /// The body again, for another attempt; `None` once any of it was sent.
     pub fn again(&self) -> Option<RequestBody> {
         let untouched = self.slot.lock().map(|slot| slot.is_some()).unwrap_or(false);
-        untouched.then(|| RequestBody(Inner::Parked(self.slot.clone(), self.hint)))
+        untouched.then(|| RequestBody::with(Inner::Parked(self.slot.clone(), self.hint)))
     }
 }
 
@@ -73,15 +102,25 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
-            match &mut self.0 {
+            match &mut self.inner {
                 Inner::Empty => return Poll::Ready(None),
                 Inner::Streaming(body) => {
-                    return Pin::new(body).poll_frame(cx).map_err(|e| e.into())
+                    let polled = Pin::new(body).poll_frame(cx);
+                    if let Some(progress) = &self.progress {
+                        match &polled {
+                            Poll::Ready(None) => progress.sent.notify_one(),
+                            Poll::Ready(Some(Err(_))) => {
+                                progress.client_failed.store(true, Ordering::Release)
+                            }
+                            _ => {}
+                        }
+                    }
+                    return polled.map_err(|e| e.into());
                 }
                 Inner::Parked(slot, _) => {
                     let taken = slot.lock().ok().and_then(|mut s| s.take());
                     match taken {
-                        Some(body) => self.0 = Inner::Streaming(body),
+                        Some(body) => self.inner = Inner::Streaming(body),
                         None => {
                             return Poll::Ready(Some(Err("request body was already sent".into())))
                         }
@@ -92,7 +131,7 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.0 {
+        match &self.inner {
             Inner::Empty => true,
             Inner::Streaming(body) => body.is_end_stream(),
             Inner::Parked(..) => false,
@@ -100,93 +139,10 @@ impl Body for RequestBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.0 {
+        match &self.inner {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Streaming(body) => body.size_hint(),
             Inner::Parked(_, hint) => *hint,
         }
-    }
-}
-
-/// An access-log record waiting for its response body to end.
-pub struct PendingLog {
-    pub record: crate::access_log::Record,
-    pub started: std::time::Instant,
-    pub sink: crate::access_log::AccessLog,
-}
-
-/// The proxy's answer: the backend's body (or a short error text) streamed to the
-/// client. When it ends (or is dropped, e.g. the client left) it counts its bytes and
-/// submits the access-log record.
-pub struct ResponseBody {
-    inner: http_body_util::Either<Incoming, http_body_util::Full<Bytes>>,
-    bytes: u64,
-    counter: Option<metrics::Counter>,
-    log: Option<Box<PendingLog>>,
-}
-
-impl ResponseBody {
-    pub fn new(
-        inner: http_body_util::Either<Incoming, http_body_util::Full<Bytes>>,
-        counter: Option<metrics::Counter>,
-        log: Option<Box<PendingLog>>,
-    ) -> Self {
-        ResponseBody {
-            inner,
-            bytes: 0,
-            counter,
-            log,
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(counter) = self.counter.take() {
-            counter.increment(self.bytes);
-        }
-        if let Some(pending) = self.log.take() {
-            let PendingLog {
-                mut record,
-                started,
-                sink,
-            } = *pending;
-            record.bytes = self.bytes;
-            record.total_ms = started.elapsed().as_secs_f64() * 1000.0;
-            sink.submit(record);
-        }
-    }
-}
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.bytes += data.len() as u64;
-                }
-            }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        self.finish();
     }
 }

@@ -45,6 +45,7 @@ impl Control {
             overrides: &HashMap::new(),
             now_ms: now_ms(),
         });
+        telemetry::record_routing(&routing);
         let routing = Arc::new(ArcSwap::from_pointee(routing));
         for (state, authority) in synced.added {
             spawn_prober(state, authority, routing.clone());

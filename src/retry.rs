@@ -23,6 +23,8 @@ pub fn may_retry(method: &Method, error: &SendError, body_intact: bool) -> bool 
         SendError::Connect(_) => body_intact,
         // The backend may have acted on it: only when repeating is harmless.
         SendError::Timeout | SendError::Failed(_) => body_intact && is_idempotent(method),
+        // The client broke its own request: nothing to retry.
+        SendError::ClientBody(_) => false,
     }
 }
 
@@ -118,6 +120,11 @@ mod tests {
             assert!(!may_retry(&Method::PATCH, &error, true));
             assert!(!may_retry(&Method::GET, &error, false));
         }
+        assert!(!may_retry(
+            &Method::PUT,
+            &SendError::ClientBody("reset".into()),
+            true
+        ));
     }
 
     #[test]

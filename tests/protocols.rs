@@ -59,7 +59,7 @@ async fn hop_by_hop_headers_are_stripped_and_forwarding_headers_set() {
         .header("x-private", "secret")
         .header("keep-alive", "timeout=5")
         .header("proxy-authorization", "Basic eA==")
-        .header("te", "trailers")
+        .header("te", "gzip")
         .header("x-forwarded-for", "192.0.2.7")
         .header("x-end-to-end", "kept")
         .body(Full::new(Bytes::new()))

@@ -339,6 +339,11 @@ async fn a_site_can_ask_for_http2_to_its_backends() {
     let (status, body) = get(&client(), &proxy.url("/headers")).await.unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("version: HTTP/2.0"), "{body}");
+    assert!(
+        !body.lines().any(|l| l.starts_with("host: ")),
+        "no Host header contradicting :authority: {body}"
+    );
+    assert!(body.contains("x-forwarded-host: "), "{body}");
 }
 
 #[tokio::test]
@@ -346,12 +351,17 @@ async fn new_connections_to_a_tls_site_resume_the_tls_session() {
     let pki = Pki::new("resume");
     let leaf = pki.leaf("backend", &["127.0.0.1"]);
     let backend = Backend::start_tls("remote", pki.server(&leaf, false)).await;
-    let text = tls_site(backend.addr, &format!("ca = \"{}\"", pki.ca_path.display())).replace("200ms", "1m");
+    let text = tls_site(backend.addr, &format!("ca = \"{}\"", pki.ca_path.display()))
+        .replace("200ms", "1m");
     let proxy = TestProxy::start(&text).await;
     let client = client();
     // The backend closes every connection, so each request needs a new handshake.
     for _ in 0..4 {
         assert_eq!(get(&client, &proxy.url("/close")).await.unwrap().0, 200);
     }
-    assert!(backend.resumed_handshakes() >= 3, "resumed: {}", backend.resumed_handshakes());
+    assert!(
+        backend.resumed_handshakes() >= 3,
+        "resumed: {}",
+        backend.resumed_handshakes()
+    );
 }

@@ -50,6 +50,8 @@ pub fn spawn(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Re
                     async move { Ok::<_, std::convert::Infallible>(route(request, &server, peer).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(10))
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
@@ -161,7 +163,11 @@ fn authorize(request: &Request<Incoming>, server: &Server) -> Option<AdminRespon
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(|v| {
+                    v.split_once(' ')
+                        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                })
+                .map(|(_, token)| token.trim())
                 .unwrap_or("");
             (!constant_time_eq(given.as_bytes(), token.as_bytes())).then(|| {
                 let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
@@ -170,12 +176,45 @@ fn authorize(request: &Request<Incoming>, server: &Server) -> Option<AdminRespon
                 r
             })
         }
-        None if server.admin_addr().is_some_and(|a| a.ip().is_loopback()) => None,
+        None if server.admin_addr().is_some_and(|a| a.ip().is_loopback()) => {
+            (!local_caller(request)).then(|| {
+                error(
+                    StatusCode::FORBIDDEN,
+                    "cross-site or non-local Host refused",
+                )
+            })
+        }
         None => Some(error(
             StatusCode::FORBIDDEN,
             "mutating calls need [admin].token when the admin API listens beyond loopback",
         )),
     }
+}
+
+/// Without a token, loopback is the only guard, so a browser page must not be able to
+/// borrow it: the Host must be a loopback name (defeats DNS rebinding) and an Origin,
+/// if sent, must be the admin address itself (defeats cross-site form posts).
+fn local_caller(request: &Request<Incoming>) -> bool {
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let is_local = |authority: &str| {
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    let host_ok = header(header::HOST).is_none_or(is_local);
+    let origin_ok = header(header::ORIGIN).is_none_or(|origin| {
+        let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        header(header::HOST) == Some(authority)
+    });
+    host_ok && origin_ok
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a guess matched.

@@ -18,8 +18,9 @@ use hyper::upgrade::OnUpgrade;
 use super::headers::{prepare_request, prepare_response, upgrade_request, ClientInfo};
 use super::upgrade::spawn_tunnel;
 use super::Proxy;
+use super::{InFlight, PendingLog, ResponseBody};
 use crate::access_log::Record;
-use crate::body::{PendingLog, Replay, RequestBody, ResponseBody};
+use crate::body::{Replay, RequestBody};
 use crate::health::now_ms;
 use crate::retry::{costs_budget, may_retry};
 use crate::routing::{Pick, Routing};
@@ -41,7 +42,8 @@ impl Proxy {
     pub async fn forward(
         self: Arc<Self>,
         request: Request<Incoming>,
-        client: &ClientInfo,
+        client: Arc<ClientInfo>,
+        in_flight: InFlight,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let started = Instant::now();
         let routing = self.routing.load_full();
@@ -49,8 +51,8 @@ impl Proxy {
         let log = self
             .access_log
             .is_enabled()
-            .then(|| log_record(&request, client));
-        let (response, outcome) = self.try_backends(&routing, request, client).await;
+            .then(|| log_record(&request, &client));
+        let (response, outcome) = self.try_backends(&routing, request, &client).await;
         let site = outcome.last_pick.map(|p| &routing.sites[p.site]);
         let counter = site.map(|s| s.metrics.response_bytes.clone());
         let log = log.map(|mut record| {
@@ -67,7 +69,7 @@ impl Proxy {
                 sink: self.access_log.clone(),
             })
         });
-        Ok(response.map(|body| ResponseBody::new(body, counter, log)))
+        Ok(response.map(|body| ResponseBody::new(body, counter, log, in_flight)))
     }
 
     async fn try_backends(
@@ -111,11 +113,17 @@ impl Proxy {
             outcome.attempts += 1;
             let (site, backend) = (&routing.sites[pick.site], routing.backend(pick));
             let last_try = attempt + 1 == attempts;
-            let headers = if last_try {
+            let mut headers = if last_try {
                 std::mem::take(&mut parts.headers)
             } else {
                 parts.headers.clone()
             };
+            if site.upstream.is_http2() {
+                // HTTP/2 carries the host in :authority, which the pooled client sets
+                // to the backend's address; a differing Host header would contradict
+                // it (RFC 9113 8.3.1). The client's host stays in X-Forwarded-Host.
+                headers.remove(header::HOST);
+            }
             let request = upstream_request(
                 &parts,
                 site.upstream.scheme(),
@@ -149,11 +157,15 @@ impl Proxy {
                 }
                 Err(error) => {
                     let reason = error.reason();
-                    if let SendError::Connect(_) = &error {
-                        site.metrics.connect_errors.increment(1);
-                        backend.state.record_connect_failure(&reason);
-                    } else {
-                        backend.state.record_request_failure(&reason);
+                    match &error {
+                        SendError::Connect(_) => {
+                            site.metrics.connect_errors.increment(1);
+                            backend.state.record_connect_failure(&reason);
+                        }
+                        SendError::ClientBody(_) => {}
+                        SendError::Timeout | SendError::Failed(_) => {
+                            backend.state.record_request_failure(&reason)
+                        }
                     }
                     let again = if body_was_empty {
                         Some(RequestBody::empty())
@@ -228,6 +240,7 @@ fn retry_reason(error: &SendError) -> &'static str {
         SendError::Connect(_) => "connect",
         SendError::Timeout => "timeout",
         SendError::Failed(_) => "reset",
+        SendError::ClientBody(_) => "client",
     }
 }
 
@@ -273,6 +286,9 @@ fn failure_response(
         Some(SendError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
         Some(SendError::Connect(_)) => (StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
         Some(SendError::Failed(_)) => (StatusCode::BAD_GATEWAY, "upstream connection failed\n"),
+        Some(SendError::ClientBody(_)) => {
+            (StatusCode::BAD_REQUEST, "request body could not be read\n")
+        }
     };
     tracing::warn!(%method, path = path.path(), status = status.as_u16(),
         reason = error.map(SendError::reason).unwrap_or_default(), "request failed");

@@ -9,12 +9,13 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// RFC 9110 7.6.1, plus the Proxy-* headers meant for this hop. `Connection` first.
-static HOP_BY_HOP: [HeaderName; 9] = [
+/// RFC 9110 7.6.1, plus the Proxy-* headers meant for this hop. `Connection` first,
+/// `TE` second (kept when it only says `trailers`, as gRPC needs). `Trailer` is
+/// end-to-end and stays, so trailers reach HTTP/1.1 clients.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
     header::TE,
-    header::TRAILER,
+    HeaderName::from_static("keep-alive"),
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     HeaderName::from_static("proxy-connection"),
@@ -31,6 +32,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
             present[i] = true;
         }
+    }
+    if present[1]
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .all(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    {
+        present[1] = false;
     }
     if present[0] {
         let named: Vec<HeaderName> = headers
@@ -170,8 +179,8 @@ mod tests {
                 .header("connection", "keep-alive, x-secret")
                 .header("keep-alive", "timeout=5")
                 .header("x-secret", "1")
-                .header("te", "trailers")
-                .header("trailer", "x")
+                .header("te", "gzip")
+                .header("trailer", "x-checksum")
                 .header("transfer-encoding", "chunked")
                 .header("upgrade", "h2c")
                 .header("proxy-authorization", "basic x")
@@ -183,7 +192,6 @@ mod tests {
             "keep-alive",
             "x-secret",
             "te",
-            "trailer",
             "transfer-encoding",
             "upgrade",
             "proxy-authorization",
@@ -191,6 +199,14 @@ mod tests {
             assert!(!p.headers.contains_key(gone), "{gone} should be removed");
         }
         assert_eq!(p.headers["x-kept"], "yes");
+        assert_eq!(p.headers["trailer"], "x-checksum", "Trailer is end-to-end");
+    }
+
+    #[test]
+    fn te_trailers_is_forwarded_for_grpc() {
+        let mut p = parts(http::Request::get("/").header("te", "trailers"));
+        prepare_request(&mut p, &client(), None);
+        assert_eq!(p.headers["te"], "trailers");
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! timeouts (`connection`), each request is forwarded with retries (`forward`) under the
 //! header rules (`headers`), and upgrades become byte tunnels (`upgrade`).
 
+mod activity;
 mod connection;
 mod forward;
 pub mod headers;
 mod listener;
+mod response_body;
 mod upgrade;
 
 use std::sync::Arc;
@@ -18,7 +20,9 @@ use crate::routing::Routing;
 use crate::shutdown::Tracker;
 use crate::telemetry::ClientMetrics;
 
+pub use activity::InFlight;
 pub use listener::{bind_listener, spawn_listener, ListenerHandle};
+pub use response_body::{PendingLog, ResponseBody};
 
 /// State shared by every connection of every listener.
 pub struct Proxy {

@@ -3,6 +3,7 @@
 //! ALPN, session resumption through the shared rustls config). Classifies failures
 //! into what the retry rules need to know.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::uri::Scheme;
@@ -14,9 +15,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 
-mod counted;
+mod connect;
 
-use counted::CountingConnector;
+use connect::{CountingConnector, Deadline};
 
 use crate::body::RequestBody;
 use crate::config::SiteTls;
@@ -30,12 +31,16 @@ pub enum SendError {
     Timeout,
     /// The connection broke after the request may have been (partly) sent.
     Failed(String),
+    /// The client's request body failed (reset, malformed): not the backend's fault.
+    ClientBody(String),
 }
 
 impl SendError {
     pub fn reason(&self) -> String {
         match self {
-            SendError::Connect(reason) | SendError::Failed(reason) => reason.clone(),
+            SendError::Connect(reason)
+            | SendError::Failed(reason)
+            | SendError::ClientBody(reason) => reason.clone(),
             SendError::Timeout => "timed out waiting for response headers".to_string(),
         }
     }
@@ -46,11 +51,13 @@ pub struct Upstream {
     connect_timeout: Duration,
     /// Identifies the TLS settings (None = plain), to reuse the pool across reloads.
     tls_fingerprint: Option<u64>,
+    /// HTTP/2 to the backends (h2 by ALPN).
+    http2: bool,
 }
 
 enum Connector {
     Plain(Client<CountingConnector, RequestBody>),
-    Tls(Client<HttpsConnector<CountingConnector>, RequestBody>),
+    Tls(Client<Deadline<HttpsConnector<CountingConnector>>, RequestBody>),
 }
 
 fn tcp(connect_timeout: Duration, tls: bool) -> CountingConnector {
@@ -78,6 +85,7 @@ impl Upstream {
             client: Connector::Plain(client_builder().build(tcp(connect_timeout, false))),
             connect_timeout,
             tls_fingerprint: None,
+            http2: false,
         }
     }
 
@@ -99,12 +107,14 @@ impl Upstream {
         } else {
             builder.enable_http1().wrap_connector(tcp)
         };
+        let connector = Deadline::new(connector, connect_timeout);
         let mut client = client_builder();
         client.http2_only(tls.http2);
         Upstream {
             client: Connector::Tls(client.build(connector)),
             connect_timeout,
             tls_fingerprint: Some(tls.fingerprint),
+            http2: tls.http2,
         }
     }
 
@@ -114,6 +124,10 @@ impl Upstream {
             && self.tls_fingerprint == tls.map(|t| t.fingerprint)
     }
 
+    pub fn is_http2(&self) -> bool {
+        self.http2
+    }
+
     pub fn scheme(&self) -> Scheme {
         match self.client {
             Connector::Plain(_) => Scheme::HTTP,
@@ -121,19 +135,35 @@ impl Upstream {
         }
     }
 
-    /// Sends one try; `request` carries an absolute-form URI naming the backend.
+    /// Sends one try; `request` carries an absolute-form URI naming the backend. The
+    /// `timeout` runs from the moment the request (body included) was sent in full
+    /// until the response headers arrive: a slow upload is not a slow backend.
     pub async fn send(
         &self,
         request: Request<RequestBody>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
-        let future = match &self.client {
+        let progress = request.body().progress();
+        let response = match &self.client {
             Connector::Plain(client) => client.request(request),
             Connector::Tls(client) => client.request(request),
         };
-        match tokio::time::timeout(timeout, future).await {
+        let result = match &progress {
+            None => tokio::time::timeout(timeout, response).await,
+            Some(progress) => {
+                tokio::pin!(response);
+                tokio::select! {
+                    result = &mut response => Ok(result),
+                    _ = progress.sent.notified() => tokio::time::timeout(timeout, response).await,
+                }
+            }
+        };
+        match result {
             Err(_) => Err(SendError::Timeout),
             Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) if progress.is_some_and(|p| p.client_failed.load(Ordering::Acquire)) => {
+                Err(SendError::ClientBody(error_chain(&e)))
+            }
             Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(error_chain(&e))),
             Ok(Err(e)) => Err(SendError::Failed(error_chain(&e))),
         }

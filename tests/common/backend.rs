@@ -148,7 +148,9 @@ async fn accept_loop(
                 None => serve(stream, name, flags, killed).await,
                 Some(acceptor) => {
                     if let Ok(stream) = acceptor.accept(stream).await {
-                        if stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                        if stream.get_ref().1.handshake_kind()
+                            == Some(rustls::HandshakeKind::Resumed)
+                        {
                             flags.resumed.fetch_add(1, Ordering::SeqCst);
                         }
                         serve(stream, name, flags, killed).await
@@ -247,7 +249,9 @@ async fn handle(
         }
         ["close"] => {
             let mut response = text(StatusCode::OK, &name, name.to_string());
-            response.headers_mut().insert("connection", "close".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("connection", "close".parse().unwrap());
             response
         }
         ["status", code] => text(

@@ -1,11 +1,13 @@
-//! A TCP connector that counts the upstream connections it has open, for the
-//! `splitgate_upstream_connections` gauge. Wraps hyper-util's `HttpConnector`; TLS
-//! layers on top, so plain and HTTPS connections are both counted.
+//! Connector layers around hyper-util's `HttpConnector`: `CountingConnector` keeps
+//! the `splitgate_upstream_connections` gauge (TLS layers on top, so plain and HTTPS
+//! connections are both counted), and `Deadline` bounds a whole connect, TLS
+//! handshake included, by `[timeouts].connect`.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -105,5 +107,46 @@ impl<T: Write + Unpin> Write for Counted<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Fails a connect (TCP and TLS together) that takes longer than the deadline, as a
+/// connect error, so it is retried and taken out like a refused connection.
+#[derive(Clone)]
+pub struct Deadline<C> {
+    inner: C,
+    limit: Duration,
+}
+
+impl<C> Deadline<C> {
+    pub fn new(inner: C, limit: Duration) -> Self {
+        Deadline { inner, limit }
+    }
+}
+
+impl<C> Service<Uri> for Deadline<C>
+where
+    C: Service<Uri>,
+    C::Future: Send + 'static,
+    C::Response: Send + 'static,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = C::Response;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Connecting<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(format!("connect (TCP and TLS) took longer than {limit:?}").into()),
+            }
+        })
     }
 }

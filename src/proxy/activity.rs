@@ -1,0 +1,193 @@
+//! What the client-side timeouts of one connection watch: when bytes last moved, when
+//! an unfinished request head started, and how many requests are in flight (from the
+//! request head until the end of its response body).
+//!
+//! Rules: with nothing in flight, a connection closes after `idle` without bytes, and
+//! an HTTP/1 request head must complete within `client_header`; with requests in
+//! flight, it closes only when no byte moved for the longer of `idle` and `response`
+//! (a stalled upload or download).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::config::Timeouts;
+use crate::health::now_ms;
+
+/// Times are `now_ms` values.
+#[derive(Default)]
+pub struct Activity {
+    last_io: AtomicU64,
+    /// When the first byte of a request head arrived with nothing in flight; 0 = none.
+    head_started: AtomicU64,
+    in_flight: AtomicUsize,
+    /// HTTP/2 frames (PING, WINDOW_UPDATE) are not request heads: no header timer.
+    http2: AtomicBool,
+}
+
+/// Marks one request in flight for as long as it lives; the proxy keeps it inside the
+/// response body, so it ends when the last byte of the response is sent.
+pub struct InFlight(Arc<Activity>);
+
+impl Activity {
+    pub fn new(http2: bool) -> Arc<Activity> {
+        let activity = Activity::default();
+        activity.last_io.store(now_ms(), Ordering::Relaxed);
+        activity.http2.store(http2, Ordering::Relaxed);
+        Arc::new(activity)
+    }
+
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(0, Ordering::Release);
+        InFlight(self.clone())
+    }
+
+    fn saw_read(&self, first_bytes: &[u8], first_read: bool) {
+        let now = now_ms();
+        self.last_io.store(now, Ordering::Relaxed);
+        if first_read && first_bytes.starts_with(b"PRI * HTTP/2.0") {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        if !self.http2.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
+            self.head_started.store(now, Ordering::Release);
+        }
+    }
+
+    /// Resolves when the connection should be closed, with the reason.
+    pub async fn expired(&self, timeouts: &Timeouts) -> &'static str {
+        let millis = |d: Duration| d.as_millis() as u64;
+        loop {
+            let now = now_ms();
+            let last_io = self.last_io.load(Ordering::Relaxed);
+            let (deadline, reason) = if self.in_flight.load(Ordering::Acquire) > 0 {
+                (
+                    last_io + millis(timeouts.idle.max(timeouts.response)),
+                    "no progress on a request in flight",
+                )
+            } else {
+                match self.head_started.load(Ordering::Acquire) {
+                    0 => (last_io + millis(timeouts.idle), "idle timeout"),
+                    started => (
+                        started + millis(timeouts.client_header),
+                        "client header timeout",
+                    ),
+                }
+            };
+            if now >= deadline {
+                return reason;
+            }
+            // A request head may start at any moment, so look again within half of
+            // `client_header` even when the other deadline is further away.
+            let wait = deadline
+                .saturating_sub(now)
+                .min(millis(timeouts.client_header) / 2)
+                .max(10);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_io.store(now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The client socket, noting reads and writes for the timeouts and the byte counters.
+pub struct Watched<S> {
+    stream: S,
+    activity: Arc<Activity>,
+    first_read: bool,
+    received: metrics::Counter,
+    sent: metrics::Counter,
+}
+
+impl<S> Watched<S> {
+    pub fn new(
+        stream: S,
+        activity: Arc<Activity>,
+        received: metrics::Counter,
+        sent: metrics::Counter,
+    ) -> Self {
+        Watched {
+            stream,
+            activity,
+            first_read: true,
+            received,
+            sent,
+        }
+    }
+
+    fn wrote(&self, n: usize) {
+        if n > 0 {
+            self.activity.last_io.store(now_ms(), Ordering::Relaxed);
+            self.sent.increment(n as u64);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if matches!(polled, Poll::Ready(Ok(()))) && read > 0 {
+            let first_read = std::mem::replace(&mut self.first_read, false);
+            self.activity.saw_read(&buf.filled()[before..], first_read);
+            self.received.increment(read as u64);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.wrote(n);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.wrote(n);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

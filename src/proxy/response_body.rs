@@ -1,0 +1,104 @@
+//! The proxy's response body: streams the backend's answer (or a short error text) to
+//! the client and, when it ends or is dropped, counts the bytes, submits the
+//! access-log record and marks the request no longer in flight.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use super::activity::InFlight;
+use crate::access_log::{AccessLog, Record};
+use crate::body::BoxError;
+
+/// An access-log record waiting for its response body to end.
+pub struct PendingLog {
+    pub record: Record,
+    pub started: Instant,
+    pub sink: AccessLog,
+}
+
+/// The proxy's answer: the backend's body (or a short error text) streamed to the
+/// client. When it ends (or is dropped, e.g. the client left) it counts its bytes and
+/// submits the access-log record.
+pub struct ResponseBody {
+    inner: Either<Incoming, Full<Bytes>>,
+    bytes: u64,
+    counter: Option<metrics::Counter>,
+    log: Option<Box<PendingLog>>,
+    /// The request counts as in flight (for the connection's timeouts) until this drops.
+    in_flight: Option<InFlight>,
+}
+
+impl ResponseBody {
+    pub fn new(
+        inner: Either<Incoming, Full<Bytes>>,
+        counter: Option<metrics::Counter>,
+        log: Option<Box<PendingLog>>,
+        in_flight: InFlight,
+    ) -> Self {
+        ResponseBody {
+            inner,
+            bytes: 0,
+            counter,
+            log,
+            in_flight: Some(in_flight),
+        }
+    }
+
+    fn finish(&mut self) {
+        self.in_flight = None;
+        if let Some(counter) = self.counter.take() {
+            counter.increment(self.bytes);
+        }
+        if let Some(pending) = self.log.take() {
+            let PendingLog {
+                mut record,
+                started,
+                sink,
+            } = *pending;
+            record.bytes = self.bytes;
+            record.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+            sink.submit(record);
+        }
+    }
+}
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
