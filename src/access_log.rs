@@ -43,7 +43,9 @@ pub struct AccessLog {
 struct Inner {
     /// Swapped by `configure` (start, reloads), read lock-free per request; the writer
     /// thread holds the receiving end and ends when this sender is dropped.
-    sender: ArcSwapOption<SyncSender<Record>>,
+    sender: ArcSwapOption<SyncSender<Box<Record>>>,
+    /// The running writer, joined on `close` so its last lines reach the disk.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The settings in force, compared on reload to restart the writer only on change.
     config: Mutex<Option<AccessLogConfig>>,
     /// Set by SIGUSR1; the writer reopens its file and clears it.
@@ -55,6 +57,7 @@ impl Default for AccessLog {
         AccessLog {
             inner: Arc::new(Inner {
                 sender: ArcSwapOption::empty(),
+                writer: Mutex::new(None),
                 config: Mutex::new(None),
                 reopen: Arc::new(AtomicBool::new(false)),
             }),
@@ -70,14 +73,16 @@ impl AccessLog {
             return;
         }
         *current = config.cloned();
+        let mut writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         let sender = config.map(|config| {
             let (sender, receiver) = sync_channel(config.queue);
             let (config, reopen) = (config.clone(), self.inner.reopen.clone());
             let spawned = std::thread::Builder::new()
                 .name("access-log".into())
                 .spawn(move || write_loop(receiver, config, reopen));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start the access log writer");
+            match spawned {
+                Ok(handle) => *writer = Some(handle),
+                Err(e) => tracing::error!(error = %e, "cannot start the access log writer"),
             }
             Arc::new(sender)
         });
@@ -89,8 +94,17 @@ impl AccessLog {
         self.inner.sender.load().is_some()
     }
 
+    /// Stops the writer after it has written every queued line (at shutdown).
+    pub fn close(&self) {
+        self.inner.sender.store(None);
+        let writer = self.inner.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
+
     /// Queues a record; drops and counts it when the writer is behind.
-    pub fn submit(&self, record: Record) {
+    pub fn submit(&self, record: Box<Record>) {
         if let Some(sender) = self.inner.sender.load().as_ref() {
             if let Err(TrySendError::Full(_)) = sender.try_send(record) {
                 telemetry::record_access_log_dropped();
@@ -121,7 +135,7 @@ fn open(target: &LogTarget) -> Box<dyn Write + Send> {
     }
 }
 
-fn write_loop(receiver: Receiver<Record>, config: AccessLogConfig, reopen: Arc<AtomicBool>) {
+fn write_loop(receiver: Receiver<Box<Record>>, config: AccessLogConfig, reopen: Arc<AtomicBool>) {
     let mut out = open(&config.target);
     let mut line = Vec::with_capacity(512);
     loop {

@@ -105,10 +105,13 @@ impl Body for RequestBody {
             match &mut self.inner {
                 Inner::Empty => return Poll::Ready(None),
                 Inner::Streaming(body) => {
-                    let polled = Pin::new(body).poll_frame(cx);
+                    let polled = Pin::new(&mut *body).poll_frame(cx);
+                    let ended = body.is_end_stream();
                     if let Some(progress) = &self.progress {
                         match &polled {
+                            // hyper stops polling once `is_end_stream` says so.
                             Poll::Ready(None) => progress.sent.notify_one(),
+                            Poll::Ready(Some(Ok(_))) if ended => progress.sent.notify_one(),
                             Poll::Ready(Some(Err(_))) => {
                                 progress.client_failed.store(true, Ordering::Release)
                             }

@@ -101,6 +101,10 @@ fn run_on(
     banner: Option<String>,
 ) -> ExitCode {
     runtime.block_on(async move {
+        let signals = match signals::Signals::install() {
+            Ok(signals) => signals,
+            Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
+        };
         let server = match Server::start(config, path).await {
             Ok(server) => server,
             Err(e) => return fail(&e.to_string()),
@@ -108,10 +112,8 @@ fn run_on(
         if let Some(banner) = banner {
             println!("{banner}");
         }
-        match signals::run_until_stopped(server).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&format!("cannot install signal handlers: {e}")),
-        }
+        signals::run_until_stopped(server, signals).await;
+        ExitCode::SUCCESS
     })
 }
 

@@ -4,17 +4,40 @@
 
 use std::sync::Arc;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Notify;
 
 use crate::server::Server;
 
-/// Runs `server` until SIGTERM/SIGINT, reloading on SIGHUP; then drains it.
-pub async fn run_until_stopped(server: Arc<Server>) -> std::io::Result<()> {
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut user1 = signal(SignalKind::user_defined1())?;
+/// The signal streams, installed before the server starts so that an early SIGHUP
+/// is handled rather than killing the process.
+pub struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+    user1: Signal,
+}
+
+impl Signals {
+    pub fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hangup: signal(SignalKind::hangup())?,
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            user1: signal(SignalKind::user_defined1())?,
+        })
+    }
+}
+
+/// Runs `server` until SIGTERM/SIGINT, reloading on SIGHUP; then drains it. A second
+/// SIGTERM/SIGINT during the drain stops waiting.
+pub async fn run_until_stopped(server: Arc<Server>, signals: Signals) {
+    let Signals {
+        mut hangup,
+        mut terminate,
+        mut interrupt,
+        mut user1,
+    } = signals;
     let pending = Arc::new(Notify::new());
     let reloader = {
         let server = server.clone();
@@ -44,14 +67,17 @@ pub async fn run_until_stopped(server: Arc<Server>) -> std::io::Result<()> {
     reloader.abort();
     let drain = server.control().current().config.timeouts.drain;
     tracing::info!(signal = which, drain = ?drain, "shutting down: no new connections, draining open ones");
-    let left = server.shutdown().await;
-    if left > 0 {
-        tracing::warn!(
+    let left = tokio::select! {
+        left = server.shutdown() => left,
+        _ = terminate.recv() => usize::MAX,
+        _ = interrupt.recv() => usize::MAX,
+    };
+    match left {
+        0 => tracing::info!("all connections drained; bye"),
+        usize::MAX => tracing::warn!("second signal: closing the remaining connections now"),
+        left => tracing::warn!(
             left,
             "drain timeout reached; closing the remaining connections"
-        );
-    } else {
-        tracing::info!("all connections drained; bye");
+        ),
     }
-    Ok(())
 }

@@ -202,3 +202,120 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle() {
         "the idle connection should be closed by the proxy"
     );
 }
+
+#[tokio::test]
+async fn a_long_http2_download_outlives_client_header() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config(
+        "[timeouts]\nclient_header = \"200ms\"\n",
+        &[site("a", 1, 0, &[a.addr])],
+    ))
+    .await;
+    let h2: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new());
+    let size = 8 * 1024 * 1024u64;
+    let response = h2
+        .request(
+            Request::get(proxy.url(&format!("/download/{size}")))
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let mut received = 0u64;
+    let started = std::time::Instant::now();
+    // Read slowly: the client keeps sending WINDOW_UPDATE frames for a second or more.
+    while let Some(frame) = body.frame().await {
+        received += frame
+            .expect("the download is not cut")
+            .data_ref()
+            .map_or(0, |d| d.len() as u64);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(received, size);
+    assert!(
+        started.elapsed() > Duration::from_millis(400),
+        "the download lasted past client_header"
+    );
+}
+
+/// A request body that trickles in: `chunks` pieces, one every `gap`.
+struct SlowBody {
+    chunks: u32,
+    gap: Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl http_body::Body for SlowBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.chunks == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let gap = self.gap;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+        std::task::ready!(std::future::Future::poll(sleep.as_mut(), cx));
+        self.sleep = None;
+        self.chunks -= 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            b"0123456789",
+        )))))
+    }
+}
+
+#[tokio::test]
+async fn a_slow_upload_is_not_a_slow_backend() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config(
+        "[timeouts]\nconnect = \"200ms\"\nresponse = \"300ms\"\n",
+        &[site("a", 1, 0, &[a.addr])],
+    ))
+    .await;
+    let uploader: Client<HttpConnector, SlowBody> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let body = SlowBody {
+        chunks: 8,
+        gap: Duration::from_millis(100),
+        sleep: None,
+    };
+    let request = Request::post(proxy.url("/upload")).body(body).unwrap();
+    let response = uploader.request(request).await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "an 800 ms upload with a 300 ms response timeout"
+    );
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&text).starts_with("bytes=80 "),
+        "{text:?}"
+    );
+    assert!(
+        proxy.server.control().current().sites[0].healthy,
+        "the backend is not blamed"
+    );
+}
+
+#[tokio::test]
+async fn connect_is_refused_with_405() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 405");
+    assert_eq!(a.hits(), 0);
+}

@@ -365,3 +365,30 @@ async fn new_connections_to_a_tls_site_resume_the_tls_session() {
         backend.resumed_handshakes()
     );
 }
+
+#[tokio::test]
+async fn a_tls_site_that_stalls_the_handshake_fails_fast_as_a_connect_error() {
+    let pki = Pki::new("stall");
+    let (hole, _task) = common::black_hole().await;
+    let mut text = tls_site(hole, &format!("ca = \"{}\"", pki.ca_path.display()));
+    text = text.replace(
+        "[health]",
+        "[timeouts]\nconnect = \"300ms\"\nresponse = \"10s\"\n[health]",
+    );
+    let proxy = TestProxy::start(&text).await;
+    let started = std::time::Instant::now();
+    let (status, _) = get(&client(), &proxy.url("/")).await.unwrap();
+    assert_eq!(
+        status, 502,
+        "a connect failure, not a 504 after the response timeout"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !proxy.server.control().current().sites[0].healthy,
+        "taken out at once"
+    );
+}

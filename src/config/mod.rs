@@ -160,6 +160,25 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_bounded_and_consistent() {
+        let base = "[[listener]]\nbind = \"127.0.0.1:1\"\n[[site]]\nname = \"a\"\nweight = 1\nbackends = [\"127.0.0.1:2\"]\n";
+        let report = problems(&format!(
+            "{base}[timeouts]\nidle = \"18446744073709551615ms\"\n"
+        ));
+        assert!(report.contains("timeouts.idle"), "{report}");
+        let capped = parse(
+            Path::new("t"),
+            &format!("{base}[timeouts]\nresponse = \"1s\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            capped.timeouts.connect.as_secs(),
+            1,
+            "connect is capped at response"
+        );
+    }
+
+    #[test]
     fn a_config_needs_listeners_and_sites() {
         let report = problems("");
         assert!(report.contains("listener: at least one"), "{report}");

@@ -182,7 +182,13 @@ pub fn site_tls(file: &SiteTlsFile, base: &Path) -> Result<SiteTls, Vec<(String,
         },
         None => {
             let loaded = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(loaded.certs);
+            let (added, _) = roots.add_parsable_certificates(loaded.certs);
+            if added == 0 {
+                problems.push((
+                    "tls.ca".into(),
+                    "no ca file given and no system root certificates found (install ca-certificates or set ca)".into(),
+                ));
+            }
         }
     }
     let http2 = match file.protocol.as_deref() {

@@ -15,6 +15,9 @@ use super::model::{
 };
 use super::tls;
 
+/// Longest duration accepted anywhere (timeouts, intervals, slow start).
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// Largest site weight accepted; keeps the precomputed selection table small.
 pub const MAX_WEIGHT: i64 = 10_000;
 
@@ -39,6 +42,10 @@ impl Problems {
     fn duration(&mut self, key: &str, text: Option<&String>, default: Duration) -> Duration {
         match text.map(|t| parse_duration(t)) {
             None => default,
+            Some(Ok(d)) if d > MAX_DURATION => {
+                self.add(key, format!("{d:?} is too long; the most is 24h"));
+                default
+            }
             Some(Ok(d)) => d,
             Some(Err(reason)) => {
                 self.add(key, reason);
@@ -212,7 +219,7 @@ fn validate_access_log(file: &AccessLogFile, base: &Path, problems: &mut Problem
     AccessLog {
         target,
         format: log_format("access_log.format", file.format.as_deref(), problems),
-        queue: problems.count("access_log.queue", file.queue, 65_536, (1, 10_000_000)) as usize,
+        queue: problems.count("access_log.queue", file.queue, 65_536, (1, 1_000_000)) as usize,
     }
 }
 
@@ -257,7 +264,12 @@ fn validate_timeouts(file: &FileConfig, problems: &mut Problems) -> Timeouts {
             problems.add(key, "must be greater than zero");
         }
     }
-    timeouts
+    // A connect is part of a try, so it never outlasts the response timeout.
+    let connect = timeouts.connect.min(timeouts.response);
+    Timeouts {
+        connect,
+        ..timeouts
+    }
 }
 
 fn validate_retry(file: &FileConfig, problems: &mut Problems) -> Retry {

@@ -48,6 +48,14 @@ impl Proxy {
         let started = Instant::now();
         let routing = self.routing.load_full();
         self.budget.record_request(now_ms());
+        if request.method() == Method::CONNECT {
+            // A forward-proxy tunnel request: not something a reverse proxy serves.
+            let mut response =
+                text_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+            let allow = HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
+            response.headers_mut().insert(header::ALLOW, allow);
+            return Ok(response.map(|body| ResponseBody::new(body, None, None, in_flight)));
+        }
         let log = self
             .access_log
             .is_enabled()
@@ -292,6 +300,14 @@ fn failure_response(
     };
     tracing::warn!(%method, path = path.path(), status = status.as_u16(),
         reason = error.map(SendError::reason).unwrap_or_default(), "request failed");
+    text_response(status, text)
+}
+
+/// A short plain-text answer made by the proxy itself.
+fn text_response(
+    status: StatusCode,
+    text: &'static str,
+) -> Response<Either<Incoming, Full<Bytes>>> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
         text.as_bytes(),
     ))));

@@ -63,7 +63,7 @@ impl ResponseBody {
             } = *pending;
             record.bytes = self.bytes;
             record.total_ms = started.elapsed().as_secs_f64() * 1000.0;
-            sink.submit(record);
+            sink.submit(Box::new(record));
         }
     }
 }
