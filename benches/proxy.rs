@@ -14,10 +14,7 @@ use splitgate::demo::spawn_demo_backend;
 use splitgate::server::Server;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 async fn connection_loop(addr: std::net::SocketAddr, until: Instant) -> Vec<u32> {
@@ -26,16 +23,12 @@ async fn connection_loop(addr: std::net::SocketAddr, until: Instant) -> Vec<u32>
         return latencies;
     };
     let _ = stream.set_nodelay(true);
-    let Ok((mut sender, connection)) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    else {
+    let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
         return latencies;
     };
     tokio::spawn(connection);
     while Instant::now() < until {
-        let request = Request::get("/")
-            .header("host", "bench")
-            .body(Empty::<Bytes>::new());
+        let request = Request::get("/").header("host", "bench").body(Empty::<Bytes>::new());
         let Ok(request) = request else { break };
         let started = Instant::now();
         let Ok(response) = sender.send_request(request).await else {

@@ -30,8 +30,7 @@ fn routing() -> Routing {
         weight = 20
         backends = ["127.0.0.1:5"]
     "#;
-    let config =
-        Arc::new(splitgate::config::parse(Path::new("bench"), text).expect("bench config"));
+    let config = Arc::new(splitgate::config::parse(Path::new("bench"), text).expect("bench config"));
     let registry = HealthRegistry::new();
     let synced = registry.sync(&config);
     let upstream = Arc::new(Upstream::plain(Duration::from_secs(1)));

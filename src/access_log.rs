@@ -121,11 +121,7 @@ impl AccessLog {
 fn open(target: &LogTarget) -> Box<dyn Write + Send> {
     match target {
         LogTarget::Stdout => Box::new(std::io::stdout()),
-        LogTarget::File(path) => match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
+        LogTarget::File(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
             Ok(file) => Box::new(std::io::BufWriter::with_capacity(64 * 1024, file)),
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot open the access log; lines are discarded");

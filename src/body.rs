@@ -97,10 +97,7 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
             match &mut self.inner {
                 Inner::Empty => return Poll::Ready(None),
@@ -112,9 +109,7 @@ impl Body for RequestBody {
                             // hyper stops polling once `is_end_stream` says so.
                             Poll::Ready(None) => progress.sent.notify_one(),
                             Poll::Ready(Some(Ok(_))) if ended => progress.sent.notify_one(),
-                            Poll::Ready(Some(Err(_))) => {
-                                progress.client_failed.store(true, Ordering::Release)
-                            }
+                            Poll::Ready(Some(Err(_))) => progress.client_failed.store(true, Ordering::Release),
                             _ => {}
                         }
                     }
@@ -124,9 +119,7 @@ impl Body for RequestBody {
                     let taken = slot.lock().ok().and_then(|mut s| s.take());
                     match taken {
                         Some(body) => self.inner = Inner::Streaming(body),
-                        None => {
-                            return Poll::Ready(Some(Err("request body was already sent".into())))
-                        }
+                        None => return Poll::Ready(Some(Err("request body was already sent".into()))),
                     }
                 }
             }

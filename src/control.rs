@@ -69,9 +69,7 @@ impl Control {
     }
 
     fn lock_overrides(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.overrides
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.overrides.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Publishes a new config as the next generation, keeping the health state and
@@ -81,17 +79,8 @@ impl Control {
         let mut overrides = self.lock_overrides();
         let old = self.current();
         overrides.retain(|name, _| {
-            let before = old
-                .config
-                .sites
-                .iter()
-                .find(|s| &s.name == name)
-                .map(|s| s.weight);
-            let after = config
-                .sites
-                .iter()
-                .find(|s| &s.name == name)
-                .map(|s| s.weight);
+            let before = old.config.sites.iter().find(|s| &s.name == name).map(|s| s.weight);
+            let after = config.sites.iter().find(|s| &s.name == name).map(|s| s.weight);
             after.is_some() && before == after
         });
         let synced = self.registry.sync(&config);
@@ -172,11 +161,7 @@ fn spawn_publisher(control: Weak<Control>, changes: Arc<tokio::sync::Notify>) {
                 Some(c) => c.current().is_ramping(),
                 None => return,
             };
-            let wait = if ramping {
-                RAMP_TICK
-            } else {
-                Duration::from_secs(1)
-            };
+            let wait = if ramping { RAMP_TICK } else { Duration::from_secs(1) };
             let changed = tokio::time::timeout(wait, changes.notified()).await.is_ok();
             if changed || ramping {
                 match control.upgrade() {
@@ -201,12 +186,8 @@ fn upstreams_for(config: &Config, old: Option<&Routing>) -> Vec<Arc<Upstream>> {
         .sites
         .iter()
         .map(|site| match &site.tls {
-            None => plain
-                .get_or_insert_with(|| Arc::new(Upstream::plain(connect)))
-                .clone(),
-            Some(tls) => {
-                reusable(Some(tls)).unwrap_or_else(|| Arc::new(Upstream::tls(connect, tls)))
-            }
+            None => plain.get_or_insert_with(|| Arc::new(Upstream::plain(connect))).clone(),
+            Some(tls) => reusable(Some(tls)).unwrap_or_else(|| Arc::new(Upstream::tls(connect, tls))),
         })
         .collect()
 }
@@ -215,20 +196,14 @@ fn log_changes(old: &Routing, new: &Routing) {
     for site in &new.sites {
         match old.sites.iter().find(|s| s.name == site.name) {
             None => tracing::info!(site = %site.name, weight = site.weight(), "site added"),
-            Some(before)
-                if before.weight() != site.weight() || before.priority != site.priority =>
-            {
+            Some(before) if before.weight() != site.weight() || before.priority != site.priority => {
                 tracing::info!(site = %site.name, weight = site.weight(), was = before.weight(),
                     priority = site.priority, "site changed")
             }
             Some(_) => {}
         }
     }
-    for site in old
-        .sites
-        .iter()
-        .filter(|s| !new.sites.iter().any(|n| n.name == s.name))
-    {
+    for site in old.sites.iter().filter(|s| !new.sites.iter().any(|n| n.name == s.name)) {
         tracing::info!(site = %site.name, "site removed");
     }
     tracing::info!(generation = new.generation, "config applied");

@@ -53,13 +53,7 @@ pub fn demo_config_text(
     b: &[SocketAddr],
     dr: &[SocketAddr],
 ) -> String {
-    let list = |addrs: &[SocketAddr]| {
-        addrs
-            .iter()
-            .map(|a| format!("\"{a}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let list = |addrs: &[SocketAddr]| addrs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
     format!(
         r#"[[listener]]
 bind = "{listen}"
@@ -96,14 +90,8 @@ backends = [{}]
 }
 
 /// Starts the demo sites and returns the proxy config for them.
-pub async fn demo_config(
-    listen: SocketAddr,
-    admin: SocketAddr,
-) -> Result<Config, Box<dyn std::error::Error>> {
-    let a = vec![
-        spawn_demo_backend("idc-a").await?,
-        spawn_demo_backend("idc-a").await?,
-    ];
+pub async fn demo_config(listen: SocketAddr, admin: SocketAddr) -> Result<Config, Box<dyn std::error::Error>> {
+    let a = vec![spawn_demo_backend("idc-a").await?, spawn_demo_backend("idc-a").await?];
     let b = vec![spawn_demo_backend("idc-b").await?];
     let dr = vec![spawn_demo_backend("dr").await?];
     let text = demo_config_text(listen, admin, &a, &b, &dr);

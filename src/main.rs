@@ -55,12 +55,7 @@ fn main() -> ExitCode {
                 return fail("cannot start the async runtime");
             };
             match runtime.block_on(demo::demo_config(listen, admin)) {
-                Ok(config) => run_on(
-                    runtime,
-                    config,
-                    None,
-                    Some(demo::instructions(listen, admin)),
-                ),
+                Ok(config) => run_on(runtime, config, None, Some(demo::instructions(listen, admin))),
                 Err(e) => fail(&e.to_string()),
             }
         }
@@ -94,12 +89,7 @@ fn run(config: Config, path: Option<PathBuf>, banner: Option<String>) -> ExitCod
     }
 }
 
-fn run_on(
-    runtime: tokio::runtime::Runtime,
-    config: Config,
-    path: Option<PathBuf>,
-    banner: Option<String>,
-) -> ExitCode {
+fn run_on(runtime: tokio::runtime::Runtime, config: Config, path: Option<PathBuf>, banner: Option<String>) -> ExitCode {
     runtime.block_on(async move {
         let signals = match signals::Signals::install() {
             Ok(signals) => signals,

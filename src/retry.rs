@@ -98,33 +98,20 @@ mod tests {
         let refused = SendError::Connect("refused".into());
         assert!(may_retry(&Method::POST, &refused, true));
         assert!(may_retry(&Method::PATCH, &refused, true));
-        assert!(
-            !may_retry(&Method::POST, &refused, false),
-            "not once the body is gone"
-        );
+        assert!(!may_retry(&Method::POST, &refused, false), "not once the body is gone");
     }
 
     #[test]
     fn failures_after_sending_are_retried_only_when_idempotent() {
         for error in [SendError::Timeout, SendError::Failed("reset".into())] {
-            for method in [
-                Method::GET,
-                Method::HEAD,
-                Method::OPTIONS,
-                Method::PUT,
-                Method::DELETE,
-            ] {
+            for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::DELETE] {
                 assert!(may_retry(&method, &error, true), "{method}");
             }
             assert!(!may_retry(&Method::POST, &error, true));
             assert!(!may_retry(&Method::PATCH, &error, true));
             assert!(!may_retry(&Method::GET, &error, false));
         }
-        assert!(!may_retry(
-            &Method::PUT,
-            &SendError::ClientBody("reset".into()),
-            true
-        ));
+        assert!(!may_retry(&Method::PUT, &SendError::ClientBody("reset".into()), true));
     }
 
     #[test]
@@ -144,10 +131,7 @@ mod tests {
         for _ in 0..50 {
             budget.record_request(1_000);
         }
-        assert_eq!(
-            (0..100).filter(|_| budget.try_spend(1_000, 0.1, 0)).count(),
-            5
-        );
+        assert_eq!((0..100).filter(|_| budget.try_spend(1_000, 0.1, 0)).count(), 5);
         assert_eq!(
             (0..100).filter(|_| budget.try_spend(2_000, 0.1, 0)).count(),
             5,

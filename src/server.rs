@@ -20,10 +20,7 @@ use crate::telemetry;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +30,7 @@ pub enum ReloadError {
     #[error("{0} (the running config is unchanged)")]
     NeedsRestart(String),
     #[error("cannot listen on {addr}: {source} (the running config is unchanged)")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("no config file to reload (started without --config)")]
     NoFile,
 }
@@ -63,10 +57,7 @@ pub struct Server {
 
 impl Server {
     /// Binds everything first, so a port in use fails the start before any work begins.
-    pub async fn start(
-        config: Config,
-        config_path: Option<PathBuf>,
-    ) -> Result<Arc<Server>, StartError> {
+    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Server>, StartError> {
         telemetry::install_metrics();
         let mut bound = Vec::new();
         for listener in &config.listeners {
@@ -76,30 +67,20 @@ impl Server {
             })?;
             bound.push((listener.bind, socket));
         }
-        let admin_socket =
-            match &config.admin {
-                Some(admin) => Some(TcpListener::bind(admin.bind).await.map_err(|source| {
-                    StartError::Bind {
-                        addr: admin.bind,
-                        source,
-                    }
-                })?),
-                None => None,
-            };
+        let admin_socket = match &config.admin {
+            Some(admin) => Some(TcpListener::bind(admin.bind).await.map_err(|source| StartError::Bind {
+                addr: admin.bind,
+                source,
+            })?),
+            None => None,
+        };
         let shutdown = Signal::default();
         let control = Control::new(config);
         let proxy = Proxy::new(control.routing().clone(), Tracker::default());
-        proxy
-            .access_log
-            .configure(control.current().config.access_log.as_ref());
+        proxy.access_log.configure(control.current().config.access_log.as_ref());
         let listeners = bound
             .into_iter()
-            .map(|(bind, socket)| {
-                (
-                    bind,
-                    spawn_listener(socket, bind, proxy.clone(), shutdown.subscribe()),
-                )
-            })
+            .map(|(bind, socket)| (bind, spawn_listener(socket, bind, proxy.clone(), shutdown.subscribe())))
             .collect();
         let server = Arc::new(Server {
             control,
@@ -123,12 +104,7 @@ impl Server {
 
     /// The proxy listeners' actual addresses (port 0 resolved), in no particular order.
     pub async fn proxy_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .lock()
-            .await
-            .values()
-            .map(|l| l.local_addr)
-            .collect()
+        self.listeners.lock().await.values().map(|l| l.local_addr).collect()
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -169,11 +145,7 @@ impl Server {
             ));
         }
         let mut added = Vec::new();
-        for listener in config
-            .listeners
-            .iter()
-            .filter(|l| !listeners.contains_key(&l.bind))
-        {
+        for listener in config.listeners.iter().filter(|l| !listeners.contains_key(&l.bind)) {
             let socket = bind_listener(listener.bind).map_err(|source| ReloadError::Bind {
                 addr: listener.bind,
                 source,
@@ -227,11 +199,7 @@ impl Server {
         let drain = self.control.current().config.timeouts.drain;
         self.shutdown.fire();
         self.listeners.lock().await.clear();
-        let left = self
-            .proxy
-            .tracker
-            .wait_idle(drain.max(Duration::from_millis(1)))
-            .await;
+        let left = self.proxy.tracker.wait_idle(drain.max(Duration::from_millis(1))).await;
         self.control.stop();
         left
     }

@@ -75,9 +75,6 @@ pub async fn run_until_stopped(server: Arc<Server>, signals: Signals) {
     match left {
         0 => tracing::info!("all connections drained; bye"),
         usize::MAX => tracing::warn!("second signal: closing the remaining connections now"),
-        left => tracing::warn!(
-            left,
-            "drain timeout reached; closing the remaining connections"
-        ),
+        left => tracing::warn!(left, "drain timeout reached; closing the remaining connections"),
     }
 }

@@ -23,8 +23,7 @@ const BUCKETS: &[f64] = &[
 /// even when nobody scrapes.
 pub fn install_metrics() {
     PROMETHEUS.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS);
+        let builder = PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS);
         let handle = builder.ok()?.install_recorder().ok()?;
         let upkeep = handle.clone();
         let _ = std::thread::Builder::new()
@@ -149,8 +148,7 @@ pub fn record_retry(reason: &'static str) {
 }
 
 pub fn record_reload(ok: bool) {
-    counter!("splitgate_config_reloads_total", "result" => if ok { "ok" } else { "failed" })
-        .increment(1);
+    counter!("splitgate_config_reloads_total", "result" => if ok { "ok" } else { "failed" }).increment(1);
 }
 
 pub fn record_generation(generation: u64) {
@@ -187,13 +185,8 @@ impl Default for ClientMetrics {
 /// Health and effective weight gauges, set whenever a snapshot is published.
 pub fn record_routing(routing: &Routing) {
     for site in &routing.sites {
-        gauge!("splitgate_site_effective_weight", "site" => site.name.clone())
-            .set(f64::from(site.effective_weight));
+        gauge!("splitgate_site_effective_weight", "site" => site.name.clone()).set(f64::from(site.effective_weight));
         gauge!("splitgate_site_weight", "site" => site.name.clone()).set(f64::from(site.weight()));
-        gauge!("splitgate_site_healthy", "site" => site.name.clone()).set(if site.healthy {
-            1.0
-        } else {
-            0.0
-        });
+        gauge!("splitgate_site_healthy", "site" => site.name.clone()).set(if site.healthy { 1.0 } else { 0.0 });
     }
 }

@@ -26,11 +26,7 @@ async fn without_a_token_only_local_same_origin_callers_may_change_weights() {
     let a = Backend::start("a").await;
     let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
     let admin = proxy.server.admin_addr().unwrap().to_string();
-    assert_eq!(
-        put_weight(&proxy, &[]).await,
-        200,
-        "curl on the same machine"
-    );
+    assert_eq!(put_weight(&proxy, &[]).await, 200, "curl on the same machine");
     assert_eq!(
         put_weight(&proxy, &[("origin", &format!("http://{admin}"))]).await,
         200,

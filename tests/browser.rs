@@ -103,9 +103,7 @@ impl Driver {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": CHROMIUM, "args": args}
         }}});
-        let answer = self
-            .call(Method::POST, "/session", Some(capabilities))
-            .await;
+        let answer = self.call(Method::POST, "/session", Some(capabilities)).await;
         answer["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no session: {answer}"))
@@ -114,9 +112,7 @@ impl Driver {
 }
 
 async fn site_state(driver: &Driver, session: &str, site: &str) -> Option<String> {
-    let script = format!(
-        "var e = document.getElementById('site-{site}'); return e ? e.dataset.state : null;"
-    );
+    let script = format!("var e = document.getElementById('site-{site}'); return e ? e.dataset.state : null;");
     let answer = driver
         .call(
             Method::POST,
@@ -127,13 +123,7 @@ async fn site_state(driver: &Driver, session: &str, site: &str) -> Option<String
     answer["value"].as_str().map(str::to_string)
 }
 
-async fn wait_state(
-    driver: &Driver,
-    session: &str,
-    site: &str,
-    want: &str,
-    limit: Duration,
-) -> Option<Duration> {
+async fn wait_state(driver: &Driver, session: &str, site: &str, want: &str, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if site_state(driver, session, site).await.as_deref() == Some(want) {
@@ -158,10 +148,7 @@ async fn the_status_page_shows_a_killed_site_as_down_within_seconds() {
     let health = "[health]\ninterval = \"300ms\"\ntimeout = \"200ms\"\nfall = 2\n";
     let proxy = TestProxy::start(&config(
         health,
-        &[
-            site("east", 60, 0, &[east.addr]),
-            site("west", 40, 0, &[west.addr]),
-        ],
+        &[site("east", 60, 0, &[east.addr]), site("west", 40, 0, &[west.addr])],
     ))
     .await;
     let admin: SocketAddr = proxy.server.admin_addr().unwrap();
@@ -182,22 +169,13 @@ async fn the_status_page_shows_a_killed_site_as_down_within_seconds() {
             .is_some(),
         "the page shows west up"
     );
-    assert_eq!(
-        site_state(&driver, &session, "east").await.as_deref(),
-        Some("up")
-    );
+    assert_eq!(site_state(&driver, &session, "east").await.as_deref(), Some("up"));
 
     west.kill();
     let shown = wait_state(&driver, &session, "west", "down", Duration::from_secs(10)).await;
     println!("status page showed west down {shown:?} after it was killed");
-    assert!(
-        shown.is_some(),
-        "the page must show the killed site as down"
-    );
-    assert_eq!(
-        site_state(&driver, &session, "east").await.as_deref(),
-        Some("up")
-    );
+    assert!(shown.is_some(), "the page must show the killed site as down");
+    assert_eq!(site_state(&driver, &session, "east").await.as_deref(), Some("up"));
 
     let shot = driver
         .call(Method::GET, &format!("/session/{session}/screenshot"), None)
@@ -209,7 +187,5 @@ async fn the_status_page_shows_a_killed_site_as_down_within_seconds() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("status-page.png"), png).unwrap();
-    driver
-        .call(Method::DELETE, &format!("/session/{session}"), None)
-        .await;
+    driver.call(Method::DELETE, &format!("/session/{session}"), None).await;
 }

@@ -12,8 +12,7 @@ fn check(path: &std::path::Path) -> (bool, String) {
         .arg(path)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)
 }
 
@@ -74,11 +73,7 @@ backends = ["10.0.0.2:80"]
 fn unknown_keys_syntax_errors_and_missing_files_fail() {
     let dir = tempfile::tempdir().unwrap();
     let unknown = dir.path().join("unknown.toml");
-    std::fs::write(
-        &unknown,
-        "[[listener]]\nbind = \"127.0.0.1:1\"\nbindd = \"x\"\n",
-    )
-    .unwrap();
+    std::fs::write(&unknown, "[[listener]]\nbind = \"127.0.0.1:1\"\nbindd = \"x\"\n").unwrap();
     let (ok, text) = check(&unknown);
     assert!(!ok && text.contains("bindd"), "{text}");
 

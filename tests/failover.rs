@@ -68,11 +68,7 @@ async fn a_hung_site_is_out_within_three_seconds_with_few_errors_and_bounded_wai
         tally.error_samples
     );
     // One per-try timeout (1s) plus one retry, with room for a slow machine.
-    assert!(
-        tally.max_latency < Duration::from_secs(4),
-        "{:?}",
-        tally.max_latency
-    );
+    assert!(tally.max_latency < Duration::from_secs(4), "{:?}", tally.max_latency);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,10 +97,7 @@ async fn a_restarted_site_gets_traffic_again_and_ramps_up() {
     // Target: rise (2) x interval (1s) + 1s; 2s more for a slow machine.
     assert!(back.expect("site b comes back") < Duration::from_secs(5));
     let ramp_start = proxy.server.control().current().sites[1].effective_weight;
-    assert!(
-        ramp_start < 50,
-        "slow start begins below full weight, got {ramp_start}"
-    );
+    assert!(ramp_start < 50, "slow start begins below full weight, got {ramp_start}");
     let full = eventually(Duration::from_secs(10), || {
         proxy.server.control().current().sites[1].effective_weight == 50
     })
@@ -175,11 +168,7 @@ async fn the_standby_site_takes_over_when_both_active_sites_die_and_hands_back()
 async fn a_post_whose_backend_refused_is_retried_with_its_body() {
     let b = Backend::start("b").await;
     let dead = common::refused_addr();
-    let proxy = TestProxy::start(&config(
-        HEALTH,
-        &[site("a", 1, 0, &[dead]), site("b", 1, 0, &[b.addr])],
-    ))
-    .await;
+    let proxy = TestProxy::start(&config(HEALTH, &[site("a", 1, 0, &[dead]), site("b", 1, 0, &[b.addr])])).await;
     let body = common::pattern(0, 100_000);
     let expected = {
         let mut fnv = common::Fnv::default();
@@ -196,10 +185,7 @@ async fn a_post_whose_backend_refused_is_retried_with_its_body() {
             .await
             .unwrap()
             .to_bytes();
-        assert_eq!(
-            String::from_utf8_lossy(&text),
-            format!("bytes=100000 fnv={expected:x}")
-        );
+        assert_eq!(String::from_utf8_lossy(&text), format!("bytes=100000 fnv={expected:x}"));
     }
 }
 
@@ -220,19 +206,13 @@ async fn a_post_that_reached_a_hung_backend_is_not_repeated_elsewhere() {
     let mut saw_504 = false;
     for _ in 0..2 {
         let request = http::Request::post(proxy.url("/"))
-            .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                b"pay once",
-            )))
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"pay once")))
             .unwrap();
         let response = client.request(request).await.unwrap();
         saw_504 |= response.status() == 504;
     }
     assert!(saw_504, "the POST to the hung backend ends in 504");
-    assert_eq!(
-        b.hits(),
-        1,
-        "only the POST that went to c's backend reached it"
-    );
+    assert_eq!(b.hits(), 1, "only the POST that went to c's backend reached it");
 }
 
 #[tokio::test]
@@ -249,10 +229,7 @@ async fn a_reload_keeps_the_health_of_backends_it_does_not_remove() {
         get(&client, &proxy.url("/")).await.unwrap();
     }
     assert!(!site_healthy(&proxy, "b"));
-    let text = config(
-        HEALTH,
-        &[site("a", 10, 0, &[a.addr]), site("b", 90, 0, &[dead])],
-    );
+    let text = config(HEALTH, &[site("a", 10, 0, &[a.addr]), site("b", 90, 0, &[dead])]);
     let new = splitgate::config::parse(std::path::Path::new("t"), &text).unwrap();
     assert_eq!(proxy.server.apply(new).await.unwrap(), 2);
     let routing = proxy.server.control().current();

@@ -26,34 +26,19 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
             }
             continue;
         }
-        let (name_and_labels, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("no value: {line}"));
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (name_and_labels, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
         let name_end = name_and_labels.find('{').unwrap_or(name_and_labels.len());
         let name = &name_and_labels[..name_end];
         assert!(
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name: {line}"
         );
         if name_end < name_and_labels.len() {
             let labels = &name_and_labels[name_end..];
-            assert!(
-                labels.starts_with('{') && labels.ends_with('}'),
-                "bad labels: {line}"
-            );
-            for pair in labels[1..labels.len() - 1]
-                .split("\",")
-                .filter(|p| !p.is_empty())
-            {
-                let (key, value) = pair
-                    .split_once('=')
-                    .unwrap_or_else(|| panic!("bad label: {line}"));
+            assert!(labels.starts_with('{') && labels.ends_with('}'), "bad labels: {line}");
+            for pair in labels[1..labels.len() - 1].split("\",").filter(|p| !p.is_empty()) {
+                let (key, value) = pair.split_once('=').unwrap_or_else(|| panic!("bad label: {line}"));
                 assert!(
                     key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
                     "bad label name: {line}"
@@ -76,16 +61,10 @@ fn sum(series: &HashMap<String, f64>, name: &str, label: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_parse_and_request_counters_move_with_traffic() {
-    let (a, b) = (
-        Backend::start("metrics-a").await,
-        Backend::start("metrics-b").await,
-    );
+    let (a, b) = (Backend::start("metrics-a").await, Backend::start("metrics-b").await);
     let proxy = TestProxy::start(&config(
         "",
-        &[
-            site("metrics-a", 1, 0, &[a.addr]),
-            site("metrics-b", 0, 0, &[b.addr]),
-        ],
+        &[site("metrics-a", 1, 0, &[a.addr]), site("metrics-b", 0, 0, &[b.addr])],
     ))
     .await;
     let client = client();
@@ -95,17 +74,13 @@ async fn metrics_parse_and_request_counters_move_with_traffic() {
     }
     get(&client, &proxy.url("/status/503")).await.unwrap();
     let after = parse_prometheus(&get(&client, &proxy.admin_url("/metrics")).await.unwrap().1);
-    let grew = |label: &str| {
-        sum(&after, "splitgate_requests_total", label)
-            - sum(&before, "splitgate_requests_total", label)
-    };
+    let grew =
+        |label: &str| sum(&after, "splitgate_requests_total", label) - sum(&before, "splitgate_requests_total", label);
     assert_eq!(grew("site=\"metrics-a\""), 26.0);
     assert_eq!(grew("site=\"metrics-b\""), 0.0);
     let errors = |m: &HashMap<String, f64>| -> f64 {
         m.iter()
-            .filter(|(k, _)| {
-                k.starts_with("splitgate_requests_total{") && k.contains("site=\"metrics-a\"")
-            })
+            .filter(|(k, _)| k.starts_with("splitgate_requests_total{") && k.contains("site=\"metrics-a\""))
             .filter(|(k, _)| k.contains("class=\"5xx\""))
             .map(|(_, v)| v)
             .sum()
@@ -115,29 +90,17 @@ async fn metrics_parse_and_request_counters_move_with_traffic() {
         1.0,
         "the backend's 503 is counted as 5xx"
     );
-    assert!(after.keys().any(
-        |k| k.starts_with("splitgate_upstream_response_seconds_bucket{") && k.contains("metrics-a")
-    ));
+    assert!(after
+        .keys()
+        .any(|k| k.starts_with("splitgate_upstream_response_seconds_bucket{") && k.contains("metrics-a")));
     assert_eq!(
-        sum(
-            &after,
-            "splitgate_site_effective_weight",
-            "site=\"metrics-b\""
-        ),
+        sum(&after, "splitgate_site_effective_weight", "site=\"metrics-b\""),
         0.0
     );
-    assert_eq!(
-        sum(&after, "splitgate_backend_healthy", "site=\"metrics-a\""),
-        1.0
-    );
+    assert_eq!(sum(&after, "splitgate_backend_healthy", "site=\"metrics-a\""), 1.0);
 }
 
-fn access_log_config(
-    path: &std::path::Path,
-    backend: std::net::SocketAddr,
-    listen: &str,
-    admin: &str,
-) -> String {
+fn access_log_config(path: &std::path::Path, backend: std::net::SocketAddr, listen: &str, admin: &str) -> String {
     format!(
         "[[listener]]\nbind = \"{listen}\"\n[admin]\nbind = \"{admin}\"\n[access_log]\npath = \"{}\"\nformat = \"json\"\n{}",
         path.display(),
@@ -165,21 +128,13 @@ async fn access_log_lines_in_json_carry_site_status_and_timing() {
     let backend = Backend::start("logged").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
-    let proxy = TestProxy::start(&access_log_config(
-        &path,
-        backend.addr,
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-    ))
-    .await;
+    let proxy = TestProxy::start(&access_log_config(&path, backend.addr, "127.0.0.1:0", "127.0.0.1:0")).await;
     let client = client();
     for _ in 0..3 {
         get(&client, &proxy.url("/hello?x=1")).await.unwrap();
     }
     get(&client, &proxy.url("/status/404")).await.unwrap();
-    let lines = tokio::task::spawn_blocking(move || read_lines(&path, 4))
-        .await
-        .unwrap();
+    let lines = tokio::task::spawn_blocking(move || read_lines(&path, 4)).await.unwrap();
     assert_eq!(lines.len(), 4, "{lines:?}");
     for line in &lines[..3] {
         assert_eq!(line["site"], "logged");
@@ -202,9 +157,7 @@ async fn sigusr1_reopens_the_access_log_after_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
     let log_path = path.clone();
-    let proxy = ProxyProcess::start(move |l, m| {
-        access_log_config(&log_path, addr, &l.to_string(), &m.to_string())
-    });
+    let proxy = ProxyProcess::start(move |l, m| access_log_config(&log_path, addr, &l.to_string(), &m.to_string()));
     let client = client();
     let url = format!("http://{}/", proxy.addr);
     get(&client, &url).await.unwrap();
@@ -224,9 +177,7 @@ async fn sigusr1_reopens_the_access_log_after_rotation() {
         get(&client, &url).await.unwrap();
     }
     let p = path.clone();
-    let fresh = tokio::task::spawn_blocking(move || read_lines(&p, 2))
-        .await
-        .unwrap();
+    let fresh = tokio::task::spawn_blocking(move || read_lines(&p, 2)).await.unwrap();
     assert_eq!(fresh.len(), 2, "new lines go to the reopened file");
     assert_eq!(
         std::fs::read_to_string(&rotated).unwrap().lines().count(),

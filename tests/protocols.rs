@@ -17,30 +17,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn an_http2_client_with_prior_knowledge_is_served() {
     let a = Backend::start("a").await;
     let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
-    let h2: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(HttpConnector::new());
+    let h2 = common::h2_client();
     for _ in 0..3 {
         let response = h2
-            .request(
-                Request::get(proxy.url("/headers"))
-                    .body(Empty::new())
-                    .unwrap(),
-            )
+            .request(Request::get(proxy.url("/headers")).body(Empty::new()).unwrap())
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.version(), http::Version::HTTP_2);
-        let body = String::from_utf8(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap();
+        let body = common::text(response.into_body()).await;
         assert!(
             body.contains(&format!("host: {}", proxy.addr)),
             "Host comes from :authority: {body}"
@@ -65,25 +50,13 @@ async fn hop_by_hop_headers_are_stripped_and_forwarding_headers_set() {
         .body(Full::new(Bytes::new()))
         .unwrap();
     let response = client().request(request).await.unwrap();
-    let body = String::from_utf8(
-        response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let body = common::text(response.into_body()).await;
     for gone in ["x-private", "keep-alive", "proxy-authorization", "te:"] {
         assert!(!body.contains(gone), "{gone} reached the backend:\n{body}");
     }
     assert!(body.contains("x-end-to-end: kept"), "{body}");
     assert!(body.contains("host: shop.example"), "{body}");
-    assert!(
-        body.contains("x-forwarded-for: 192.0.2.7, 127.0.0.1"),
-        "{body}"
-    );
+    assert!(body.contains("x-forwarded-for: 192.0.2.7, 127.0.0.1"), "{body}");
     assert!(body.contains("x-forwarded-proto: http"), "{body}");
     assert!(body.contains("x-forwarded-host: shop.example"), "{body}");
     assert!(body.contains("via: 1.1 splitgate"), "{body}");
@@ -93,10 +66,7 @@ async fn hop_by_hop_headers_are_stripped_and_forwarding_headers_set() {
 async fn every_backend_refusing_gives_502_with_a_short_text() {
     let proxy = TestProxy::start(&config(
         "",
-        &[
-            site("a", 1, 0, &[refused_addr()]),
-            site("b", 1, 0, &[refused_addr()]),
-        ],
+        &[site("a", 1, 0, &[refused_addr()]), site("b", 1, 0, &[refused_addr()])],
     ))
     .await;
     let (status, body) = get(&client(), &proxy.url("/")).await.unwrap();
@@ -160,26 +130,16 @@ async fn a_client_that_sends_no_headers_is_closed_after_client_header() {
     ))
     .await;
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: slow")
-        .await
-        .unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: slow").await.unwrap();
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
-    assert!(
-        read.is_ok(),
-        "the proxy should close a slow client's connection"
-    );
+    assert!(read.is_ok(), "the proxy should close a slow client's connection");
 }
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_idle() {
     let a = Backend::start("a").await;
-    let proxy = TestProxy::start(&config(
-        "[timeouts]\nidle = \"300ms\"\n",
-        &[site("a", 1, 0, &[a.addr])],
-    ))
-    .await;
+    let proxy = TestProxy::start(&config("[timeouts]\nidle = \"300ms\"\n", &[site("a", 1, 0, &[a.addr])])).await;
     let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -197,10 +157,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle() {
     assert_eq!(response.status(), 200);
     response.into_body().collect().await.unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
-    assert!(
-        closed.is_ok(),
-        "the idle connection should be closed by the proxy"
-    );
+    assert!(closed.is_ok(), "the idle connection should be closed by the proxy");
 }
 
 #[tokio::test]
@@ -211,9 +168,7 @@ async fn a_long_http2_download_outlives_client_header() {
         &[site("a", 1, 0, &[a.addr])],
     ))
     .await;
-    let h2: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(HttpConnector::new());
+    let h2 = common::h2_client();
     let size = 8 * 1024 * 1024u64;
     let response = h2
         .request(
@@ -260,15 +215,11 @@ impl http_body::Body for SlowBody {
             return std::task::Poll::Ready(None);
         }
         let gap = self.gap;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
         std::task::ready!(std::future::Future::poll(sleep.as_mut(), cx));
         self.sleep = None;
         self.chunks -= 1;
-        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
-            b"0123456789",
-        )))))
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"0123456789")))))
     }
 }
 
@@ -280,8 +231,7 @@ async fn a_slow_upload_is_not_a_slow_backend() {
         &[site("a", 1, 0, &[a.addr])],
     ))
     .await;
-    let uploader: Client<HttpConnector, SlowBody> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let uploader: Client<HttpConnector, SlowBody> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let body = SlowBody {
         chunks: 8,
         gap: Duration::from_millis(100),
@@ -295,10 +245,7 @@ async fn a_slow_upload_is_not_a_slow_backend() {
         "an 800 ms upload with a 300 ms response timeout"
     );
     let text = response.into_body().collect().await.unwrap().to_bytes();
-    assert!(
-        String::from_utf8_lossy(&text).starts_with("bytes=80 "),
-        "{text:?}"
-    );
+    assert!(String::from_utf8_lossy(&text).starts_with("bytes=80 "), "{text:?}");
     assert!(
         proxy.server.control().current().sites[0].healthy,
         "the backend is not blamed"

@@ -14,13 +14,7 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-fn two_sites(
-    listen: SocketAddr,
-    admin: SocketAddr,
-    a: (SocketAddr, u32),
-    b: (SocketAddr, u32),
-    extra: &str,
-) -> String {
+fn two_sites(listen: SocketAddr, admin: SocketAddr, a: (SocketAddr, u32), b: (SocketAddr, u32), extra: &str) -> String {
     format!(
         "[[listener]]\nbind = \"{listen}\"\n[admin]\nbind = \"{admin}\"\n{extra}\n{}\n{}",
         site("a", a.1, 0, &[a.0]),
@@ -28,55 +22,32 @@ fn two_sites(
     )
 }
 
-async fn admin(
-    client: &TestClient,
-    method: Method,
-    url: String,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, Value) {
+async fn admin(client: &TestClient, method: Method, url: String, token: Option<&str>, body: &str) -> (u16, Value) {
     let mut request = Request::builder().method(method).uri(url);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
     let response = client
-        .request(
-            request
-                .body(Full::new(Bytes::from(body.to_string())))
-                .unwrap(),
-        )
+        .request(request.body(Full::new(Bytes::from(body.to_string()))).unwrap())
         .await
         .unwrap();
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 async fn status(client: &TestClient, proxy: &ProxyProcess) -> Value {
-    admin(
-        client,
-        Method::GET,
-        format!("http://{}/status", proxy.admin),
-        None,
-        "",
-    )
-    .await
-    .1
+    admin(client, Method::GET, format!("http://{}/status", proxy.admin), None, "")
+        .await
+        .1
 }
 
 async fn generation(client: &TestClient, proxy: &ProxyProcess) -> u64 {
-    status(client, proxy).await["generation"]
-        .as_u64()
-        .expect("generation")
+    status(client, proxy).await["generation"].as_u64().expect("generation")
 }
 
 async fn failed_reloads(client: &TestClient, proxy: &ProxyProcess) -> u64 {
-    let (_, text) = get(client, &format!("http://{}/metrics", proxy.admin))
-        .await
-        .unwrap();
+    let (_, text) = get(client, &format!("http://{}/metrics", proxy.admin)).await.unwrap();
     text.lines()
         .find(|l| l.starts_with("splitgate_config_reloads_total{result=\"failed\"}"))
         .and_then(|l| l.rsplit(' ').next())
@@ -88,10 +59,7 @@ async fn failed_reloads(client: &TestClient, proxy: &ProxyProcess) -> u64 {
 async fn wait_generation(client: &TestClient, proxy: &ProxyProcess, from: u64) -> Duration {
     let start = Instant::now();
     while generation(client, proxy).await == from {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "reload not applied"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "reload not applied");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     start.elapsed()
@@ -112,9 +80,7 @@ async fn sighup_applies_new_weights_within_milliseconds() {
         proxy.signal("HUP");
         took.push(wait_generation(&client, &proxy, before).await);
         for _ in 0..3 {
-            let (_, who) = get(&client, &format!("http://{}/", proxy.addr))
-                .await
-                .unwrap();
+            let (_, who) = get(&client, &format!("http://{}/", proxy.addr)).await.unwrap();
             assert_eq!(
                 who,
                 if to_b { "b" } else { "a" },
@@ -144,13 +110,7 @@ async fn fifty_reloads_under_load_fail_no_request() {
         } else {
             ((aa, 70), (ba, 30))
         };
-        proxy.write_config(&two_sites(
-            proxy.addr,
-            proxy.admin,
-            weights.0,
-            weights.1,
-            "",
-        ));
+        proxy.write_config(&two_sites(proxy.addr, proxy.admin, weights.0, weights.1, ""));
         let before = generation(&client, &proxy).await;
         proxy.signal("HUP");
         wait_generation(&client, &proxy, before).await;
@@ -173,10 +133,7 @@ async fn invalid_files_are_rejected_and_the_old_config_keeps_serving() {
     let bad_files = [
         ("syntax error", good.replace("[admin]", "[admin")),
         ("negative weight", good.replace("weight = 1", "weight = -1")),
-        (
-            "duplicate site",
-            good.replace("name = \"b\"", "name = \"a\""),
-        ),
+        ("duplicate site", good.replace("name = \"b\"", "name = \"a\"")),
         ("unknown key", good.replace("[admin]", "[admin]\nport = 1")),
     ];
     for (i, (what, text)) in bad_files.iter().enumerate() {
@@ -206,13 +163,7 @@ async fn invalid_files_are_rejected_and_the_old_config_keeps_serving() {
     assert_eq!(doc["generation"], 1);
     assert_eq!(doc["last_reload"]["ok"], false);
     for _ in 0..5 {
-        assert_eq!(
-            get(&client, &format!("http://{}/", proxy.addr))
-                .await
-                .unwrap()
-                .1,
-            "a"
-        );
+        assert_eq!(get(&client, &format!("http://{}/", proxy.addr)).await.unwrap().1, "a");
     }
     let log = proxy.stderr();
     assert!(log.contains("site[1].name"), "the log names the key: {log}");
@@ -230,76 +181,40 @@ async fn the_admin_api_overrides_weights_and_reloads_with_a_token() {
     let put = |site: &str| url(&format!("/sites/{site}/weight"));
 
     assert_eq!(
-        admin(&client, Method::PUT, put("b"), None, r#"{"weight": 0}"#)
+        admin(&client, Method::PUT, put("b"), None, r#"{"weight": 0}"#).await.0,
+        401
+    );
+    assert_eq!(
+        admin(&client, Method::PUT, put("b"), Some("wrong"), r#"{"weight": 0}"#)
             .await
             .0,
         401
     );
     assert_eq!(
-        admin(
-            &client,
-            Method::PUT,
-            put("b"),
-            Some("wrong"),
-            r#"{"weight": 0}"#
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        admin(
-            &client,
-            Method::PUT,
-            put("nope"),
-            Some("s3cret"),
-            r#"{"weight": 0}"#
-        )
-        .await
-        .0,
+        admin(&client, Method::PUT, put("nope"), Some("s3cret"), r#"{"weight": 0}"#)
+            .await
+            .0,
         404
     );
     assert_eq!(
-        admin(
-            &client,
-            Method::PUT,
-            put("b"),
-            Some("s3cret"),
-            r#"{"weight": "x"}"#
-        )
-        .await
-        .0,
+        admin(&client, Method::PUT, put("b"), Some("s3cret"), r#"{"weight": "x"}"#)
+            .await
+            .0,
         400
     );
     assert_eq!(
-        admin(
-            &client,
-            Method::PUT,
-            put("b"),
-            Some("s3cret"),
-            r#"{"weight": -3}"#
-        )
-        .await
-        .0,
+        admin(&client, Method::PUT, put("b"), Some("s3cret"), r#"{"weight": -3}"#)
+            .await
+            .0,
         400
     );
-    let (code, doc) = admin(
-        &client,
-        Method::PUT,
-        put("b"),
-        Some("s3cret"),
-        r#"{"weight": 0}"#,
-    )
-    .await;
+    let (code, doc) = admin(&client, Method::PUT, put("b"), Some("s3cret"), r#"{"weight": 0}"#).await;
     assert_eq!(code, 200);
     assert_eq!(doc["weight"], 0);
     assert_eq!(doc["config_weight"], 1);
     for _ in 0..6 {
         assert_eq!(
-            get(&client, &format!("http://{}/", proxy.addr))
-                .await
-                .unwrap()
-                .1,
+            get(&client, &format!("http://{}/", proxy.addr)).await.unwrap().1,
             "a",
             "b is drained"
         );
@@ -314,9 +229,7 @@ async fn the_admin_api_overrides_weights_and_reloads_with_a_token() {
     );
     // Clearing the override restores the file's weight.
     assert_eq!(
-        admin(&client, Method::DELETE, put("b"), Some("s3cret"), "")
-            .await
-            .0,
+        admin(&client, Method::DELETE, put("b"), Some("s3cret"), "").await.0,
         200
     );
     assert_eq!(status(&client, &proxy).await["sites"][1]["weight"], 1);
@@ -324,10 +237,7 @@ async fn the_admin_api_overrides_weights_and_reloads_with_a_token() {
     proxy.write_config("[[site]]\nname = \"\"\n");
     let (code, doc) = admin(&client, Method::POST, url("/reload"), Some("s3cret"), "").await;
     assert_eq!(code, 400);
-    assert!(
-        doc["errors"].as_array().is_some_and(|e| e.len() >= 2),
-        "{doc}"
-    );
+    assert!(doc["errors"].as_array().is_some_and(|e| e.len() >= 2), "{doc}");
     assert_eq!(generation(&client, &proxy).await, 2);
 }
 
@@ -337,20 +247,12 @@ async fn a_reload_can_move_the_listener_to_a_new_port() {
     let aa = a.addr;
     let proxy = ProxyProcess::start(|l, m| two_sites(l, m, (aa, 1), (aa, 0), ""));
     let client = client();
-    let new_listen: SocketAddr = format!("127.0.0.1:{}", common::process::free_port())
-        .parse()
-        .unwrap();
+    let new_listen: SocketAddr = format!("127.0.0.1:{}", common::process::free_port()).parse().unwrap();
     proxy.write_config(&two_sites(new_listen, proxy.admin, (aa, 1), (aa, 0), ""));
     let before = generation(&client, &proxy).await;
     proxy.signal("HUP");
     wait_generation(&client, &proxy, before).await;
-    assert_eq!(
-        get(&client, &format!("http://{new_listen}/"))
-            .await
-            .unwrap()
-            .1,
-        "a"
-    );
+    assert_eq!(get(&client, &format!("http://{new_listen}/")).await.unwrap().1, "a");
     let old = tokio::net::TcpStream::connect(proxy.addr).await;
     assert!(old.is_err(), "the old listener is closed");
 }
@@ -359,19 +261,13 @@ async fn a_reload_can_move_the_listener_to_a_new_port() {
 async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
     let a = Backend::start("a").await;
     let aa = a.addr;
-    let mut proxy = ProxyProcess::start(|l, m| {
-        two_sites(l, m, (aa, 1), (aa, 0), "[timeouts]\ndrain = \"10s\"\n")
-    });
+    let mut proxy = ProxyProcess::start(|l, m| two_sites(l, m, (aa, 1), (aa, 0), "[timeouts]\ndrain = \"10s\"\n"));
     let url = format!("http://{}/sleep/3000", proxy.addr);
     let in_flight = tokio::spawn(async move { get(&client(), &url).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.signal("TERM");
-    let (status, body) = in_flight
-        .await
-        .unwrap()
-        .expect("the in-flight request completes");
+    let (status, body) = in_flight.await.unwrap().expect("the in-flight request completes");
     assert_eq!((status.as_u16(), body.as_str()), (200, "a"));
-    let exit = tokio::task::block_in_place(|| proxy.wait_exit(Duration::from_secs(10)))
-        .expect("exits after the drain");
+    let exit = tokio::task::block_in_place(|| proxy.wait_exit(Duration::from_secs(10))).expect("exits after the drain");
     assert_eq!(exit.code(), Some(0), "{}", proxy.stderr());
 }

@@ -45,11 +45,7 @@ async fn three_sites_50_30_20_split_1000_requests_exactly() {
 #[tokio::test]
 async fn seventy_thirty_gives_seven_and_three_in_every_window_of_ten() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let proxy = TestProxy::start(&config(
-        "",
-        &[site("a", 70, 0, &[a.addr]), site("b", 30, 0, &[b.addr])],
-    ))
-    .await;
+    let proxy = TestProxy::start(&config("", &[site("a", 70, 0, &[a.addr]), site("b", 30, 0, &[b.addr])])).await;
     let names = who_answers(&proxy, 100).await;
     for start in 0..=90 {
         let window = &names[start..start + 10];

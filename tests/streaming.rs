@@ -64,16 +64,7 @@ async fn a_256_mib_download_and_upload_stream_through_exactly_with_flat_memory()
         .expect("upload stalled")
         .unwrap();
     assert_eq!(response.status(), 200);
-    let answer = String::from_utf8(
-        response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let answer = common::text(response.into_body()).await;
     assert_eq!(answer, format!("bytes={SIZE} fnv={expected:x}"));
 
     let peak = proxy.peak_rss_kib();

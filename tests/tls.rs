@@ -21,13 +21,7 @@ use tokio_rustls::TlsConnector;
 fn listener_tls(leaf: &Leaf, extra: &[&Leaf]) -> String {
     let extra: Vec<String> = extra
         .iter()
-        .map(|l| {
-            format!(
-                "{{ cert = \"{}\", key = \"{}\" }}",
-                l.cert.display(),
-                l.key.display()
-            )
-        })
+        .map(|l| format!("{{ cert = \"{}\", key = \"{}\" }}", l.cert.display(), l.key.display()))
         .collect();
     format!(
         "[[listener]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\", certificates = [{}] }}\n[admin]\nbind = \"127.0.0.1:0\"\n",
@@ -41,12 +35,7 @@ fn plain_site(addr: SocketAddr) -> String {
     format!("[[site]]\nname = \"a\"\nweight = 1\nbackends = [\"{addr}\"]\n")
 }
 
-async fn handshake(
-    pki: &Pki,
-    addr: SocketAddr,
-    sni: &str,
-    alpn: &[&[u8]],
-) -> TlsStream<tokio::net::TcpStream> {
+async fn handshake(pki: &Pki, addr: SocketAddr, sni: &str, alpn: &[&[u8]]) -> TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from(sni.to_string()).unwrap();
     TlsConnector::from(pki.client(alpn))
@@ -56,9 +45,7 @@ async fn handshake(
 }
 
 fn peer_cert(stream: &TlsStream<tokio::net::TcpStream>) -> CertificateDer<'static> {
-    stream.get_ref().1.peer_certificates().unwrap()[0]
-        .clone()
-        .into_owned()
+    stream.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
 }
 
 async fn get_over(stream: TlsStream<tokio::net::TcpStream>, path: &str) -> (http::Version, String) {
@@ -67,10 +54,9 @@ async fn get_over(stream: TlsStream<tokio::net::TcpStream>, path: &str) -> (http
         .body(Empty::<Bytes>::new())
         .unwrap();
     let response = if h2 {
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
         tokio::spawn(conn);
         sender.send_request(request).await.unwrap()
     } else {
@@ -79,9 +65,7 @@ async fn get_over(stream: TlsStream<tokio::net::TcpStream>, path: &str) -> (http
             .unwrap();
         tokio::spawn(conn);
         let mut request = request;
-        request
-            .headers_mut()
-            .insert("host", "a.test".parse().unwrap());
+        request.headers_mut().insert("host", "a.test".parse().unwrap());
         sender.send_request(request).await.unwrap()
     };
     assert_eq!(response.status(), 200);
@@ -118,23 +102,11 @@ async fn sni_picks_the_certificate_for_each_name() {
     );
     let backend = Backend::start("a").await;
     let proxy = TestProxy::start(&(listener_tls(&a, &[&b]) + &plain_site(backend.addr))).await;
-    assert_eq!(
-        peer_cert(&handshake(&pki, proxy.addr, "a.test", &[]).await),
-        a.der
-    );
-    assert_eq!(
-        peer_cert(&handshake(&pki, proxy.addr, "b.test", &[]).await),
-        b.der
-    );
-    assert_eq!(
-        peer_cert(&handshake(&pki, proxy.addr, "api.b.test", &[]).await),
-        b.der
-    );
+    assert_eq!(peer_cert(&handshake(&pki, proxy.addr, "a.test", &[]).await), a.der);
+    assert_eq!(peer_cert(&handshake(&pki, proxy.addr, "b.test", &[]).await), b.der);
+    assert_eq!(peer_cert(&handshake(&pki, proxy.addr, "api.b.test", &[]).await), b.der);
     // No SNI (an IP address): the default certificate.
-    assert_eq!(
-        peer_cert(&handshake(&pki, proxy.addr, "127.0.0.1", &[]).await),
-        a.der
-    );
+    assert_eq!(peer_cert(&handshake(&pki, proxy.addr, "127.0.0.1", &[]).await), a.der);
 }
 
 /// A hand-made TLS 1.1 ClientHello (rustls cannot speak 1.1): the record layer and
@@ -147,13 +119,7 @@ fn tls11_client_hello() -> Vec<u8> {
     body.extend_from_slice(&[0x01, 0x00]); // null compression
     let mut handshake = vec![0x01, 0x00, (body.len() >> 8) as u8, body.len() as u8];
     handshake.extend_from_slice(&body);
-    let mut record = vec![
-        0x16,
-        0x03,
-        0x02,
-        (handshake.len() >> 8) as u8,
-        handshake.len() as u8,
-    ];
+    let mut record = vec![0x16, 0x03, 0x02, (handshake.len() >> 8) as u8, handshake.len() as u8];
     record.extend_from_slice(&handshake);
     record
 }
@@ -189,9 +155,7 @@ async fn a_reload_serves_the_new_certificate_to_new_handshakes_only() {
 
     let old = handshake(&pki, proxy.addr, "a.test", &[b"http/1.1"]).await;
     assert_eq!(peer_cert(&old), first.der);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(old))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(old)).await.unwrap();
     tokio::spawn(conn);
 
     // The same file names get new content, as with a certificate renewal.
@@ -239,10 +203,7 @@ fn a_key_that_does_not_match_its_certificate_is_a_config_error() {
     let error = splitgate::config::parse(Path::new("t.toml"), &missing)
         .unwrap_err()
         .to_string();
-    assert!(
-        error.contains("cannot read /nonexistent/cert.pem"),
-        "{error}"
-    );
+    assert!(error.contains("cannot read /nonexistent/cert.pem"), "{error}");
 }
 
 fn tls_site(addr: SocketAddr, tls: &str) -> String {
@@ -256,11 +217,7 @@ async fn a_site_is_reached_over_https_verified_by_its_ca() {
     let pki = Pki::new("up");
     let leaf = pki.leaf("backend", &["127.0.0.1"]);
     let backend = Backend::start_tls("remote", pki.server(&leaf, false)).await;
-    let proxy = TestProxy::start(&tls_site(
-        backend.addr,
-        &format!("ca = \"{}\"", pki.ca_path.display()),
-    ))
-    .await;
+    let proxy = TestProxy::start(&tls_site(backend.addr, &format!("ca = \"{}\"", pki.ca_path.display()))).await;
     let client = client();
     for _ in 0..3 {
         assert_eq!(
@@ -287,11 +244,7 @@ async fn a_site_with_a_certificate_from_the_wrong_ca_is_marked_down() {
     assert!(down.is_some(), "the health check fails on the unknown CA");
     let (status, _) = get(&client(), &proxy.url("/")).await.unwrap();
     assert_eq!(status, 502);
-    assert_eq!(
-        backend.hits(),
-        0,
-        "no request went to an unverified backend"
-    );
+    assert_eq!(backend.hits(), 0, "no request went to an unverified backend");
     let (_, metrics) = get(&client(), &proxy.admin_url("/metrics")).await.unwrap();
     assert!(
         metrics.contains("splitgate_upstream_connect_errors_total{site=\"remote\"}"),
@@ -351,8 +304,7 @@ async fn new_connections_to_a_tls_site_resume_the_tls_session() {
     let pki = Pki::new("resume");
     let leaf = pki.leaf("backend", &["127.0.0.1"]);
     let backend = Backend::start_tls("remote", pki.server(&leaf, false)).await;
-    let text = tls_site(backend.addr, &format!("ca = \"{}\"", pki.ca_path.display()))
-        .replace("200ms", "1m");
+    let text = tls_site(backend.addr, &format!("ca = \"{}\"", pki.ca_path.display())).replace("200ms", "1m");
     let proxy = TestProxy::start(&text).await;
     let client = client();
     // The backend closes every connection, so each request needs a new handshake.
@@ -378,17 +330,7 @@ async fn a_tls_site_that_stalls_the_handshake_fails_fast_as_a_connect_error() {
     let proxy = TestProxy::start(&text).await;
     let started = std::time::Instant::now();
     let (status, _) = get(&client(), &proxy.url("/")).await.unwrap();
-    assert_eq!(
-        status, 502,
-        "a connect failure, not a 504 after the response timeout"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(
-        !proxy.server.control().current().sites[0].healthy,
-        "taken out at once"
-    );
+    assert_eq!(status, 502, "a connect failure, not a 504 after the response timeout");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(!proxy.server.control().current().sites[0].healthy, "taken out at once");
 }

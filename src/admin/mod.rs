@@ -63,20 +63,12 @@ async fn route(request: Request<Incoming>, server: &Server, peer: SocketAddr) ->
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (request.method().clone(), segments.as_slice()) {
-        (Method::GET, [""]) => respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            STATUS_PAGE.to_string(),
-        ),
+        (Method::GET, [""]) => respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE.to_string()),
         (Method::GET, ["status"]) => {
             let doc = status(&server.control().current(), server.last_reload());
             json(StatusCode::OK, &doc)
         }
-        (Method::GET, ["metrics"]) => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            telemetry::render(),
-        ),
+        (Method::GET, ["metrics"]) => respond(StatusCode::OK, "text/plain; version=0.0.4", telemetry::render()),
         (Method::PUT | Method::DELETE, ["sites", name, "weight"]) => {
             let name = name.to_string();
             if let Some(denied) = authorize(&request, server) {
@@ -90,10 +82,7 @@ async fn route(request: Request<Incoming>, server: &Server, peer: SocketAddr) ->
             }
             tracing::info!(client = %peer, "reload requested through the admin API");
             match server.reload().await {
-                Ok(generation) => json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "generation": generation }),
-                ),
+                Ok(generation) => json(StatusCode::OK, &serde_json::json!({ "generation": generation })),
                 Err(e) => json(
                     StatusCode::BAD_REQUEST,
                     &serde_json::json!({ "errors": e.to_string().lines().collect::<Vec<_>>() }),
@@ -107,12 +96,7 @@ async fn route(request: Request<Incoming>, server: &Server, peer: SocketAddr) ->
     }
 }
 
-async fn set_weight(
-    request: Request<Incoming>,
-    server: &Server,
-    site: &str,
-    peer: SocketAddr,
-) -> AdminResponse {
+async fn set_weight(request: Request<Incoming>, server: &Server, site: &str, peer: SocketAddr) -> AdminResponse {
     let weight = if request.method() == Method::DELETE {
         None
     } else {
@@ -127,12 +111,7 @@ async fn set_weight(
         }
         match serde_json::from_slice::<WeightBody>(&body) {
             Ok(b) => Some(b.weight),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("expected {{\"weight\": N}}: {e}"),
-                )
-            }
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("expected {{\"weight\": N}}: {e}")),
         }
     };
     tracing::info!(client = %peer, site, weight = ?weight, "weight change requested through the admin API");
@@ -152,12 +131,7 @@ async fn set_weight(
 /// `None` when the call may proceed, else the refusal to send.
 fn authorize(request: &Request<Incoming>, server: &Server) -> Option<AdminResponse> {
     let routing = server.control().current();
-    match routing
-        .config
-        .admin
-        .as_ref()
-        .and_then(|a| a.token.as_deref())
-    {
+    match routing.config.admin.as_ref().and_then(|a| a.token.as_deref()) {
         Some(token) => {
             let given = request
                 .headers()
@@ -177,12 +151,7 @@ fn authorize(request: &Request<Incoming>, server: &Server) -> Option<AdminRespon
             })
         }
         None if server.admin_addr().is_some_and(|a| a.ip().is_loopback()) => {
-            (!local_caller(request)).then(|| {
-                error(
-                    StatusCode::FORBIDDEN,
-                    "cross-site or non-local Host refused",
-                )
-            })
+            (!local_caller(request)).then(|| error(StatusCode::FORBIDDEN, "cross-site or non-local Host refused"))
         }
         None => Some(error(
             StatusCode::FORBIDDEN,
@@ -195,19 +164,11 @@ fn authorize(request: &Request<Incoming>, server: &Server) -> Option<AdminRespon
 /// borrow it: the Host must be a loopback name (defeats DNS rebinding) and an Origin,
 /// if sent, must be the admin address itself (defeats cross-site form posts).
 fn local_caller(request: &Request<Incoming>) -> bool {
-    let header = |name| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
+    let header = |name| request.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     let is_local = |authority: &str| {
         let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     };
     let host_ok = header(header::HOST).is_none_or(is_local);
     let origin_ok = header(header::ORIGIN).is_none_or(|origin| {
@@ -237,11 +198,7 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Admi
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> AdminResponse {
     match serde_json::to_string_pretty(value) {
         Ok(text) => respond(status, "application/json", text + "\n"),
-        Err(e) => respond(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "text/plain",
-            e.to_string(),
-        ),
+        Err(e) => respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
     }
 }
 

@@ -21,11 +21,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => {
-            return Err(format!(
-                "\"{text}\" has unknown unit \"{unit}\"; use ms, s, m or h"
-            ))
-        }
+        _ => return Err(format!("\"{text}\" has unknown unit \"{unit}\"; use ms, s, m or h")),
     };
     value
         .checked_mul(millis_per_unit)

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 pub use duration::parse_duration;
 pub use model::{
-    AccessLog, Admin, Backend, Config, HealthCheck, Listener, ListenerTls, LogFormat, LogTarget,
-    Logging, Retry, Site, SiteTls, Timeouts,
+    AccessLog, Admin, Backend, Config, HealthCheck, Listener, ListenerTls, LogFormat, LogTarget, Logging, Retry, Site,
+    SiteTls, Timeouts,
 };
 pub use validate::{Problem, MAX_WEIGHT};
 
@@ -22,17 +22,11 @@ pub use validate::{Problem, MAX_WEIGHT};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: cannot read: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}: {}", path.display(), one_line(message))]
     Syntax { path: PathBuf, message: String },
     #[error("{}", Invalid(path, problems))]
-    Invalid {
-        path: PathBuf,
-        problems: Vec<Problem>,
-    },
+    Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 
 struct Invalid<'a>(&'a Path, &'a [Problem]);
@@ -113,10 +107,7 @@ mod tests {
         assert_eq!(config.sites[1].priority, 1);
         assert_eq!(config.sites[1].health.path.as_str(), "/ready");
         assert_eq!(config.sites[1].health.interval.as_millis(), 500);
-        assert_eq!(
-            config.sites[1].health.fall, 2,
-            "unset keys inherit [health]"
-        );
+        assert_eq!(config.sites[1].health.fall, 2, "unset keys inherit [health]");
         assert_eq!(config.timeouts, Timeouts::default());
     }
 
@@ -161,21 +152,12 @@ mod tests {
 
     #[test]
     fn durations_are_bounded_and_consistent() {
-        let base = "[[listener]]\nbind = \"127.0.0.1:1\"\n[[site]]\nname = \"a\"\nweight = 1\nbackends = [\"127.0.0.1:2\"]\n";
-        let report = problems(&format!(
-            "{base}[timeouts]\nidle = \"18446744073709551615ms\"\n"
-        ));
+        let base =
+            "[[listener]]\nbind = \"127.0.0.1:1\"\n[[site]]\nname = \"a\"\nweight = 1\nbackends = [\"127.0.0.1:2\"]\n";
+        let report = problems(&format!("{base}[timeouts]\nidle = \"18446744073709551615ms\"\n"));
         assert!(report.contains("timeouts.idle"), "{report}");
-        let capped = parse(
-            Path::new("t"),
-            &format!("{base}[timeouts]\nresponse = \"1s\"\n"),
-        )
-        .unwrap();
-        assert_eq!(
-            capped.timeouts.connect.as_secs(),
-            1,
-            "connect is capped at response"
-        );
+        let capped = parse(Path::new("t"), &format!("{base}[timeouts]\nresponse = \"1s\"\n")).unwrap();
+        assert_eq!(capped.timeouts.connect.as_secs(), 1, "connect is capped at response");
     }
 
     #[test]

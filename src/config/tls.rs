@@ -48,11 +48,7 @@ pub struct SiteTls {
 
 impl fmt::Debug for SiteTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "SiteTls(server_name: {:?}, http2: {})",
-            self.server_name, self.http2
-        )
+        write!(f, "SiteTls(server_name: {:?}, http2: {})", self.server_name, self.http2)
     }
 }
 
@@ -84,8 +80,7 @@ fn certs(base: &Path, name: &str) -> Result<Vec<CertificateDer<'static>>, String
 
 fn key(base: &Path, name: &str) -> Result<PrivateKeyDer<'static>, String> {
     let pem = read(base, name)?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| format!("{name}: no usable PEM private key: {e}"))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("{name}: no usable PEM private key: {e}"))
 }
 
 /// Loads a cert chain and its key and checks that they belong together.
@@ -104,13 +99,9 @@ fn certified_key(base: &Path, cert: &str, key_file: &str) -> Result<Arc<Certifie
 }
 
 /// Builds a listener's server config; errors are (key suffix, reason).
-pub fn listener_tls(
-    file: &ListenerTlsFile,
-    base: &Path,
-) -> Result<ListenerTls, Vec<(String, String)>> {
+pub fn listener_tls(file: &ListenerTlsFile, base: &Path) -> Result<ListenerTls, Vec<(String, String)>> {
     let mut problems = Vec::new();
-    let default = certified_key(base, &file.cert, &file.key)
-        .map_err(|e| problems.push(("tls.cert".to_string(), e)));
+    let default = certified_key(base, &file.cert, &file.key).map_err(|e| problems.push(("tls.cert".to_string(), e)));
     let mut by_name = Vec::new();
     for (i, extra) in file.certificates.iter().enumerate() {
         match certified_key(base, &extra.cert, &extra.key) {
@@ -154,13 +145,7 @@ impl ResolvesServerCert for SniResolver {
                 .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
                 .is_some_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
         };
-        Some(
-            self.by_name
-                .iter()
-                .find(matches)
-                .unwrap_or(&self.default)
-                .clone(),
-        )
+        Some(self.by_name.iter().find(matches).unwrap_or(&self.default).clone())
     }
 }
 
@@ -223,10 +208,7 @@ pub fn site_tls(file: &SiteTlsFile, base: &Path) -> Result<SiteTls, Vec<(String,
                 match builder.with_client_auth_cert(chain, key) {
                     Ok(config) => Some(config),
                     Err(e) => {
-                        problems.push((
-                            "tls.client_key".into(),
-                            format!("{key_file} does not fit {cert}: {e}"),
-                        ));
+                        problems.push(("tls.client_key".into(), format!("{key_file} does not fit {cert}: {e}")));
                         None
                     }
                 }
@@ -247,14 +229,7 @@ pub fn site_tls(file: &SiteTlsFile, base: &Path) -> Result<SiteTls, Vec<(String,
     };
     match config {
         Some(client) if problems.is_empty() => {
-            (
-                &file.ca,
-                &file.server_name,
-                &file.client_cert,
-                &file.client_key,
-                http2,
-            )
-                .hash(&mut fingerprint);
+            (&file.ca, &file.server_name, &file.client_cert, &file.client_key, http2).hash(&mut fingerprint);
             Ok(SiteTls {
                 client: Arc::new(client),
                 server_name: file.server_name.clone(),

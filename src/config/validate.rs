@@ -10,8 +10,7 @@ use http::uri::{Authority, PathAndQuery};
 use super::duration::parse_duration;
 use super::file::{AccessLogFile, FileConfig, HealthFile, LogFile, SiteFile};
 use super::model::{
-    AccessLog, Admin, Backend, Config, HealthCheck, Listener, LogFormat, LogTarget, Logging, Retry,
-    Site, Timeouts,
+    AccessLog, Admin, Backend, Config, HealthCheck, Listener, LogFormat, LogTarget, Logging, Retry, Site, Timeouts,
 };
 use super::tls;
 
@@ -59,10 +58,7 @@ impl Problems {
             None => default,
             Some(v) if v >= range.0 && v <= range.1 => v as u32,
             Some(v) => {
-                self.add(
-                    key,
-                    format!("{v} is out of range; use {} to {}", range.0, range.1),
-                );
+                self.add(key, format!("{v} is out of range; use {} to {}", range.0, range.1));
                 default
             }
         }
@@ -89,10 +85,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
     let workers = problems.count("workers", file.workers, 0, (0, 1024)) as usize;
 
     if file.listener.is_empty() {
-        problems.add(
-            "listener",
-            "at least one [[listener]] with a bind address is required",
-        );
+        problems.add("listener", "at least one [[listener]] with a bind address is required");
     }
     let mut listeners = Vec::new();
     for (i, listener) in file.listener.iter().enumerate() {
@@ -133,12 +126,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
 
     let timeouts = validate_timeouts(file, &mut problems);
     let retry = validate_retry(file, &mut problems);
-    let health = health_check(
-        &file.health,
-        &HealthCheck::default(),
-        "health",
-        &mut problems,
-    );
+    let health = health_check(&file.health, &HealthCheck::default(), "health", &mut problems);
 
     if file.site.is_empty() {
         problems.add("site", "at least one [[site]] is required");
@@ -186,10 +174,7 @@ fn log_format(key: &str, text: Option<&str>, problems: &mut Problems) -> LogForm
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
         Some(other) => {
-            problems.add(
-                key,
-                format!("\"{other}\" is not a format; use \"text\" or \"json\""),
-            );
+            problems.add(key, format!("\"{other}\" is not a format; use \"text\" or \"json\""));
             LogFormat::Text
         }
     }
@@ -206,10 +191,7 @@ fn validate_access_log(file: &AccessLogFile, base: &Path, problems: &mut Problem
             let path = base.join(path);
             match path.parent() {
                 Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
-                    problems.add(
-                        "access_log.path",
-                        format!("directory {} does not exist", dir.display()),
-                    );
+                    problems.add("access_log.path", format!("directory {} does not exist", dir.display()));
                 }
                 _ => {}
             }
@@ -246,11 +228,7 @@ fn validate_timeouts(file: &FileConfig, problems: &mut Problems) -> Timeouts {
     let timeouts = Timeouts {
         connect: problems.duration("timeouts.connect", t.connect.as_ref(), d.connect),
         response: problems.duration("timeouts.response", t.response.as_ref(), d.response),
-        client_header: problems.duration(
-            "timeouts.client_header",
-            t.client_header.as_ref(),
-            d.client_header,
-        ),
+        client_header: problems.duration("timeouts.client_header", t.client_header.as_ref(), d.client_header),
         idle: problems.duration("timeouts.idle", t.idle.as_ref(), d.idle),
         drain: problems.duration("timeouts.drain", t.drain.as_ref(), d.drain),
     };
@@ -266,10 +244,7 @@ fn validate_timeouts(file: &FileConfig, problems: &mut Problems) -> Timeouts {
     }
     // A connect is part of a try, so it never outlasts the response timeout.
     let connect = timeouts.connect.min(timeouts.response);
-    Timeouts {
-        connect,
-        ..timeouts
-    }
+    Timeouts { connect, ..timeouts }
 }
 
 fn validate_retry(file: &FileConfig, problems: &mut Problems) -> Retry {
@@ -289,53 +264,29 @@ fn validate_retry(file: &FileConfig, problems: &mut Problems) -> Retry {
     Retry {
         attempts: problems.count("retry.attempts", r.attempts, d.attempts, (1, 10)),
         budget,
-        min_per_second: problems.count(
-            "retry.min_per_second",
-            r.min_per_second,
-            d.min_per_second,
-            (0, 100_000),
-        ),
+        min_per_second: problems.count("retry.min_per_second", r.min_per_second, d.min_per_second, (0, 100_000)),
     }
 }
 
-fn health_check(
-    file: &HealthFile,
-    base: &HealthCheck,
-    prefix: &str,
-    problems: &mut Problems,
-) -> HealthCheck {
+fn health_check(file: &HealthFile, base: &HealthCheck, prefix: &str, problems: &mut Problems) -> HealthCheck {
     let path = match &file.path {
         None => base.path.clone(),
         Some(p) if p.starts_with('/') => match p.parse::<PathAndQuery>() {
             Ok(path) => path,
             Err(_) => {
-                problems.add(
-                    format!("{prefix}.path"),
-                    format!("\"{p}\" is not a valid request path"),
-                );
+                problems.add(format!("{prefix}.path"), format!("\"{p}\" is not a valid request path"));
                 base.path.clone()
             }
         },
         Some(p) => {
-            problems.add(
-                format!("{prefix}.path"),
-                format!("\"{p}\" must start with '/'"),
-            );
+            problems.add(format!("{prefix}.path"), format!("\"{p}\" must start with '/'"));
             base.path.clone()
         }
     };
     let check = HealthCheck {
         path,
-        interval: problems.duration(
-            &format!("{prefix}.interval"),
-            file.interval.as_ref(),
-            base.interval,
-        ),
-        timeout: problems.duration(
-            &format!("{prefix}.timeout"),
-            file.timeout.as_ref(),
-            base.timeout,
-        ),
+        interval: problems.duration(&format!("{prefix}.interval"), file.interval.as_ref(), base.interval),
+        timeout: problems.duration(&format!("{prefix}.timeout"), file.timeout.as_ref(), base.timeout),
         fall: problems.count(&format!("{prefix}.fall"), file.fall, base.fall, (1, 1000)),
         rise: problems.count(&format!("{prefix}.rise"), file.rise, base.rise, (1, 1000)),
         slow_start: problems.duration(
@@ -372,11 +323,7 @@ fn validate_site(
             problems.add(format!("{key}.name"), "every site needs a non-empty name");
             None
         }
-        Some(n)
-            if !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
-        {
+        Some(n) if !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
             problems.add(
                 format!("{key}.name"),
                 format!("\"{n}\" may hold only letters, digits, '-', '_' and '.'"),
@@ -397,10 +344,7 @@ fn validate_site(
     };
     let priority = problems.count(&format!("{key}.priority"), site.priority, 0, (0, 1000));
     if site.backends.is_empty() {
-        problems.add(
-            format!("{key}.backends"),
-            "needs at least one \"host:port\" backend",
-        );
+        problems.add(format!("{key}.backends"), "needs at least one \"host:port\" backend");
     }
     let mut backends: Vec<Backend> = Vec::new();
     for (j, text) in site.backends.iter().enumerate() {
@@ -436,8 +380,7 @@ fn validate_site(
 }
 
 fn parse_backend(text: &str) -> Result<Backend, String> {
-    let hint =
-        "write \"host:port\", e.g. \"10.0.0.5:8080\" or \"app.internal:80\" (no scheme, no path)";
+    let hint = "write \"host:port\", e.g. \"10.0.0.5:8080\" or \"app.internal:80\" (no scheme, no path)";
     let authority: Authority = text
         .parse()
         .map_err(|_| format!("\"{text}\" is not a valid address; {hint}"))?;

@@ -18,11 +18,7 @@ use crate::routing::Routing;
 use crate::upstream::Upstream;
 
 /// Starts probing `authority` right away (after a random fraction of one interval).
-pub fn spawn_prober(
-    state: Arc<BackendState>,
-    authority: Authority,
-    routing: Arc<ArcSwap<Routing>>,
-) {
+pub fn spawn_prober(state: Arc<BackendState>, authority: Authority, routing: Arc<ArcSwap<Routing>>) {
     tokio::spawn(async move {
         let first = state.check.load().interval;
         tokio::time::sleep(first.mul_f64(random_fraction() * 0.5)).await;

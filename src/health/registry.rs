@@ -35,10 +35,7 @@ impl HealthRegistry {
     /// Matches the config's backends with live state: kept ones get the new probe
     /// settings, new ones start healthy, removed ones are retired (their probers stop).
     pub fn sync(&self, config: &Config) -> Synced {
-        let mut map = self
-            .states
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut map = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut next: HashMap<Key, Arc<BackendState>> = HashMap::new();
         let mut added = Vec::new();
         let states = config
@@ -80,10 +77,7 @@ impl HealthRegistry {
 
     /// Stops every prober (the process or an in-process server is going away).
     pub fn retire_all(&self) {
-        let map = self
-            .states
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let map = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for state in map.values() {
             state.retire();
         }

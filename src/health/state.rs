@@ -149,8 +149,7 @@ impl BackendState {
         self.metrics.transition(up);
         if up {
             self.up_since.store(now, Ordering::Release);
-            let down_for =
-                Duration::from_millis(now.saturating_sub(self.down_since.load(Ordering::Acquire)));
+            let down_for = Duration::from_millis(now.saturating_sub(self.down_since.load(Ordering::Acquire)));
             tracing::info!(site = %self.site, backend = %self.addr, reason, down_for = ?down_for, "backend is up");
         } else {
             self.down_since.store(now, Ordering::Release);

@@ -76,10 +76,7 @@ impl Activity {
             } else {
                 match self.head_started.load(Ordering::Acquire) {
                     0 => (last_io + millis(timeouts.idle), "idle timeout"),
-                    started => (
-                        started + millis(timeouts.client_header),
-                        "client header timeout",
-                    ),
+                    started => (started + millis(timeouts.client_header), "client header timeout"),
                 }
             };
             if now >= deadline {
@@ -113,12 +110,7 @@ pub struct Watched<S> {
 }
 
 impl<S> Watched<S> {
-    pub fn new(
-        stream: S,
-        activity: Arc<Activity>,
-        received: metrics::Counter,
-        sent: metrics::Counter,
-    ) -> Self {
+    pub fn new(stream: S, activity: Arc<Activity>, received: metrics::Counter, sent: metrics::Counter) -> Self {
         Watched {
             stream,
             activity,
@@ -137,11 +129,7 @@ impl<S> Watched<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         let read = buf.filled().len() - before;
@@ -155,11 +143,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = polled {
             self.wrote(n);

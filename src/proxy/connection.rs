@@ -47,39 +47,18 @@ pub async fn serve_accepted(
     let client = |proto: &'static str| {
         Arc::new(ClientInfo {
             addr: peer.ip(),
-            ip: HeaderValue::from_str(&peer.ip().to_string())
-                .unwrap_or(HeaderValue::from_static("unknown")),
+            ip: HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown")),
             proto: HeaderValue::from_static(proto),
         })
     };
     match tls {
-        None => {
-            serve(
-                stream,
-                client("http"),
-                false,
-                timeouts,
-                proxy,
-                builder,
-                shutdown,
-            )
-            .await
-        }
+        None => serve(stream, client("http"), false, timeouts, proxy, builder, shutdown).await,
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
             match tokio::time::timeout(timeouts.client_header, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    serve(
-                        stream,
-                        client("https"),
-                        http2,
-                        timeouts,
-                        proxy,
-                        builder,
-                        shutdown,
-                    )
-                    .await
+                    serve(stream, client("https"), http2, timeouts, proxy, builder, shutdown).await
                 }
                 Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
@@ -112,11 +91,7 @@ async fn serve<S>(
     ));
     let service = {
         let activity = activity.clone();
-        service_fn(move |request| {
-            proxy
-                .clone()
-                .forward(request, client.clone(), activity.begin())
-        })
+        service_fn(move |request| proxy.clone().forward(request, client.clone(), activity.begin()))
     };
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);

@@ -50,25 +50,19 @@ impl Proxy {
         self.budget.record_request(now_ms());
         if request.method() == Method::CONNECT {
             // A forward-proxy tunnel request: not something a reverse proxy serves.
-            let mut response =
-                text_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+            let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
             let allow = HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
             response.headers_mut().insert(header::ALLOW, allow);
             return Ok(response.map(|body| ResponseBody::new(body, None, None, in_flight)));
         }
-        let log = self
-            .access_log
-            .is_enabled()
-            .then(|| log_record(&request, &client));
+        let log = self.access_log.is_enabled().then(|| log_record(&request, &client));
         let (response, outcome) = self.try_backends(&routing, request, &client).await;
         let site = outcome.last_pick.map(|p| &routing.sites[p.site]);
         let counter = site.map(|s| s.metrics.response_bytes.clone());
         let log = log.map(|mut record| {
             record.status = response.status().as_u16();
             record.site = site.map(|s| s.name.clone());
-            record.backend = outcome
-                .last_pick
-                .map(|p| routing.backend(p).authority.to_string());
+            record.backend = outcome.last_pick.map(|p| routing.backend(p).authority.to_string());
             record.attempts = outcome.attempts;
             record.upstream_ms = outcome.upstream.map(|d| d.as_secs_f64() * 1000.0);
             Box::new(PendingLog {
@@ -90,9 +84,7 @@ impl Proxy {
         let attempts = (retry.attempts as usize).clamp(1, MAX_ATTEMPTS);
         let (mut parts, body) = request.into_parts();
         let upgrade = upgrade_request(&parts);
-        let client_upgrade = upgrade
-            .as_ref()
-            .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+        let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
         prepare_request(&mut parts, client, upgrade.as_ref());
         let path = parts
             .uri
@@ -102,10 +94,7 @@ impl Proxy {
         let (mut body, replay) = split_body(body, attempts > 1);
         let body_was_empty = replay.is_none();
 
-        let mut tried = [Pick {
-            site: 0,
-            backend: 0,
-        }; MAX_ATTEMPTS];
+        let mut tried = [Pick { site: 0, backend: 0 }; MAX_ATTEMPTS];
         let mut outcome = Outcome {
             last_pick: None,
             attempts: 0,
@@ -132,29 +121,15 @@ impl Proxy {
                 // it (RFC 9113 8.3.1). The client's host stays in X-Forwarded-Host.
                 headers.remove(header::HOST);
             }
-            let request = upstream_request(
-                &parts,
-                site.upstream.scheme(),
-                &backend.authority,
-                &path,
-                headers,
-                body,
-            );
+            let request = upstream_request(&parts, site.upstream.scheme(), &backend.authority, &path, headers, body);
             let sent = Instant::now();
-            match site
-                .upstream
-                .send(request, routing.config.timeouts.response)
-                .await
-            {
+            match site.upstream.send(request, routing.config.timeouts.response).await {
                 Ok(mut response) => {
                     let waited = sent.elapsed();
                     outcome.upstream = Some(waited);
                     site.metrics.upstream_latency.record(waited.as_secs_f64());
                     backend.state.record_response(response.status());
-                    backend
-                        .state
-                        .metrics
-                        .record(&parts.method, response.status());
+                    backend.state.metrics.record(&parts.method, response.status());
                     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
                     if let (true, Some(client_side)) = (switching, client_upgrade) {
                         let backend_side = hyper::upgrade::on(&mut response);
@@ -171,9 +146,7 @@ impl Proxy {
                             backend.state.record_connect_failure(&reason);
                         }
                         SendError::ClientBody(_) => {}
-                        SendError::Timeout | SendError::Failed(_) => {
-                            backend.state.record_request_failure(&reason)
-                        }
+                        SendError::Timeout | SendError::Failed(_) => backend.state.record_request_failure(&reason),
                     }
                     let again = if body_was_empty {
                         Some(RequestBody::empty())
@@ -183,9 +156,7 @@ impl Proxy {
                     let allowed = !last_try
                         && may_retry(&parts.method, &error, again.is_some())
                         && (!costs_budget(&error)
-                            || self
-                                .budget
-                                .try_spend(now_ms(), retry.budget, retry.min_per_second));
+                            || self.budget.try_spend(now_ms(), retry.budget, retry.min_per_second));
                     tracing::debug!(site = %site.name, backend = %backend.authority, %reason, retry = allowed, "try failed");
                     match again {
                         Some(next) if allowed => {
@@ -294,9 +265,7 @@ fn failure_response(
         Some(SendError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
         Some(SendError::Connect(_)) => (StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
         Some(SendError::Failed(_)) => (StatusCode::BAD_GATEWAY, "upstream connection failed\n"),
-        Some(SendError::ClientBody(_)) => {
-            (StatusCode::BAD_REQUEST, "request body could not be read\n")
-        }
+        Some(SendError::ClientBody(_)) => (StatusCode::BAD_REQUEST, "request body could not be read\n"),
     };
     tracing::warn!(%method, path = path.path(), status = status.as_u16(),
         reason = error.map(SendError::reason).unwrap_or_default(), "request failed");
@@ -304,13 +273,8 @@ fn failure_response(
 }
 
 /// A short plain-text answer made by the proxy itself.
-fn text_response(
-    status: StatusCode,
-    text: &'static str,
-) -> Response<Either<Incoming, Full<Bytes>>> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
-        text.as_bytes(),
-    ))));
+fn text_response(status: StatusCode, text: &'static str) -> Response<Either<Incoming, Full<Bytes>>> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(text.as_bytes()))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

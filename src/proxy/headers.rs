@@ -74,13 +74,8 @@ pub fn upgrade_request(parts: &Parts) -> Option<HeaderValue> {
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        });
-    wants
-        .then(|| parts.headers.get(header::UPGRADE).cloned())
-        .flatten()
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    wants.then(|| parts.headers.get(header::UPGRADE).cloned()).flatten()
 }
 
 /// What a connection knows about its client, computed once per connection.
@@ -138,17 +133,12 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
             HeaderValue::from_bytes(&value).ok()
         }
     };
-    headers.insert(
-        X_FORWARDED_FOR.clone(),
-        joined.unwrap_or_else(|| ip.clone()),
-    );
+    headers.insert(X_FORWARDED_FOR.clone(), joined.unwrap_or_else(|| ip.clone()));
 }
 
 /// Rewrites a backend response's head for the client. A 101 keeps its upgrade headers.
 pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
-    let upgrade = switching
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten();
+    let upgrade = switching.then(|| headers.get(header::UPGRADE).cloned()).flatten();
     strip_hop_by_hop(headers);
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -231,8 +221,7 @@ mod tests {
 
     #[test]
     fn an_http2_request_gets_a_host_header_from_its_authority() {
-        let mut p =
-            parts(http::Request::get("http://shop.example:8443/x").version(Version::HTTP_2));
+        let mut p = parts(http::Request::get("http://shop.example:8443/x").version(Version::HTTP_2));
         prepare_request(&mut p, &client(), None);
         assert_eq!(p.headers["host"], "shop.example:8443");
         assert_eq!(p.version, Version::HTTP_11);

@@ -113,8 +113,7 @@ impl Routing {
                     .collect();
                 let weight_override = inputs.overrides.get(&site.name).copied();
                 let weight = weight_override.unwrap_or(site.weight);
-                let factor =
-                    slow_start_factor(&backends, &usable, site.health.slow_start, inputs.now_ms);
+                let factor = slow_start_factor(&backends, &usable, site.health.slow_start, inputs.now_ms);
                 let healthy = !usable.is_empty();
                 SiteRoute {
                     name: site.name.clone(),
@@ -147,11 +146,7 @@ impl Routing {
             Mode::Panic { priority } => {
                 for site in sites.iter_mut() {
                     site.usable = (0..site.backends.len() as u16).collect();
-                    site.effective_weight = if site.priority == priority {
-                        site.weight()
-                    } else {
-                        0
-                    };
+                    site.effective_weight = if site.priority == priority { site.weight() } else { 0 };
                 }
                 sequence(&sites.iter().map(|s| s.effective_weight).collect::<Vec<_>>())
             }
@@ -210,16 +205,12 @@ impl Routing {
     }
 
     fn any_backend(&self, tried: &[Pick], healthy_only: bool) -> Option<Pick> {
-        let mut order: Vec<usize> = (0..self.sites.len())
-            .filter(|&s| self.sites[s].weight() > 0)
-            .collect();
+        let mut order: Vec<usize> = (0..self.sites.len()).filter(|&s| self.sites[s].weight() > 0).collect();
         order.sort_by_key(|&s| self.sites[s].priority);
         order.into_iter().find_map(|site| {
             (0..self.sites[site].backends.len())
                 .map(|backend| Pick { site, backend })
-                .find(|p| {
-                    !tried.contains(p) && (!healthy_only || self.backend(*p).state.is_healthy())
-                })
+                .find(|p| !tried.contains(p) && (!healthy_only || self.backend(*p).state.is_healthy()))
         })
     }
 }
@@ -242,12 +233,7 @@ impl SiteRoute {
 
 /// A site recovering from an outage ramps from small to full weight over `window`,
 /// measured from when its earliest healthy backend came up. 1.0 = full weight.
-fn slow_start_factor(
-    backends: &[BackendRoute],
-    usable: &[u16],
-    window: std::time::Duration,
-    now_ms: u64,
-) -> f64 {
+fn slow_start_factor(backends: &[BackendRoute], usable: &[u16], window: std::time::Duration, now_ms: u64) -> f64 {
     if window.is_zero() || usable.is_empty() {
         return 1.0;
     }
@@ -264,8 +250,7 @@ fn slow_start_factor(
 }
 
 fn choose_mode(sites: &[SiteRoute]) -> Mode {
-    let lowest =
-        |ok: &dyn Fn(&SiteRoute) -> bool| sites.iter().filter(|s| ok(s)).map(|s| s.priority).min();
+    let lowest = |ok: &dyn Fn(&SiteRoute) -> bool| sites.iter().filter(|s| ok(s)).map(|s| s.priority).min();
     if let Some(priority) = lowest(&|s| s.healthy && s.weight() > 0) {
         Mode::Normal { priority }
     } else if let Some(priority) = lowest(&|s| s.weight() > 0) {

@@ -146,9 +146,7 @@ fn many_threads_picking_at_once_keep_the_split_exact() {
 fn a_recovered_site_ramps_up_during_slow_start() {
     let registry = HealthRegistry::new();
     let cfg = config(&[("a", 100, 0, 1), ("b", 100, 0, 1)]);
-    let b = routing(cfg.clone(), &registry).sites[1].backends[0]
-        .state
-        .clone();
+    let b = routing(cfg.clone(), &registry).sites[1].backends[0].state.clone();
     b.record_connect_failure("refused");
     b.record_probe(true, "ok");
     b.record_probe(true, "ok");

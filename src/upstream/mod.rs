@@ -38,9 +38,7 @@ pub enum SendError {
 impl SendError {
     pub fn reason(&self) -> String {
         match self {
-            SendError::Connect(reason)
-            | SendError::Failed(reason)
-            | SendError::ClientBody(reason) => reason.clone(),
+            SendError::Connect(reason) | SendError::Failed(reason) | SendError::ClientBody(reason) => reason.clone(),
             SendError::Timeout => "timed out waiting for response headers".to_string(),
         }
     }
@@ -120,8 +118,7 @@ impl Upstream {
 
     /// True when this client can serve a site with these settings (pool reuse).
     pub fn fits(&self, connect_timeout: Duration, tls: Option<&SiteTls>) -> bool {
-        self.connect_timeout == connect_timeout
-            && self.tls_fingerprint == tls.map(|t| t.fingerprint)
+        self.connect_timeout == connect_timeout && self.tls_fingerprint == tls.map(|t| t.fingerprint)
     }
 
     pub fn is_http2(&self) -> bool {

@@ -51,11 +51,7 @@ impl Backend {
         Self::start_with(name, "127.0.0.1:0".parse().unwrap(), Some(acceptor)).await
     }
 
-    async fn start_with(
-        name: &str,
-        addr: SocketAddr,
-        tls: Option<tokio_rustls::TlsAcceptor>,
-    ) -> Backend {
+    async fn start_with(name: &str, addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
         let socket = TcpSocket::new_v4().unwrap();
         socket.set_reuseaddr(true).unwrap();
         socket.bind(addr).expect("bind test backend");
@@ -148,9 +144,7 @@ async fn accept_loop(
                 None => serve(stream, name, flags, killed).await,
                 Some(acceptor) => {
                     if let Ok(stream) = acceptor.accept(stream).await {
-                        if stream.get_ref().1.handshake_kind()
-                            == Some(rustls::HandshakeKind::Resumed)
-                        {
+                        if stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
                             flags.resumed.fetch_add(1, Ordering::SeqCst);
                         }
                         serve(stream, name, flags, killed).await
@@ -177,17 +171,11 @@ where
 fn text(status: StatusCode, name: &str, body: String) -> Reply {
     let mut response = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert("x-site", name.parse().unwrap());
+    response.headers_mut().insert("x-site", name.parse().unwrap());
     response
 }
 
-async fn handle(
-    mut request: Request<Incoming>,
-    name: Arc<str>,
-    flags: Flags,
-) -> Result<Reply, Infallible> {
+async fn handle(mut request: Request<Incoming>, name: Arc<str>, flags: Flags) -> Result<Reply, Infallible> {
     if flags.hang.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
     }
@@ -227,20 +215,14 @@ async fn handle(
                     Err(e) => return Ok(text(StatusCode::BAD_REQUEST, &name, e.to_string())),
                 }
             }
-            text(
-                StatusCode::OK,
-                &name,
-                format!("bytes={bytes} fnv={:x}", fnv.0),
-            )
+            text(StatusCode::OK, &name, format!("bytes={bytes} fnv={:x}", fnv.0))
         }
         ["download", n] => {
             let mut response = Response::new(Either::Right(PatternBody {
                 offset: 0,
                 remaining: n.parse().unwrap_or(0),
             }));
-            response
-                .headers_mut()
-                .insert("x-site", name.parse().unwrap());
+            response.headers_mut().insert("x-site", name.parse().unwrap());
             response
         }
         ["sleep", ms] => {
@@ -249,9 +231,7 @@ async fn handle(
         }
         ["close"] => {
             let mut response = text(StatusCode::OK, &name, name.to_string());
-            response
-                .headers_mut()
-                .insert("connection", "close".parse().unwrap());
+            response.headers_mut().insert("connection", "close".parse().unwrap());
             response
         }
         ["status", code] => text(
@@ -273,12 +253,8 @@ async fn handle(
                 }
             });
             let mut response = text(StatusCode::SWITCHING_PROTOCOLS, &name, String::new());
-            response
-                .headers_mut()
-                .insert("upgrade", "echo".parse().unwrap());
-            response
-                .headers_mut()
-                .insert("connection", "upgrade".parse().unwrap());
+            response.headers_mut().insert("upgrade", "echo".parse().unwrap());
+            response.headers_mut().insert("connection", "upgrade".parse().unwrap());
             response
         }
         _ => text(StatusCode::OK, &name, name.to_string()),
@@ -305,10 +281,7 @@ impl Body for PatternBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }

@@ -72,8 +72,7 @@ pub struct TestProxy {
 
 impl TestProxy {
     pub async fn start(config_text: &str) -> TestProxy {
-        let config = splitgate::config::parse(Path::new("test.toml"), config_text)
-            .expect("test config is valid");
+        let config = splitgate::config::parse(Path::new("test.toml"), config_text).expect("test config is valid");
         let server = Server::start(config, None).await.expect("proxy starts");
         let addr = server.proxy_addrs().await[0];
         TestProxy { server, addr }
@@ -84,11 +83,7 @@ impl TestProxy {
     }
 
     pub fn admin_url(&self, path: &str) -> String {
-        format!(
-            "http://{}{}",
-            self.server.admin_addr().expect("admin configured"),
-            path
-        )
+        format!("http://{}{}", self.server.admin_addr().expect("admin configured"), path)
     }
 }
 
@@ -174,9 +169,7 @@ impl Load {
                     let mut tally = Tally::default();
                     // Bounded: stops when asked, or after 10 minutes at the latest.
                     let deadline = std::time::Instant::now() + Duration::from_secs(600);
-                    while !stop.load(std::sync::atomic::Ordering::SeqCst)
-                        && std::time::Instant::now() < deadline
-                    {
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) && std::time::Instant::now() < deadline {
                         let started = std::time::Instant::now();
                         match get(&client, &url).await {
                             Ok((status, _)) if status == 200 => tally.ok += 1,
@@ -205,11 +198,26 @@ impl Load {
             let t = task.await.expect("load task");
             total.ok += t.ok;
             total.errors += t.errors;
-            total
-                .error_samples
-                .extend(t.error_samples.into_iter().take(5));
+            total.error_samples.extend(t.error_samples.into_iter().take(5));
             total.max_latency = total.max_latency.max(t.max_latency);
         }
         total
     }
+}
+
+/// A response body read to the end, as text.
+pub async fn text<B>(body: B) -> String
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let bytes = body.collect().await.expect("the body arrives").to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// An HTTP/2 client with prior knowledge (h2c).
+pub fn h2_client() -> Client<HttpConnector, http_body_util::Empty<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
 }

@@ -104,8 +104,7 @@ impl ProxyProcess {
 
     /// Peak resident memory of the process so far, in KiB (VmHWM).
     pub fn peak_rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmHWM:"))

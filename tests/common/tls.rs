@@ -31,10 +31,9 @@ impl Pki {
         let dir = tempfile::tempdir().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            format!("splitgate test CA {label}"),
-        );
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("splitgate test CA {label}"));
         let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         let ca_path = dir.path().join(format!("{label}-ca.pem"));
         std::fs::write(&ca_path, ca.pem()).unwrap();
@@ -44,9 +43,7 @@ impl Pki {
     /// A certificate for `names` (DNS names or IPs), signed by this CA, written as files.
     pub fn leaf(&self, file: &str, names: &[&str]) -> Leaf {
         let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
+        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
         let cert_path = self.dir.path().join(format!("{file}.pem"));
         let key_path = self.dir.path().join(format!("{file}.key"));
@@ -84,12 +81,10 @@ impl Pki {
             .with_safe_default_protocol_versions()
             .unwrap();
         let builder = if require_client_cert {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(self.roots()),
-                provider(),
-            )
-            .build()
-            .unwrap();
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()), provider())
+                    .build()
+                    .unwrap();
             builder.with_client_cert_verifier(verifier)
         } else {
             builder.with_no_client_auth()
