@@ -30,7 +30,9 @@ type AdminResponse = Response<Full<Bytes>>;
 /// Serves the admin API until shutdown.
 pub fn spawn(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
     tokio::spawn(async move {
-        tracing::info!(listen = ?listener.local_addr().ok(), "admin API started");
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(listen = %addr, "admin API started");
+        }
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
