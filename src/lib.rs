@@ -2,16 +2,21 @@
 //! A weighted-traffic L7 proxy for active-active and disaster-recovery deployments.
 //!
 //! # Layout
-//! - `config`: TOML -> plain data -> checked model, every problem reported with its key.
+//! - `config`: TOML -> plain data -> checked model, every problem reported with its key;
+//!   TLS files become ready rustls configs there (`config::tls`).
 //! - `routing`: the immutable snapshot (sites, backends, SWRR table) read per request.
 //! - `health`: live per-backend state across reloads, active prober, passive reports.
 //! - `control`: the single writer of the snapshot: config applies, weight overrides,
 //!   health changes and slow-start ticks all publish through it.
-//! - `upstream` + `body`: pooled connections to backends, replayable request bodies.
+//! - `upstream` + `body`: pooled connections to backends (plain or TLS, counted, with a
+//!   connect deadline), replayable request bodies.
 //! - `retry`: which failures may be retried, and the retry budget.
-//! - `proxy`: listeners, per-connection serving and timeouts, forwarding, upgrades.
-//! - `admin`: `/status`, `/metrics`, weight overrides, `/reload`.
-//! - `server`: starts and stops all of the above; `reload` and `shutdown` drive it.
+//! - `proxy`: listeners, TLS termination, per-connection serving and timeouts
+//!   (`activity`), forwarding, header rules, upgrades, the response body.
+//! - `admin`: `/status`, `/metrics`, the status page, weight overrides, `/reload`.
+//! - `telemetry` + `access_log`: metric handles, operational logs, the access log.
+//! - `server`: starts and stops all of the above; `signals` (SIGHUP, SIGUSR1,
+//!   SIGTERM) and `shutdown` (the drain) drive it.
 //! - `demo`: built-in demo sites for `splitgate demo`.
 
 pub mod access_log;
