@@ -267,8 +267,10 @@ fn failure_response(
         Some(SendError::Failed(_)) => (StatusCode::BAD_GATEWAY, "upstream connection failed\n"),
         Some(SendError::ClientBody(_)) => (StatusCode::BAD_REQUEST, "request body could not be read\n"),
     };
-    tracing::warn!(%method, path = path.path(), status = status.as_u16(),
-        reason = error.map(SendError::reason).unwrap_or_default(), "request failed");
+    if let Some(suppressed) = telemetry::FAILURE_LOGS.allow(now_ms()) {
+        tracing::warn!(%method, path = path.path(), status = status.as_u16(),
+            reason = error.map(SendError::reason).unwrap_or_default(), suppressed, "request failed");
+    }
     text_response(status, text)
 }
 
