@@ -334,3 +334,21 @@ async fn a_tls_site_that_stalls_the_handshake_fails_fast_as_a_connect_error() {
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert!(!proxy.server.control().current().sites[0].healthy, "taken out at once");
 }
+
+#[tokio::test]
+async fn a_sites_own_self_signed_certificate_can_be_its_ca_file_as_with_curl() {
+    let pki = Pki::new("pinned");
+    let own = pki.self_signed("site-own", &["127.0.0.1", "backend.internal"]);
+    let backend = Backend::start_tls("remote", pki.server(&own, false)).await;
+    let pinned = format!("ca = \"{}\"", own.cert.display());
+    let proxy = TestProxy::start(&tls_site(backend.addr, &pinned)).await;
+    assert_eq!(
+        get(&client(), &proxy.url("/")).await.unwrap(),
+        (http::StatusCode::OK, "remote".to_string())
+    );
+
+    // The name is still checked.
+    let wrong_name = format!("{pinned}, server_name = \"elsewhere.internal\"");
+    let proxy = TestProxy::start(&tls_site(backend.addr, &wrong_name)).await;
+    assert_eq!(get(&client(), &proxy.url("/")).await.unwrap().0, 502);
+}

@@ -4,6 +4,7 @@
 mod duration;
 mod file;
 mod model;
+mod pinned;
 mod tls;
 mod validate;
 

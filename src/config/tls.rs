@@ -9,6 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -17,6 +18,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use super::file::{ListenerTlsFile, SiteTlsFile};
+use super::pinned::PinnedOrWebPki;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -154,10 +156,12 @@ pub fn site_tls(file: &SiteTlsFile, base: &Path) -> Result<SiteTls, Vec<(String,
     let mut problems: Vec<(String, String)> = Vec::new();
     let mut fingerprint = DefaultHasher::new();
     let mut roots = RootCertStore::empty();
+    let mut pinned = Vec::new();
     match &file.ca {
         Some(ca) => match certs(base, ca) {
             Ok(list) => {
                 list.hash(&mut fingerprint);
+                pinned.clone_from(&list);
                 let (added, _) = roots.add_parsable_certificates(list);
                 if added == 0 {
                     problems.push(("tls.ca".into(), format!("{ca}: no usable CA certificate")));
@@ -197,8 +201,17 @@ pub fn site_tls(file: &SiteTlsFile, base: &Path) -> Result<SiteTls, Vec<(String,
     }
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| vec![("tls".to_string(), e.to_string())])?
-        .with_root_certificates(roots);
+        .map_err(|e| vec![("tls".to_string(), e.to_string())])?;
+    let builder = if pinned.is_empty() {
+        builder.with_root_certificates(roots)
+    } else {
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| vec![("tls.ca".to_string(), e.to_string())])?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedOrWebPki::new(webpki, pinned)))
+    };
     let config = match (&file.client_cert, &file.client_key) {
         (None, None) => Some(builder.with_no_client_auth()),
         (Some(cert), Some(key_file)) => match (certs(base, cert), key(base, key_file)) {

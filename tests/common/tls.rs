@@ -56,6 +56,24 @@ impl Pki {
         }
     }
 
+    /// A self-signed certificate that is also flagged as a CA (what `openssl req -x509`
+    /// makes), for names, written as files: the "pin the site's own cert" setup.
+    pub fn self_signed(&self, file: &str, names: &[&str]) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let cert_path = self.dir.path().join(format!("{file}.pem"));
+        let key_path = self.dir.path().join(format!("{file}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        Leaf {
+            cert: cert_path,
+            key: key_path,
+            der: cert.der().clone(),
+        }
+    }
+
     fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
         roots.add(self.ca.der().clone()).unwrap();
