@@ -1,17 +1,14 @@
 //! Micro-benchmarks of the per-request work that is ours: choosing a backend from the
 //! snapshot, and rewriting a request head. Run: `cargo bench --bench select`.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::HeaderValue;
-use splitgate::health::{now_ms, HealthRegistry};
+use splitgate::health::HealthRegistry;
 use splitgate::proxy::headers::{prepare_request, ClientInfo};
-use splitgate::routing::{sequence, Inputs, Routing};
-use splitgate::upstream::Upstream;
+use splitgate::routing::{sequence, Routing};
 
 fn routing() -> Routing {
     let text = r#"
@@ -31,17 +28,7 @@ fn routing() -> Routing {
         backends = ["127.0.0.1:5"]
     "#;
     let config = Arc::new(splitgate::config::parse(Path::new("bench"), text).expect("bench config"));
-    let registry = HealthRegistry::new();
-    let synced = registry.sync(&config);
-    let upstream = Arc::new(Upstream::plain(Duration::from_secs(1)));
-    Routing::build(Inputs {
-        generation: 1,
-        upstreams: vec![upstream; config.sites.len()],
-        config,
-        states: synced.states,
-        overrides: &HashMap::new(),
-        now_ms: now_ms(),
-    })
+    Routing::standalone(config, &HealthRegistry::new())
 }
 
 fn selection(c: &mut Criterion) {

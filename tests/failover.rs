@@ -24,8 +24,9 @@ fn site_healthy(proxy: &TestProxy, name: &str) -> bool {
     routing.sites.iter().any(|s| s.name == name && s.healthy)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_site_is_out_within_a_second_and_clients_see_no_error() {
+/// Two sites 50/50 under 8 looping clients; `fail` breaks site b half a second in.
+/// Returns how long until b was marked down, and what the clients saw.
+async fn outage(fail: impl FnOnce(&Backend), limit: Duration) -> (Option<Duration>, common::Tally) {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let proxy = TestProxy::start(&config(
         HEALTH,
@@ -34,10 +35,15 @@ async fn a_killed_site_is_out_within_a_second_and_clients_see_no_error() {
     .await;
     let load = Load::start(proxy.url("/"), 8);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    b.kill();
-    let marked = eventually(Duration::from_secs(5), || !site_healthy(&proxy, "b")).await;
+    fail(&b);
+    let marked = eventually(limit, || !site_healthy(&proxy, "b")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let tally = load.stop().await;
+    (marked, load.stop().await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_site_is_out_within_a_second_and_clients_see_no_error() {
+    let (marked, tally) = outage(Backend::kill, Duration::from_secs(5)).await;
     println!("killed site marked down after {marked:?}; {tally:?}");
     assert!(marked.expect("site b marked down") < Duration::from_secs(2));
     assert_eq!(tally.errors, 0, "{:?}", tally.error_samples);
@@ -46,18 +52,7 @@ async fn a_killed_site_is_out_within_a_second_and_clients_see_no_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_site_is_out_within_three_seconds_with_few_errors_and_bounded_waits() {
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let proxy = TestProxy::start(&config(
-        HEALTH,
-        &[site("a", 50, 0, &[a.addr]), site("b", 50, 0, &[b.addr])],
-    ))
-    .await;
-    let load = Load::start(proxy.url("/"), 8);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    b.set_hang(true);
-    let marked = eventually(Duration::from_secs(10), || !site_healthy(&proxy, "b")).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let tally = load.stop().await;
+    let (marked, tally) = outage(|b| b.set_hang(true), Duration::from_secs(10)).await;
     println!("hung site marked down after {marked:?}; {tally:?}");
     assert!(marked.expect("site b marked down") <= Duration::from_secs(4));
     let total = tally.ok + tally.errors;

@@ -55,7 +55,10 @@ impl Proxy {
             response.headers_mut().insert(header::ALLOW, allow);
             return Ok(response.map(|body| ResponseBody::new(body, None, None, in_flight)));
         }
-        let log = self.access_log.is_enabled().then(|| log_record(&request, &client));
+        let log = self
+            .access_log
+            .is_enabled()
+            .then(|| Box::new(log_record(&request, &client)));
         let (response, outcome) = self.try_backends(&routing, request, &client).await;
         let site = outcome.last_pick.map(|p| &routing.sites[p.site]);
         let counter = site.map(|s| s.metrics.response_bytes.clone());
@@ -65,11 +68,11 @@ impl Proxy {
             record.backend = outcome.last_pick.map(|p| routing.backend(p).authority.to_string());
             record.attempts = outcome.attempts;
             record.upstream_ms = outcome.upstream.map(|d| d.as_secs_f64() * 1000.0);
-            Box::new(PendingLog {
+            PendingLog {
                 record,
                 started,
                 sink: self.access_log.clone(),
-            })
+            }
         });
         Ok(response.map(|body| ResponseBody::new(body, counter, log, in_flight)))
     }

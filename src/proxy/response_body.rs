@@ -17,7 +17,7 @@ use crate::body::BoxError;
 
 /// An access-log record waiting for its response body to end.
 pub struct PendingLog {
-    pub record: Record,
+    pub record: Box<Record>,
     pub started: Instant,
     pub sink: AccessLog,
 }
@@ -29,7 +29,7 @@ pub struct ResponseBody {
     inner: Either<Incoming, Full<Bytes>>,
     bytes: u64,
     counter: Option<metrics::Counter>,
-    log: Option<Box<PendingLog>>,
+    log: Option<PendingLog>,
     /// The request counts as in flight (for the connection's timeouts) until this drops.
     in_flight: Option<InFlight>,
 }
@@ -38,7 +38,7 @@ impl ResponseBody {
     pub fn new(
         inner: Either<Incoming, Full<Bytes>>,
         counter: Option<metrics::Counter>,
-        log: Option<Box<PendingLog>>,
+        log: Option<PendingLog>,
         in_flight: InFlight,
     ) -> Self {
         ResponseBody {
@@ -60,10 +60,10 @@ impl ResponseBody {
                 mut record,
                 started,
                 sink,
-            } = *pending;
+            } = pending;
             record.bytes = self.bytes;
             record.total_ms = started.elapsed().as_secs_f64() * 1000.0;
-            sink.submit(Box::new(record));
+            sink.submit(record);
         }
     }
 }

@@ -162,6 +162,21 @@ impl Routing {
         }
     }
 
+    /// A first snapshot of `config` with the registry's health, no overrides and one
+    /// plain client for every site: for benches and tests, which need no control plane.
+    pub fn standalone(config: Arc<Config>, registry: &crate::health::HealthRegistry) -> Routing {
+        let synced = registry.sync(&config);
+        let upstream = Arc::new(Upstream::plain(std::time::Duration::from_secs(1)));
+        Routing::build(Inputs {
+            generation: 1,
+            upstreams: vec![upstream; config.sites.len()],
+            config,
+            states: synced.states,
+            overrides: &HashMap::new(),
+            now_ms: crate::health::now_ms(),
+        })
+    }
+
     /// The site clients of this snapshot, to rebuild it with the same pools.
     pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
         self.sites.iter().map(|s| s.upstream.clone()).collect()

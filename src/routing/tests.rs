@@ -1,7 +1,5 @@
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::*;
 use crate::health::HealthRegistry;
@@ -25,16 +23,7 @@ fn config(sites: &[(&str, u32, u32, usize)]) -> Arc<Config> {
 }
 
 fn routing(config: Arc<Config>, registry: &HealthRegistry) -> Routing {
-    let synced = registry.sync(&config);
-    let upstream = Arc::new(Upstream::plain(Duration::from_secs(1)));
-    Routing::build(Inputs {
-        generation: 1,
-        upstreams: vec![upstream; config.sites.len()],
-        config,
-        states: synced.states,
-        overrides: &HashMap::new(),
-        now_ms: crate::health::now_ms(),
-    })
+    Routing::standalone(config, registry)
 }
 
 fn tally(r: &Routing, n: usize) -> Vec<usize> {

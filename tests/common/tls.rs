@@ -45,15 +45,7 @@ impl Pki {
         let key = KeyPair::generate().unwrap();
         let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
-        let cert_path = self.dir.path().join(format!("{file}.pem"));
-        let key_path = self.dir.path().join(format!("{file}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        Leaf {
-            cert: cert_path,
-            key: key_path,
-            der: cert.der().clone(),
-        }
+        self.write(file, &cert, &key)
     }
 
     /// A self-signed certificate that is also flagged as a CA (what `openssl req -x509`
@@ -63,6 +55,11 @@ impl Pki {
         let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).unwrap();
+        self.write(file, &cert, &key)
+    }
+
+    /// Writes `file.pem` and `file.key` into the PKI's folder.
+    fn write(&self, file: &str, cert: &rcgen::Certificate, key: &KeyPair) -> Leaf {
         let cert_path = self.dir.path().join(format!("{file}.pem"));
         let key_path = self.dir.path().join(format!("{file}.key"));
         std::fs::write(&cert_path, cert.pem()).unwrap();
