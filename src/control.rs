@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::clock::now_ms;
 use crate::config::{Config, MAX_WEIGHT};
-use crate::health::{now_ms, spawn_prober, HealthRegistry};
+use crate::health::{spawn_prober, HealthRegistry};
 use crate::routing::{Inputs, Routing};
 use crate::telemetry;
-use crate::upstream::Upstream;
 
 /// How often a ramping (slow-start) site's weight is recomputed.
 const RAMP_TICK: Duration = Duration::from_millis(250);
@@ -39,17 +39,14 @@ impl Control {
         let synced = registry.sync(&config);
         let routing = Routing::build(Inputs {
             generation: 1,
-            upstreams: upstreams_for(&config, None),
             config: Arc::new(config),
-            states: synced.states,
+            backends: synced.backends,
             overrides: &HashMap::new(),
             now_ms: now_ms(),
         });
         telemetry::record_routing(&routing);
         let routing = Arc::new(ArcSwap::from_pointee(routing));
-        for (state, authority) in synced.added {
-            spawn_prober(state, authority, routing.clone());
-        }
+        synced.added.into_iter().for_each(spawn_prober);
         let control = Arc::new(Control {
             routing,
             registry,
@@ -87,18 +84,15 @@ impl Control {
         let generation = old.generation + 1;
         let routing = Routing::build(Inputs {
             generation,
-            upstreams: upstreams_for(&config, Some(&old)),
             config: Arc::new(config),
-            states: synced.states,
+            backends: synced.backends,
             overrides: &overrides,
             now_ms: now_ms(),
         });
         log_changes(&old, &routing);
         telemetry::record_routing(&routing);
         self.routing.store(Arc::new(routing));
-        for (state, authority) in synced.added {
-            spawn_prober(state, authority, self.routing.clone());
-        }
+        synced.added.into_iter().for_each(spawn_prober);
         generation
     }
 
@@ -134,8 +128,7 @@ impl Control {
         let routing = Routing::build(Inputs {
             generation: old.generation,
             config: old.config.clone(),
-            upstreams: old.upstreams(),
-            states: old.states(),
+            backends: old.backends(),
             overrides,
             now_ms: now_ms(),
         });
@@ -171,25 +164,6 @@ fn spawn_publisher(control: Weak<Control>, changes: Arc<tokio::sync::Notify>) {
             }
         }
     });
-}
-
-/// A client per site: plain sites share one; TLS sites keep their pool across a
-/// reload when their settings (and connect timeout) did not change.
-fn upstreams_for(config: &Config, old: Option<&Routing>) -> Vec<Arc<Upstream>> {
-    let connect = config.timeouts.connect;
-    let reusable = |tls| {
-        old.and_then(|o| o.sites.iter().find(|s| s.upstream.fits(connect, tls)))
-            .map(|s| s.upstream.clone())
-    };
-    let mut plain = reusable(None);
-    config
-        .sites
-        .iter()
-        .map(|site| match &site.tls {
-            None => plain.get_or_insert_with(|| Arc::new(Upstream::plain(connect))).clone(),
-            Some(tls) => reusable(Some(tls)).unwrap_or_else(|| Arc::new(Upstream::tls(connect, tls))),
-        })
-        .collect()
 }
 
 fn log_changes(old: &Routing, new: &Routing) {

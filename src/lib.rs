@@ -22,6 +22,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;

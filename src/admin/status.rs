@@ -63,7 +63,7 @@ pub fn status(routing: &Routing, last_reload: Option<LastReload>) -> Status {
                     .iter()
                     .map(|b| BackendStatus {
                         addr: b.authority.to_string(),
-                        healthy: b.state.is_healthy(),
+                        healthy: b.is_healthy(),
                     })
                     .collect(),
             })

@@ -1,11 +1,12 @@
-//! Backend health: live per-backend state (`state`), the registry that keeps it across
-//! reloads (`registry`), and the active prober (`prober`). Passive reports come from the
-//! proxy through `BackendState`'s `record_*` methods.
+//! Backends at run time: each one's runtime object (`backend`: address, pool, metrics,
+//! health), the registry that keeps them across reloads (`registry`), and the active
+//! prober (`prober`). Passive reports come from the proxy through `Backend`'s
+//! `record_*` methods.
 
+mod backend;
 mod prober;
 mod registry;
-mod state;
 
+pub use backend::Backend;
 pub use prober::spawn_prober;
 pub use registry::{HealthRegistry, Synced};
-pub use state::{now_ms, BackendState};

@@ -1,87 +1,95 @@
 //! The active health check: one task per backend for the whole process, sending
-//! `GET <path>` every `interval` (with jitter so probes spread out) and feeding the
-//! outcome to the backend's state. Probes go through the site's own client (so a TLS
-//! failure fails the check). Stops by itself when a reload retires the backend.
+//! `GET <path>` every `interval` (with jitter so probes spread out) on a connection of
+//! its own (so a kept-alive connection cannot hide a backend that stopped accepting new
+//! ones, and a TLS failure fails the check), and feeding the outcome to the backend.
+//! Also closes the pool's expired idle connections. Stops when the backend is retired.
 
 use std::collections::hash_map::RandomState;
+use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use http::uri::Authority;
-use http::{header, Method, Request, Uri};
+use http::uri::{PathAndQuery, Scheme};
+use http::{header, HeaderValue, Method, Request, Uri};
 
-use super::state::BackendState;
+use super::backend::Backend;
 use crate::body::RequestBody;
-use crate::routing::Routing;
-use crate::upstream::Upstream;
+use crate::clock::now_ms;
+use crate::upstream::{SendError, Sender};
 
-/// Starts probing `authority` right away (after a random fraction of one interval).
-pub fn spawn_prober(state: Arc<BackendState>, authority: Authority, routing: Arc<ArcSwap<Routing>>) {
+/// Starts probing `backend` right away (after a random fraction of one interval).
+pub fn spawn_prober(backend: Arc<Backend>) {
     tokio::spawn(async move {
-        let first = state.check.load().interval;
+        let first = backend.check.load().interval;
         tokio::time::sleep(first.mul_f64(random_fraction() * 0.5)).await;
-        while !state.is_retired() {
-            let check = state.check.load_full();
-            let upstream = routing
-                .load()
-                .sites
-                .iter()
-                .find(|s| s.name == state.site)
-                .map(|s| s.upstream.clone());
-            let (ok, reason) = match upstream {
-                Some(upstream) => probe(&upstream, &authority, &check.path, check.timeout).await,
-                None => (false, "site not in the running config".to_string()),
-            };
-            if state.is_retired() {
+        while !backend.is_retired() {
+            let check = backend.check.load_full();
+            let outcome = probe(&backend, &check.path, check.timeout).await;
+            if backend.is_retired() {
                 break;
             }
-            state.record_probe(ok, &reason);
+            match outcome {
+                Ok(status) => {
+                    let ok = status.is_success() || status.is_redirection();
+                    backend.record_probe(ok, &format_args!("health check answered {}", status.as_u16()));
+                }
+                Err(error) => backend.record_probe(false, &ProbeFailure(&error)),
+            }
+            backend.pool.close_expired();
             // +-10% so that probes of many backends drift apart instead of bunching.
             let spread = 0.9 + 0.2 * random_fraction();
             tokio::time::sleep(check.interval.mul_f64(spread)).await;
         }
-        tracing::debug!(site = %state.site, backend = %state.addr, "prober stopped");
+        tracing::debug!(site = %backend.site, backend = %backend.addr, "prober stopped");
     });
 }
 
-async fn probe(
-    upstream: &Upstream,
-    authority: &Authority,
-    path: &http::uri::PathAndQuery,
-    timeout: Duration,
-) -> (bool, String) {
-    let uri = Uri::builder()
-        .scheme(upstream.scheme())
-        .authority(authority.clone())
-        .path_and_query(path.clone())
-        .build();
-    let request = uri.map_err(|e| e.to_string()).and_then(|uri| {
-        Request::builder()
-            .method(Method::GET)
-            .uri(uri)
-            .header(header::USER_AGENT, "splitgate-health-check")
-            .body(RequestBody::empty())
-            .map_err(|e| e.to_string())
-    });
-    let request = match request {
-        Ok(request) => request,
-        Err(reason) => return (false, reason),
+struct ProbeFailure<'a>(&'a SendError);
+
+impl fmt::Display for ProbeFailure<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "health check failed: {}", self.0)
+    }
+}
+
+/// One probe: connect (within the connect timeout), send, wait for the status (within
+/// `timeout`); the connection closes afterwards.
+async fn probe(backend: &Backend, path: &PathAndQuery, timeout: Duration) -> Result<http::StatusCode, SendError> {
+    let sender = backend.pool.connect_fresh().await?;
+    let http2 = matches!(sender, Sender::Http2(_));
+    let mut request = Request::new(RequestBody::empty());
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = if http2 {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTPS);
+        uri.authority = Some(backend.authority.clone());
+        uri.path_and_query = Some(path.clone());
+        Uri::from_parts(uri).map_err(|e| SendError::Connect(Box::new(e)))?
+    } else {
+        Uri::from(path.clone())
     };
-    match upstream.send(request, timeout).await {
-        Ok(response) => {
-            let status = response.status();
-            let ok = status.is_success() || status.is_redirection();
-            (ok, format!("health check answered {}", status.as_u16()))
-        }
-        Err(e) => (false, format!("health check failed: {}", e.reason())),
+    let headers = request.headers_mut();
+    headers.insert(header::USER_AGENT, HeaderValue::from_static("splitgate-health-check"));
+    if !http2 {
+        let host = HeaderValue::from_str(backend.authority.as_str()).map_err(|e| SendError::Connect(Box::new(e)))?;
+        headers.insert(header::HOST, host);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let response = match sender {
+        Sender::Http1(mut sender) => tokio::time::timeout(timeout, sender.send_request(request)).await,
+        Sender::Http2(mut sender) => tokio::time::timeout(timeout, sender.send_request(request)).await,
+    };
+    match response {
+        Err(_) => Err(SendError::Timeout),
+        Ok(Err(e)) => Err(SendError::Failed(Box::new(e))),
+        Ok(Ok(response)) => Ok(response.status()),
     }
 }
 
 /// A number in [0, 1); std's per-instance random keys are enough for jitter.
 pub(crate) fn random_fraction() -> f64 {
     let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(crate::health::now_ms());
+    hasher.write_u64(now_ms());
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }

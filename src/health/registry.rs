@@ -1,30 +1,32 @@
-//! Every backend's live state, keyed by (site, address), kept across config snapshots:
-//! a reload reuses the state of backends that stay and retires the ones that go.
+//! Every backend's runtime object, keyed by (site, address, TLS settings), kept across
+//! config snapshots: a reload reuses the backends that stay (health, pool and all) and
+//! retires the ones that go, closing their connections. A site whose TLS settings
+//! change gets new backends, since its old connections were made under the old ones.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use http::uri::Authority;
 use tokio::sync::Notify;
 
-use super::state::BackendState;
+use super::backend::Backend;
 use crate::config::Config;
+use crate::upstream::{Connector, Pool};
 
-type Key = (String, String);
+type Key = (String, String, Option<u64>);
 
 #[derive(Default)]
 pub struct HealthRegistry {
     /// Written only by config applies (serialised by `Control`), never by requests.
-    states: Mutex<HashMap<Key, Arc<BackendState>>>,
+    backends: Mutex<HashMap<Key, Arc<Backend>>>,
     /// Notified on every health flip; the publisher waits on it.
     pub changes: Arc<Notify>,
 }
 
-/// States for a new config, aligned with `config.sites[i].backends[j]`.
+/// Backends for a new config, aligned with `config.sites[i].backends[j]`.
 pub struct Synced {
-    pub states: Vec<Vec<Arc<BackendState>>>,
+    pub backends: Vec<Vec<Arc<Backend>>>,
     /// Backends the registry had not seen: they need a prober.
-    pub added: Vec<(Arc<BackendState>, Authority)>,
+    pub added: Vec<Arc<Backend>>,
 }
 
 impl HealthRegistry {
@@ -32,38 +34,46 @@ impl HealthRegistry {
         Self::default()
     }
 
-    /// Matches the config's backends with live state: kept ones get the new probe
-    /// settings, new ones start healthy, removed ones are retired (their probers stop).
+    /// Matches the config's backends with live ones: kept ones get the new probe
+    /// settings and connect timeout, new ones start healthy, removed ones are retired.
     pub fn sync(&self, config: &Config) -> Synced {
-        let mut map = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut next: HashMap<Key, Arc<BackendState>> = HashMap::new();
+        let mut map = self.backends.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut next: HashMap<Key, Arc<Backend>> = HashMap::with_capacity(map.len());
         let mut added = Vec::new();
-        let states = config
+        let connect = config.timeouts.connect;
+        let backends = config
             .sites
             .iter()
             .map(|site| {
+                let fingerprint = site.tls.as_ref().map(|t| t.fingerprint);
+                let mut connector: Option<Arc<Connector>> = None;
                 site.backends
                     .iter()
                     .map(|backend| {
-                        let key = (site.name.clone(), backend.addr().to_string());
-                        let state = match map.remove(&key) {
-                            Some(state) => {
-                                state.check.store(Arc::new(site.health.clone()));
-                                state
+                        let key = (site.name.clone(), backend.addr().to_string(), fingerprint);
+                        let live = match map.remove(&key) {
+                            Some(live) => {
+                                live.check.store(Arc::new(site.health.clone()));
+                                live.pool.set_connect_timeout(connect);
+                                live
                             }
                             None => {
-                                let state = Arc::new(BackendState::new(
+                                let connector = connector
+                                    .get_or_insert_with(|| Connector::new(site.tls.as_ref()))
+                                    .clone();
+                                let pool = Pool::new(backend.authority.clone(), connector, connect);
+                                let live = Arc::new(Backend::new(
                                     &site.name,
-                                    backend.addr(),
+                                    pool,
                                     site.health.clone(),
                                     self.changes.clone(),
                                 ));
-                                added.push((state.clone(), backend.authority.clone()));
-                                state
+                                added.push(live.clone());
+                                live
                             }
                         };
-                        next.insert(key, state.clone());
-                        state
+                        next.insert(key, live.clone());
+                        live
                     })
                     .collect()
             })
@@ -72,14 +82,14 @@ impl HealthRegistry {
             gone.retire();
         }
         *map = next;
-        Synced { states, added }
+        Synced { backends, added }
     }
 
     /// Stops every prober (the process or an in-process server is going away).
     pub fn retire_all(&self) {
-        let map = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for state in map.values() {
-            state.retire();
+        let map = self.backends.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for backend in map.values() {
+            backend.retire();
         }
     }
 }

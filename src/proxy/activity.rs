@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::clock::now_ms;
 use crate::config::Timeouts;
-use crate::health::now_ms;
 
 /// Times are `now_ms` values.
 #[derive(Default)]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -21,11 +20,12 @@ use super::Proxy;
 use super::{InFlight, PendingLog, ResponseBody};
 use crate::access_log::Record;
 use crate::body::{Replay, RequestBody};
-use crate::health::now_ms;
-use crate::retry::{costs_budget, may_retry};
+use crate::clock::now_ms;
+use crate::health::Backend;
+use crate::retry::{costs_budget, is_idempotent, may_retry};
 use crate::routing::{Pick, Routing};
 use crate::telemetry;
-use crate::upstream::SendError;
+use crate::upstream::{Failure, Lease, SendError};
 
 /// Upper bound of `[retry].attempts`, so tried backends fit in a fixed array.
 const MAX_ATTEMPTS: usize = 10;
@@ -35,6 +35,8 @@ struct Outcome {
     last_pick: Option<Pick>,
     attempts: u32,
     upstream: Option<std::time::Duration>,
+    /// The upstream connection, back to its pool once the response body has ended.
+    lease: Option<Lease>,
 }
 
 impl Proxy {
@@ -59,13 +61,14 @@ impl Proxy {
             .access_log
             .is_enabled()
             .then(|| Box::new(log_record(&request, &client)));
-        let (response, outcome) = self.try_backends(&routing, request, &client).await;
+        let (response, mut outcome) = self.try_backends(&routing, request, &client).await;
+        let lease = outcome.lease.take();
         let site = outcome.last_pick.map(|p| &routing.sites[p.site]);
         let counter = site.map(|s| s.metrics.response_bytes.clone());
         let log = log.map(|mut record| {
             record.status = response.status().as_u16();
             record.site = site.map(|s| s.name.clone());
-            record.backend = outcome.last_pick.map(|p| routing.backend(p).authority.to_string());
+            record.backend = outcome.last_pick.map(|p| routing.backend(p).addr.clone());
             record.attempts = outcome.attempts;
             record.upstream_ms = outcome.upstream.map(|d| d.as_secs_f64() * 1000.0);
             PendingLog {
@@ -74,7 +77,7 @@ impl Proxy {
                 sink: self.access_log.clone(),
             }
         });
-        Ok(response.map(|body| ResponseBody::new(body, counter, log, in_flight)))
+        Ok(response.map(|body| ResponseBody::new(body, counter, log, in_flight).with_lease(lease)))
     }
 
     async fn try_backends(
@@ -94,18 +97,31 @@ impl Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let (mut body, replay) = split_body(body, attempts > 1);
+        let method = parts.method.clone();
+        let host = parts.headers.get(header::HOST).cloned();
+        let (body, replay) = split_body(body, attempts > 1);
         let body_was_empty = replay.is_none();
+        // A request that never left comes back whole from the pool; only a retry after
+        // it left (idempotent, body replayable) needs the headers again.
+        let mut spare = (attempts > 1 && is_idempotent(&method) && (body_was_empty || replay.is_some()))
+            .then(|| parts.headers.clone());
+        parts.uri = Uri::from(path.clone());
+        parts.extensions = http::Extensions::new();
+        let mut pending = Some(Request::from_parts(parts, body));
 
         let mut tried = [Pick { site: 0, backend: 0 }; MAX_ATTEMPTS];
         let mut outcome = Outcome {
             last_pick: None,
             attempts: 0,
             upstream: None,
+            lease: None,
         };
         let mut last_error: Option<SendError> = None;
         for attempt in 0..attempts {
             let Some(pick) = routing.pick(&tried[..attempt]) else {
+                break;
+            };
+            let Some(mut request) = pending.take() else {
                 break;
             };
             tried[attempt] = pick;
@@ -113,76 +129,63 @@ impl Proxy {
             outcome.attempts += 1;
             let (site, backend) = (&routing.sites[pick.site], routing.backend(pick));
             let last_try = attempt + 1 == attempts;
-            let mut headers = if last_try {
-                std::mem::take(&mut parts.headers)
-            } else {
-                parts.headers.clone()
-            };
-            if site.upstream.is_http2() {
-                // HTTP/2 carries the host in :authority, which the pooled client sets
-                // to the backend's address; a differing Host header would contradict
-                // it (RFC 9113 8.3.1). The client's host stays in X-Forwarded-Host.
-                headers.remove(header::HOST);
-            }
-            let request = upstream_request(&parts, site.upstream.scheme(), &backend.authority, &path, headers, body);
+            fit_request(&mut request, backend, host.as_ref(), &path);
             let sent = Instant::now();
-            match site.upstream.send(request, routing.config.timeouts.response).await {
-                Ok(mut response) => {
+            match backend.pool.send(request, routing.config.timeouts.response).await {
+                Ok((mut response, lease)) => {
                     let waited = sent.elapsed();
                     outcome.upstream = Some(waited);
                     site.metrics.upstream_latency.record(waited.as_secs_f64());
-                    backend.state.record_response(response.status());
-                    backend.state.metrics.record(&parts.method, response.status());
+                    backend.record_response(response.status());
+                    backend.metrics.record(&method, response.status());
                     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
                     if let (true, Some(client_side)) = (switching, client_upgrade) {
                         let backend_side = hyper::upgrade::on(&mut response);
                         spawn_tunnel(client_side, backend_side, self.tracker.token());
                     }
+                    // A connection taken over by an upgrade never returns to the pool.
+                    outcome.lease = lease.filter(|_| !switching);
                     prepare_response(response.headers_mut(), switching);
                     return (response.map(Either::Left), outcome);
                 }
-                Err(error) => {
-                    let reason = error.reason();
+                Err(Failure { error, request: back }) => {
                     match &error {
                         SendError::Connect(_) => {
                             site.metrics.connect_errors.increment(1);
-                            backend.state.record_connect_failure(&reason);
+                            backend.record_connect_failure(&error);
                         }
                         SendError::ClientBody(_) => {}
-                        SendError::Timeout | SendError::Failed(_) => backend.state.record_request_failure(&reason),
+                        SendError::Timeout | SendError::Failed(_) => backend.record_request_failure(&error),
                     }
-                    let again = if body_was_empty {
-                        Some(RequestBody::empty())
-                    } else {
-                        replay.as_ref().and_then(Replay::again)
-                    };
+                    let next = back.or_else(|| {
+                        let body = if body_was_empty {
+                            RequestBody::empty()
+                        } else {
+                            replay.as_ref().and_then(Replay::again)?
+                        };
+                        let headers = if last_try { spare.take()? } else { spare.clone()? };
+                        Some(rebuild(&method, &path, headers, body))
+                    });
                     let allowed = !last_try
-                        && may_retry(&parts.method, &error, again.is_some())
+                        && may_retry(&method, &error, next.is_some())
                         && (!costs_budget(&error)
                             || self.budget.try_spend(now_ms(), retry.budget, retry.min_per_second));
-                    tracing::debug!(site = %site.name, backend = %backend.authority, %reason, retry = allowed, "try failed");
-                    match again {
-                        Some(next) if allowed => {
-                            telemetry::record_retry(retry_reason(&error));
-                            body = next;
-                            last_error = Some(error);
-                        }
-                        _ => {
-                            last_error = Some(error);
-                            break;
-                        }
+                    tracing::debug!(site = %site.name, backend = %backend.authority, reason = %error, retry = allowed, "try failed");
+                    if allowed {
+                        telemetry::record_retry(error.kind());
+                        pending = next;
+                        last_error = Some(error);
+                    } else {
+                        last_error = Some(error);
+                        break;
                     }
                 }
             }
         }
-        let response = failure_response(last_error.as_ref(), &parts.method, &path);
+        let response = failure_response(last_error.as_ref(), &method, &path);
         match outcome.last_pick {
-            Some(pick) => routing
-                .backend(pick)
-                .state
-                .metrics
-                .record(&parts.method, response.status()),
-            None => telemetry::record_unrouted(&parts.method),
+            Some(pick) => routing.backend(pick).metrics.record(&method, response.status()),
+            None => telemetry::record_unrouted(&method),
         }
         (response, outcome)
     }
@@ -217,15 +220,6 @@ fn log_record(request: &Request<Incoming>, client: &ClientInfo) -> Record {
     }
 }
 
-fn retry_reason(error: &SendError) -> &'static str {
-    match error {
-        SendError::Connect(_) => "connect",
-        SendError::Timeout => "timeout",
-        SendError::Failed(_) => "reset",
-        SendError::ClientBody(_) => "client",
-    }
-}
-
 /// The body for the first try, and a handle to replay it when retries are possible.
 fn split_body(body: Incoming, may_retry: bool) -> (RequestBody, Option<Replay>) {
     if body.is_end_stream() {
@@ -238,21 +232,40 @@ fn split_body(body: Incoming, may_retry: bool) -> (RequestBody, Option<Replay>) 
     }
 }
 
-fn upstream_request(
-    parts: &Parts,
-    scheme: Scheme,
-    authority: &Authority,
-    path: &PathAndQuery,
-    headers: HeaderMap,
-    body: RequestBody,
-) -> Request<RequestBody> {
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(scheme);
-    uri.authority = Some(authority.clone());
-    uri.path_and_query = Some(path.clone());
+/// Addresses one try to its backend: HTTP/1.1 gets the origin-form path and keeps the
+/// client's Host (the backend's address when the client sent none); HTTP/2 carries the
+/// client's host in `:authority` instead of a Host header (RFC 9113 8.3.1).
+fn fit_request(request: &mut Request<RequestBody>, backend: &Backend, host: Option<&HeaderValue>, path: &PathAndQuery) {
+    if backend.pool.connector().is_http2() {
+        let authority = host
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            .unwrap_or_else(|| backend.authority.clone());
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTPS);
+        uri.authority = Some(authority);
+        uri.path_and_query = Some(path.clone());
+        *request.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
+        request.headers_mut().remove(header::HOST);
+        return;
+    }
+    if request.uri().scheme().is_some() {
+        *request.uri_mut() = Uri::from(path.clone());
+    }
+    if !request.headers().contains_key(header::HOST) {
+        let host = host
+            .cloned()
+            .or_else(|| HeaderValue::from_str(backend.authority.as_str()).ok());
+        if let Some(host) = host {
+            request.headers_mut().insert(header::HOST, host);
+        }
+    }
+}
+
+/// The request again, for a retry after the first one left.
+fn rebuild(method: &Method, path: &PathAndQuery, headers: HeaderMap, body: RequestBody) -> Request<RequestBody> {
     let mut request = Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = Uri::from(path.clone());
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     request
@@ -272,7 +285,7 @@ fn failure_response(
     };
     if let Some(suppressed) = telemetry::FAILURE_LOGS.allow(now_ms()) {
         tracing::warn!(%method, path = path.path(), status = status.as_u16(),
-            reason = error.map(SendError::reason).unwrap_or_default(), suppressed, "request failed");
+            reason = error.map(tracing::field::display), suppressed, "request failed");
     }
     text_response(status, text)
 }

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use super::activity::InFlight;
 use crate::access_log::{AccessLog, Record};
 use crate::body::BoxError;
+use crate::upstream::Lease;
 
 /// An access-log record waiting for its response body to end.
 pub struct PendingLog {
@@ -32,6 +33,8 @@ pub struct ResponseBody {
     log: Option<PendingLog>,
     /// The request counts as in flight (for the connection's timeouts) until this drops.
     in_flight: Option<InFlight>,
+    /// The upstream connection: back to its pool when the body ended cleanly.
+    lease: Option<Lease>,
 }
 
 impl ResponseBody {
@@ -47,10 +50,22 @@ impl ResponseBody {
             counter,
             log,
             in_flight: Some(in_flight),
+            lease: None,
         }
     }
 
-    fn finish(&mut self) {
+    pub fn with_lease(mut self, lease: Option<Lease>) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// `ended`: the body was read to its end, so its connection can be reused.
+    fn finish(&mut self, ended: bool) {
+        if let Some(lease) = self.lease.take() {
+            if ended || self.inner.is_end_stream() {
+                lease.release();
+            }
+        }
         self.in_flight = None;
         if let Some(counter) = self.counter.take() {
             counter.increment(self.bytes);
@@ -79,7 +94,11 @@ impl Body for ResponseBody {
                     self.bytes += data.len() as u64;
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => {
+                self.lease = None;
+                self.finish(false);
+            }
             Poll::Pending => {}
         }
         polled
@@ -96,6 +115,6 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        self.finish();
+        self.finish(false);
     }
 }

@@ -8,12 +8,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use http::uri::Authority;
-
 use crate::config::Config;
-use crate::health::BackendState;
+use crate::health::Backend;
 use crate::telemetry::SiteMetrics;
-use crate::upstream::Upstream;
 
 pub use swrr::sequence;
 
@@ -51,18 +48,12 @@ pub struct SiteRoute {
     pub effective_weight: u32,
     /// True while slow start is still ramping this site up.
     pub ramping: bool,
-    pub backends: Vec<BackendRoute>,
+    /// The backends' runtime objects (health, pool, metrics), owned by the registry.
+    pub backends: Vec<Arc<Backend>>,
     /// Indices of the backends that take requests (the healthy ones; all in panic mode).
     usable: Vec<u16>,
     next: AtomicUsize,
     pub metrics: SiteMetrics,
-    /// The pooled client for this site's backends (shared by plain sites).
-    pub upstream: Arc<Upstream>,
-}
-
-pub struct BackendRoute {
-    pub authority: Authority,
-    pub state: Arc<BackendState>,
 }
 
 /// A chosen backend: its site index and position, so retries can avoid it.
@@ -83,9 +74,8 @@ impl SiteRoute {
 pub struct Inputs<'a> {
     pub generation: u64,
     pub config: Arc<Config>,
-    /// One client per site, aligned with `config.sites`.
-    pub upstreams: Vec<Arc<Upstream>>,
-    pub states: Vec<Vec<Arc<BackendState>>>,
+    /// Live backends, aligned with `config.sites[i].backends[j]`.
+    pub backends: Vec<Vec<Arc<Backend>>>,
     pub overrides: &'a HashMap<String, u32>,
     pub now_ms: u64,
 }
@@ -96,20 +86,10 @@ impl Routing {
             .config
             .sites
             .iter()
-            .zip(inputs.states)
-            .zip(inputs.upstreams)
-            .map(|((site, states), upstream)| {
-                let backends: Vec<BackendRoute> = site
-                    .backends
-                    .iter()
-                    .zip(states)
-                    .map(|(b, state)| BackendRoute {
-                        authority: b.authority.clone(),
-                        state,
-                    })
-                    .collect();
+            .zip(inputs.backends)
+            .map(|(site, backends)| {
                 let usable: Vec<u16> = (0..backends.len() as u16)
-                    .filter(|&i| backends[i as usize].state.is_healthy())
+                    .filter(|&i| backends[i as usize].is_healthy())
                     .collect();
                 let weight_override = inputs.overrides.get(&site.name).copied();
                 let weight = weight_override.unwrap_or(site.weight);
@@ -131,7 +111,6 @@ impl Routing {
                     usable,
                     next: AtomicUsize::new(0),
                     metrics: SiteMetrics::new(&site.name),
-                    upstream,
                 }
             })
             .collect();
@@ -162,39 +141,29 @@ impl Routing {
         }
     }
 
-    /// A first snapshot of `config` with the registry's health, no overrides and one
-    /// plain client for every site: for benches and tests, which need no control plane.
+    /// A first snapshot of `config` with the registry's backends and no overrides: for
+    /// benches and tests, which need no control plane.
     pub fn standalone(config: Arc<Config>, registry: &crate::health::HealthRegistry) -> Routing {
         let synced = registry.sync(&config);
-        let upstream = Arc::new(Upstream::plain(std::time::Duration::from_secs(1)));
         Routing::build(Inputs {
             generation: 1,
-            upstreams: vec![upstream; config.sites.len()],
             config,
-            states: synced.states,
+            backends: synced.backends,
             overrides: &HashMap::new(),
-            now_ms: crate::health::now_ms(),
+            now_ms: crate::clock::now_ms(),
         })
     }
 
-    /// The site clients of this snapshot, to rebuild it with the same pools.
-    pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
-        self.sites.iter().map(|s| s.upstream.clone()).collect()
-    }
-
-    /// The live states of this snapshot, to rebuild it after a health or weight change.
-    pub fn states(&self) -> Vec<Vec<Arc<BackendState>>> {
-        self.sites
-            .iter()
-            .map(|s| s.backends.iter().map(|b| b.state.clone()).collect())
-            .collect()
+    /// The live backends of this snapshot, to rebuild it after a health or weight change.
+    pub fn backends(&self) -> Vec<Vec<Arc<Backend>>> {
+        self.sites.iter().map(|s| s.backends.clone()).collect()
     }
 
     pub fn is_ramping(&self) -> bool {
         self.sites.iter().any(|s| s.ramping)
     }
 
-    pub fn backend(&self, pick: Pick) -> &BackendRoute {
+    pub fn backend(&self, pick: Pick) -> &Arc<Backend> {
         &self.sites[pick.site].backends[pick.backend]
     }
 
@@ -225,7 +194,7 @@ impl Routing {
         order.into_iter().find_map(|site| {
             (0..self.sites[site].backends.len())
                 .map(|backend| Pick { site, backend })
-                .find(|p| !tried.contains(p) && (!healthy_only || self.backend(*p).state.is_healthy()))
+                .find(|p| !tried.contains(p) && (!healthy_only || self.backend(*p).is_healthy()))
         })
     }
 }
@@ -248,13 +217,13 @@ impl SiteRoute {
 
 /// A site recovering from an outage ramps from small to full weight over `window`,
 /// measured from when its earliest healthy backend came up. 1.0 = full weight.
-fn slow_start_factor(backends: &[BackendRoute], usable: &[u16], window: std::time::Duration, now_ms: u64) -> f64 {
+fn slow_start_factor(backends: &[Arc<Backend>], usable: &[u16], window: std::time::Duration, now_ms: u64) -> f64 {
     if window.is_zero() || usable.is_empty() {
         return 1.0;
     }
     let up_since = usable
         .iter()
-        .map(|&i| backends[i as usize].state.up_since_ms())
+        .map(|&i| backends[i as usize].up_since_ms())
         .min()
         .unwrap_or(0);
     if up_since == 0 {

@@ -69,7 +69,7 @@ fn a_dead_tier_fails_over_to_the_standby_tier() {
     let cfg = config(&[("a", 1, 0, 1), ("b", 1, 0, 1), ("dr", 1, 1, 1)]);
     let first = routing(cfg.clone(), &registry);
     for site in &first.sites[..2] {
-        site.backends[0].state.record_connect_failure("refused");
+        site.backends[0].record_connect_failure(&"refused");
     }
     let r = routing(cfg, &registry);
     assert_eq!(r.mode, Mode::Normal { priority: 1 });
@@ -81,7 +81,7 @@ fn with_nothing_healthy_the_lowest_tier_is_tried_anyway() {
     let registry = HealthRegistry::new();
     let cfg = config(&[("a", 1, 0, 1), ("dr", 1, 1, 1)]);
     for site in &routing(cfg.clone(), &registry).sites {
-        site.backends[0].state.record_connect_failure("refused");
+        site.backends[0].record_connect_failure(&"refused");
     }
     let r = routing(cfg, &registry);
     assert_eq!(r.mode, Mode::Panic { priority: 0 });
@@ -135,7 +135,7 @@ fn many_threads_picking_at_once_keep_the_split_exact() {
 fn a_recovered_site_ramps_up_during_slow_start() {
     let registry = HealthRegistry::new();
     let cfg = config(&[("a", 100, 0, 1), ("b", 100, 0, 1)]);
-    let b = routing(cfg.clone(), &registry).sites[1].backends[0].state.clone();
+    let b = routing(cfg.clone(), &registry).sites[1].backends[0].clone();
     b.record_connect_failure("refused");
     b.record_probe(true, "ok");
     b.record_probe(true, "ok");

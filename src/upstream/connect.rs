@@ -1,84 +1,187 @@
-//! Connector layers around hyper-util's `HttpConnector`: `CountingConnector` keeps
-//! the `splitgate_upstream_connections` gauge (TLS layers on top, so plain and HTTPS
-//! connections are both counted), and `Deadline` bounds a whole connect, TLS
-//! handshake included, by `[timeouts].connect`.
+//! Opening one connection to a backend: TCP (no Nagle, keep-alive probes, quick ACKs),
+//! TLS with the site's settings when it has them, then the HTTP/1.1 or HTTP/2
+//! handshake, all within `[timeouts].connect`. Counts open connections in the
+//! `splitgate_upstream_connections` gauge. Knows nothing of pools or health.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use http::uri::Authority;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics::Gauge;
-use tower_service::Service;
+use rustls::pki_types::ServerName;
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
-#[derive(Clone)]
-pub struct CountingConnector {
-    inner: HttpConnector,
+use super::SendError;
+use crate::body::RequestBody;
+use crate::config::SiteTls;
+
+/// Largest read buffer of one upstream HTTP/1 connection: bounds the memory of a
+/// streamed response per connection (hyper's default grows to ~400 KB).
+const READ_BUFFER: usize = 64 * 1024;
+
+/// How a site's backends are reached; shared by all backends of the site.
+pub struct Connector {
+    tls: Option<TlsSettings>,
+    http2: bool,
     open: Gauge,
 }
 
-impl CountingConnector {
-    pub fn new(inner: HttpConnector) -> Self {
-        CountingConnector {
-            inner,
+struct TlsSettings {
+    connector: TlsConnector,
+    /// SNI and verified name; `None` = the backend's host.
+    server_name: Option<ServerName<'static>>,
+}
+
+/// A request sender on one open connection.
+pub(crate) enum Sender {
+    Http1(http1::SendRequest<RequestBody>),
+    Http2(http2::SendRequest<RequestBody>),
+}
+
+impl Connector {
+    pub fn new(tls: Option<&SiteTls>) -> Arc<Connector> {
+        let settings = tls.map(|tls| {
+            let mut config = (*tls.client).clone();
+            config.alpn_protocols = vec![if tls.http2 {
+                b"h2".to_vec()
+            } else {
+                b"http/1.1".to_vec()
+            }];
+            TlsSettings {
+                connector: TlsConnector::from(Arc::new(config)),
+                server_name: tls
+                    .server_name
+                    .as_ref()
+                    .and_then(|name| ServerName::try_from(name.clone()).ok()),
+            }
+        });
+        Arc::new(Connector {
+            tls: settings,
+            http2: tls.is_some_and(|t| t.http2),
             open: metrics::gauge!("splitgate_upstream_connections"),
+        })
+    }
+
+    pub fn is_http2(&self) -> bool {
+        self.http2
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Connects and handshakes within `limit`; the connection's task is spawned on the
+    /// current runtime and ends when the connection closes.
+    pub(crate) async fn connect(&self, authority: &Authority, limit: Duration) -> Result<Sender, SendError> {
+        match tokio::time::timeout(limit, self.open_connection(authority)).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError::Connect(
+                format!("connect (TCP and TLS) took longer than {limit:?}").into(),
+            )),
+        }
+    }
+
+    async fn open_connection(&self, authority: &Authority) -> Result<Sender, SendError> {
+        let tcp = TcpStream::connect(authority.as_str())
+            .await
+            .map_err(|e| SendError::Connect(Box::new(e)))?;
+        let socket = SockRef::from(&tcp);
+        let _ = socket.set_tcp_nodelay(true);
+        let _ = socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(Duration::from_secs(60)));
+        let _ = socket.set_tcp_quickack(true);
+        self.open.increment(1.0);
+        let conn = Conn {
+            tcp,
+            open: self.open.clone(),
+        };
+        match &self.tls {
+            None => handshake(conn, false).await,
+            Some(tls) => {
+                let name = match &tls.server_name {
+                    Some(name) => name.clone(),
+                    None => ServerName::try_from(authority.host().trim_matches(['[', ']']).to_string())
+                        .map_err(|e| SendError::Connect(Box::new(e)))?,
+                };
+                let stream = tls
+                    .connector
+                    .connect(name, conn)
+                    .await
+                    .map_err(|e| SendError::Connect(Box::new(e)))?;
+                handshake(stream, self.http2).await
+            }
         }
     }
 }
 
-/// A connection that lowers the gauge when it closes.
-pub struct Counted<T> {
-    inner: T,
+async fn handshake<S>(io: S, http2: bool) -> Result<Sender, SendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    if http2 {
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        Ok(Sender::Http2(sender))
+    } else {
+        let (sender, connection) = http1::Builder::new()
+            .max_buf_size(READ_BUFFER)
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(Sender::Http1(sender))
+    }
+}
+
+/// A TCP connection to a backend that lowers the gauge when it closes and asks the
+/// kernel for an immediate ACK whenever it waits for more bytes: a backend that keeps
+/// Nagle's algorithm on and writes a response in two parts would otherwise hold its
+/// second part until our delayed ACK (~40 ms). The kernel clears the quick-ACK mode on
+/// its own, hence the re-arm on every wait.
+struct Conn {
+    tcp: TcpStream,
     open: Gauge,
 }
 
-impl<T> Drop for Counted<T> {
+impl Drop for Conn {
     fn drop(&mut self) {
         self.open.decrement(1.0);
     }
 }
 
-type Connecting<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
-impl Service<Uri> for CountingConnector {
-    type Response = Counted<<HttpConnector as Service<Uri>>::Response>;
-    type Error = <HttpConnector as Service<Uri>>::Error;
-    type Future = Connecting<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let open = self.open.clone();
-        Box::pin(async move {
-            let inner = connecting.await?;
-            open.increment(1.0);
-            Ok(Counted { inner, open })
-        })
+impl AsyncRead for Conn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if polled.is_pending() {
+            let _ = SockRef::from(&self.tcp).set_tcp_quickack(true);
+        }
+        polled
     }
 }
 
-impl<T: Connection> Connection for Counted<T> {
-    fn connected(&self) -> Connected {
-        self.inner.connected()
-    }
-}
-
-impl<T: Read + Unpin> Read for Counted<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: Write + Unpin> Write for Counted<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+impl AsyncWrite for Conn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, data)
     }
 
     fn poll_write_vectored(
@@ -86,59 +189,18 @@ impl<T: Write + Unpin> Write for Counted<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.tcp.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(&mut self.tcp).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Fails a connect (TCP and TLS together) that takes longer than the deadline, as a
-/// connect error, so it is retried and taken out like a refused connection.
-#[derive(Clone)]
-pub struct Deadline<C> {
-    inner: C,
-    limit: Duration,
-}
-
-impl<C> Deadline<C> {
-    pub fn new(inner: C, limit: Duration) -> Self {
-        Deadline { inner, limit }
-    }
-}
-
-impl<C> Service<Uri> for Deadline<C>
-where
-    C: Service<Uri>,
-    C::Future: Send + 'static,
-    C::Response: Send + 'static,
-    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Response = C::Response;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = Connecting<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let limit = self.limit;
-        Box::pin(async move {
-            match tokio::time::timeout(limit, connecting).await {
-                Ok(result) => result.map_err(Into::into),
-                Err(_) => Err(format!("connect (TCP and TLS) took longer than {limit:?}").into()),
-            }
-        })
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }

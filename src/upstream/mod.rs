@@ -1,168 +1,52 @@
-//! Connections to backends: pooled clients (keep-alive per backend) behind a small
-//! interface: plain HTTP/1.1, or HTTPS with the site's TLS settings (HTTP/1.1 or h2 by
-//! ALPN, session resumption through the shared rustls config). Classifies failures
-//! into what the retry rules need to know.
-
-use std::sync::atomic::Ordering;
-use std::time::Duration;
-
-use http::uri::Scheme;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::pki_types::ServerName;
+//! Connections to backends: one `Pool` per backend over hyper's connection-level client
+//! (`connect`: TCP, TLS, HTTP/1.1 or h2 by the site's settings; `pool`: idle lists and
+//! the shared h2 connection). Failures are typed (`SendError`: what the retry rules
+//! need, plus the source), and formatted only when someone logs them.
 
 mod connect;
+mod pool;
 
-use connect::{CountingConnector, Deadline};
+use std::fmt;
 
-use crate::body::RequestBody;
-use crate::config::SiteTls;
+pub use connect::Connector;
+pub(crate) use connect::Sender;
+pub use pool::{Failure, Lease, Pool};
+
+use crate::body::BoxError;
 
 /// Why a try failed, in the terms the retry rules use.
 #[derive(Debug)]
 pub enum SendError {
-    /// No connection could be made: nothing of the request reached the backend.
-    Connect(String),
+    /// No connection could be made, or the request was not sent: nothing of it reached
+    /// the backend.
+    Connect(BoxError),
     /// No response headers within the per-try response timeout.
     Timeout,
     /// The connection broke after the request may have been (partly) sent.
-    Failed(String),
+    Failed(BoxError),
     /// The client's request body failed (reset, malformed): not the backend's fault.
-    ClientBody(String),
+    ClientBody(BoxError),
 }
 
 impl SendError {
-    pub fn reason(&self) -> String {
+    /// A short label for metrics and the retry counter.
+    pub fn kind(&self) -> &'static str {
         match self {
-            SendError::Connect(reason) | SendError::Failed(reason) | SendError::ClientBody(reason) => reason.clone(),
-            SendError::Timeout => "timed out waiting for response headers".to_string(),
+            SendError::Connect(_) => "connect",
+            SendError::Timeout => "timeout",
+            SendError::Failed(_) => "reset",
+            SendError::ClientBody(_) => "client",
         }
     }
 }
 
-pub struct Upstream {
-    client: Connector,
-    connect_timeout: Duration,
-    /// Identifies the TLS settings (None = plain), to reuse the pool across reloads.
-    tls_fingerprint: Option<u64>,
-    /// HTTP/2 to the backends (h2 by ALPN).
-    http2: bool,
-}
-
-enum Connector {
-    Plain(Client<CountingConnector, RequestBody>),
-    Tls(Client<Deadline<HttpsConnector<CountingConnector>>, RequestBody>),
-}
-
-fn tcp(connect_timeout: Duration, tls: bool) -> CountingConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    connector.enforce_http(!tls);
-    CountingConnector::new(connector)
-}
-
-fn client_builder() -> hyper_util::client::legacy::Builder {
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90));
-    builder
-}
-
-impl Upstream {
-    /// Plain HTTP/1.1 to the backends.
-    pub fn plain(connect_timeout: Duration) -> Self {
-        Upstream {
-            client: Connector::Plain(client_builder().build(tcp(connect_timeout, false))),
-            connect_timeout,
-            tls_fingerprint: None,
-            http2: false,
-        }
-    }
-
-    /// HTTPS to the backends with the site's TLS settings.
-    pub fn tls(connect_timeout: Duration, tls: &SiteTls) -> Self {
-        let tcp = tcp(connect_timeout, true);
-        let builder = HttpsConnectorBuilder::new()
-            .with_tls_config((*tls.client).clone())
-            .https_only();
-        let builder = match &tls.server_name {
-            Some(name) => match ServerName::try_from(name.clone()) {
-                Ok(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
-                Err(_) => builder,
-            },
-            None => builder,
-        };
-        let connector = if tls.http2 {
-            builder.enable_http2().wrap_connector(tcp)
-        } else {
-            builder.enable_http1().wrap_connector(tcp)
-        };
-        let connector = Deadline::new(connector, connect_timeout);
-        let mut client = client_builder();
-        client.http2_only(tls.http2);
-        Upstream {
-            client: Connector::Tls(client.build(connector)),
-            connect_timeout,
-            tls_fingerprint: Some(tls.fingerprint),
-            http2: tls.http2,
-        }
-    }
-
-    /// True when this client can serve a site with these settings (pool reuse).
-    pub fn fits(&self, connect_timeout: Duration, tls: Option<&SiteTls>) -> bool {
-        self.connect_timeout == connect_timeout && self.tls_fingerprint == tls.map(|t| t.fingerprint)
-    }
-
-    pub fn is_http2(&self) -> bool {
-        self.http2
-    }
-
-    pub fn scheme(&self) -> Scheme {
-        match self.client {
-            Connector::Plain(_) => Scheme::HTTP,
-            Connector::Tls(_) => Scheme::HTTPS,
-        }
-    }
-
-    /// Sends one try; `request` carries an absolute-form URI naming the backend. The
-    /// `timeout` runs from the moment the request (body included) was sent in full
-    /// until the response headers arrive: a slow upload is not a slow backend.
-    pub async fn send(
-        &self,
-        request: Request<RequestBody>,
-        timeout: Duration,
-    ) -> Result<Response<Incoming>, SendError> {
-        let progress = request.body().progress();
-        let response = match &self.client {
-            Connector::Plain(client) => client.request(request),
-            Connector::Tls(client) => client.request(request),
-        };
-        let result = match &progress {
-            None => tokio::time::timeout(timeout, response).await,
-            Some(progress) => {
-                tokio::pin!(response);
-                tokio::select! {
-                    result = &mut response => Ok(result),
-                    _ = progress.sent.notified() => tokio::time::timeout(timeout, response).await,
-                }
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Connect(e) | SendError::Failed(e) | SendError::ClientBody(e) => {
+                f.write_str(&error_chain(e.as_ref()))
             }
-        };
-        match result {
-            Err(_) => Err(SendError::Timeout),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) if progress.is_some_and(|p| p.client_failed.load(Ordering::Acquire)) => {
-                Err(SendError::ClientBody(error_chain(&e)))
-            }
-            Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(error_chain(&e))),
-            Ok(Err(e)) => Err(SendError::Failed(error_chain(&e))),
+            SendError::Timeout => f.write_str("timed out waiting for response headers"),
         }
     }
 }

@@ -1,22 +1,21 @@
-//! Live health of one backend: up/down with fall/rise hysteresis, fed by active probes
-//! and by live traffic. Outlives config snapshots; the request path only reads a flag
-//! and reports outcomes, and never waits on a prober.
+//! One backend's runtime object: its address, its connection pool, its metric handles
+//! and its live health (up/down with fall/rise hysteresis, fed by active probes and by
+//! live traffic). Owned by the registry, outlives config snapshots, reached from the
+//! snapshot by index; the request path only reads a flag and reports outcomes.
 
+use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::uri::Authority;
 use tokio::sync::Notify;
 
+use crate::clock::now_ms;
 use crate::config::HealthCheck;
 use crate::telemetry::BackendMetrics;
-
-/// Milliseconds since the process started; 0 never occurs after startup.
-pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
-}
+use crate::upstream::Pool;
 
 /// Consecutive outcomes since the last flip, for fall/rise.
 #[derive(Default)]
@@ -25,9 +24,12 @@ struct Streak {
     successes: u32,
 }
 
-pub struct BackendState {
+pub struct Backend {
     pub site: String,
     pub addr: String,
+    pub authority: Authority,
+    /// Connections to this backend; closed when the backend leaves the config.
+    pub pool: Pool,
     healthy: AtomicBool,
     streak: Mutex<Streak>,
     /// When the backend last came up (ms, `now_ms`); 0 = up since startup (no slow start).
@@ -45,12 +47,16 @@ pub struct BackendState {
     pub metrics: BackendMetrics,
 }
 
-impl BackendState {
+impl Backend {
     /// A new backend starts healthy (as in NGINX and HAProxy) and is probed at once.
-    pub fn new(site: &str, addr: &str, check: HealthCheck, changes: Arc<Notify>) -> Self {
-        BackendState {
+    pub fn new(site: &str, pool: Pool, check: HealthCheck, changes: Arc<Notify>) -> Self {
+        let authority = pool.authority().clone();
+        let addr = authority.as_str();
+        Backend {
             site: site.to_string(),
             addr: addr.to_string(),
+            authority: authority.clone(),
+            pool,
             healthy: AtomicBool::new(true),
             streak: Mutex::new(Streak::default()),
             up_since: AtomicU64::new(0),
@@ -67,8 +73,10 @@ impl BackendState {
         self.healthy.load(Ordering::Acquire)
     }
 
+    /// The backend left the config: its prober stops and its connections close.
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Release);
+        self.pool.close();
     }
 
     pub fn is_retired(&self) -> bool {
@@ -81,13 +89,13 @@ impl BackendState {
     }
 
     /// One active probe's outcome; flips after `fall` failures or `rise` successes in a row.
-    pub fn record_probe(&self, ok: bool, reason: &str) {
+    pub fn record_probe(&self, ok: bool, reason: &(impl Display + ?Sized)) {
         self.record(ok, reason);
     }
 
     /// A live request could not connect (refused, unreachable, connect timeout): the
     /// backend is taken out at once; the prober brings it back.
-    pub fn record_connect_failure(&self, reason: &str) {
+    pub fn record_connect_failure(&self, reason: &(impl Display + ?Sized)) {
         if let Ok(mut streak) = self.streak.lock() {
             streak.successes = 0;
             streak.failures = streak.failures.max(1);
@@ -96,7 +104,7 @@ impl BackendState {
     }
 
     /// A live request failed after it was sent (reset, timeout): counts toward `fall`.
-    pub fn record_request_failure(&self, reason: &str) {
+    pub fn record_request_failure(&self, reason: &(impl Display + ?Sized)) {
         self.record(false, reason);
     }
 
@@ -116,11 +124,11 @@ impl BackendState {
         let run = self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
         if run >= limit {
             self.consecutive_5xx.store(0, Ordering::Relaxed);
-            self.set_healthy(false, &format!("{run} consecutive 5xx responses"));
+            self.set_healthy(false, &format_args!("{run} consecutive 5xx responses"));
         }
     }
 
-    fn record(&self, ok: bool, reason: &str) {
+    fn record(&self, ok: bool, reason: &(impl Display + ?Sized)) {
         let check = self.check.load();
         let flip_to = {
             let Ok(mut streak) = self.streak.lock() else {
@@ -141,7 +149,7 @@ impl BackendState {
         }
     }
 
-    fn set_healthy(&self, up: bool, reason: &str) {
+    fn set_healthy(&self, up: bool, reason: &(impl Display + ?Sized)) {
         if self.healthy.swap(up, Ordering::AcqRel) == up {
             return;
         }
@@ -150,10 +158,10 @@ impl BackendState {
         if up {
             self.up_since.store(now, Ordering::Release);
             let down_for = Duration::from_millis(now.saturating_sub(self.down_since.load(Ordering::Acquire)));
-            tracing::info!(site = %self.site, backend = %self.addr, reason, down_for = ?down_for, "backend is up");
+            tracing::info!(site = %self.site, backend = %self.addr, %reason, down_for = ?down_for, "backend is up");
         } else {
             self.down_since.store(now, Ordering::Release);
-            tracing::warn!(site = %self.site, backend = %self.addr, reason, "backend is down");
+            tracing::warn!(site = %self.site, backend = %self.addr, %reason, "backend is down");
         }
         self.changes.notify_one();
     }
@@ -163,40 +171,45 @@ impl BackendState {
 mod tests {
     use super::*;
 
-    fn backend(fall: u32, rise: u32) -> BackendState {
+    fn backend(fall: u32, rise: u32) -> Backend {
         let check = HealthCheck {
             fall,
             rise,
             consecutive_5xx: 3,
             ..HealthCheck::default()
         };
-        BackendState::new("a", "127.0.0.1:1", check, Arc::new(Notify::new()))
+        let pool = Pool::new(
+            Authority::from_static("127.0.0.1:1"),
+            crate::upstream::Connector::new(None),
+            Duration::from_secs(1),
+        );
+        Backend::new("a", pool, check, Arc::new(Notify::new()))
     }
 
     #[test]
     fn goes_down_after_fall_failures_in_a_row() {
         let b = backend(2, 2);
-        b.record_probe(false, "x");
+        b.record_probe(false, &"x");
         assert!(b.is_healthy(), "one failure is not enough with fall = 2");
-        b.record_probe(true, "ok");
-        b.record_probe(false, "x");
+        b.record_probe(true, &"ok");
+        b.record_probe(false, &"x");
         assert!(b.is_healthy(), "a success in between restarts the count");
-        b.record_probe(false, "x");
+        b.record_probe(false, &"x");
         assert!(!b.is_healthy());
     }
 
     #[test]
     fn comes_back_after_rise_successes_in_a_row() {
         let b = backend(1, 3);
-        b.record_probe(false, "x");
+        b.record_probe(false, &"x");
         assert!(!b.is_healthy());
-        b.record_probe(true, "ok");
-        b.record_probe(true, "ok");
-        b.record_probe(false, "x");
-        b.record_probe(true, "ok");
-        b.record_probe(true, "ok");
+        b.record_probe(true, &"ok");
+        b.record_probe(true, &"ok");
+        b.record_probe(false, &"x");
+        b.record_probe(true, &"ok");
+        b.record_probe(true, &"ok");
         assert!(!b.is_healthy(), "the failure restarted the count");
-        b.record_probe(true, "ok");
+        b.record_probe(true, &"ok");
         assert!(b.is_healthy());
         assert!(b.up_since_ms() > 0, "the recovery time starts slow start");
     }
@@ -204,7 +217,7 @@ mod tests {
     #[test]
     fn a_refused_connection_marks_down_at_once() {
         let b = backend(5, 2);
-        b.record_connect_failure("connection refused");
+        b.record_connect_failure(&"connection refused");
         assert!(!b.is_healthy());
     }
 
@@ -226,7 +239,7 @@ mod tests {
     fn a_change_wakes_the_publisher() {
         let b = backend(1, 1);
         let notified = b.changes.clone();
-        b.record_probe(false, "x");
+        b.record_probe(false, &"x");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
