@@ -101,6 +101,8 @@ impl Connector {
         let conn = Conn {
             tcp,
             open: self.open.clone(),
+            tls: self.tls.is_some(),
+            ack_now: false,
         };
         match &self.tls {
             None => handshake(conn, false).await,
@@ -153,14 +155,20 @@ where
     }
 }
 
-/// A TCP connection to a backend that lowers the gauge when it closes and asks the
-/// kernel for an immediate ACK whenever it waits for more bytes: a backend that keeps
-/// Nagle's algorithm on and writes a response in two parts would otherwise hold its
-/// second part until our delayed ACK (~40 ms). The kernel clears the quick-ACK mode on
-/// its own, hence the re-arm on every wait.
+/// A TCP connection to a backend that lowers the gauge when it closes, and asks the
+/// kernel for an immediate ACK when the bytes received so far end where a backend may
+/// pause: a backend that keeps Nagle's algorithm on and writes a response head and
+/// body (or chunks) in separate sends would otherwise hold the next part until our
+/// delayed ACK (~40 ms). The kernel leaves quick-ACK mode on its own, hence the re-arm.
+/// Plain HTTP/1.1 pauses after a line end ("\r\n": a head, a chunk); a read that ends
+/// inside a body is followed by more without a wait, so no ACK is forced there (an
+/// immediate ACK costs a packet). Under TLS the bytes say nothing: every wait re-arms.
 struct Conn {
     tcp: TcpStream,
     open: Gauge,
+    tls: bool,
+    /// The last read ended where the backend may wait for our ACK.
+    ack_now: bool,
 }
 
 impl Drop for Conn {
@@ -171,9 +179,17 @@ impl Drop for Conn {
 
 impl AsyncRead for Conn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
         let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
-        if polled.is_pending() {
-            let _ = SockRef::from(&self.tcp).set_tcp_quickack(true);
+        match polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.ack_now = self.tls || buf.filled()[before..].ends_with(b"\r\n");
+            }
+            Poll::Pending if self.ack_now => {
+                self.ack_now = false;
+                let _ = SockRef::from(&self.tcp).set_tcp_quickack(true);
+            }
+            _ => {}
         }
         polled
     }
