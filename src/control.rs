@@ -12,7 +12,6 @@ use crate::clock::now_ms;
 use crate::config::{Config, MAX_WEIGHT};
 use crate::health::{spawn_prober, HealthRegistry};
 use crate::routing::{Inputs, Routing};
-use crate::telemetry;
 
 /// How often a ramping (slow-start) site's weight is recomputed.
 const RAMP_TICK: Duration = Duration::from_millis(250);
@@ -44,7 +43,7 @@ impl Control {
             overrides: &HashMap::new(),
             now_ms: now_ms(),
         });
-        telemetry::record_routing(&routing);
+        record_routing(&routing);
         let routing = Arc::new(ArcSwap::from_pointee(routing));
         synced.added.into_iter().for_each(spawn_prober);
         let control = Arc::new(Control {
@@ -90,7 +89,7 @@ impl Control {
             now_ms: now_ms(),
         });
         log_changes(&old, &routing);
-        telemetry::record_routing(&routing);
+        record_routing(&routing);
         self.routing.store(Arc::new(routing));
         synced.added.into_iter().for_each(spawn_prober);
         generation
@@ -135,7 +134,7 @@ impl Control {
         if routing.mode != old.mode {
             tracing::warn!(from = ?old.mode, to = ?routing.mode, "routing mode changed");
         }
-        telemetry::record_routing(&routing);
+        record_routing(&routing);
         self.routing.store(Arc::new(routing));
     }
 
@@ -181,4 +180,18 @@ fn log_changes(old: &Routing, new: &Routing) {
         tracing::info!(site = %site.name, "site removed");
     }
     tracing::info!(generation = new.generation, "config applied");
+}
+
+/// Health and effective weight gauges, set whenever a snapshot is published.
+fn record_routing(routing: &Routing) {
+    for site in &routing.sites {
+        metrics::gauge!("splitgate_site_effective_weight", "site" => site.name.clone())
+            .set(f64::from(site.effective_weight));
+        metrics::gauge!("splitgate_site_weight", "site" => site.name.clone()).set(f64::from(site.weight()));
+        metrics::gauge!("splitgate_site_healthy", "site" => site.name.clone()).set(if site.healthy {
+            1.0
+        } else {
+            0.0
+        });
+    }
 }

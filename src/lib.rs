@@ -5,19 +5,26 @@
 //! - `config`: TOML -> plain data -> checked model, every problem reported with its key;
 //!   TLS files become ready rustls configs there (`config::tls`).
 //! - `routing`: the immutable snapshot (sites, backends, SWRR table) read per request.
-//! - `health`: live per-backend state across reloads, active prober, passive reports.
+//! - `health`: one runtime object per backend (address, connection pool, metrics, live
+//!   health), kept across reloads by the registry; the active prober; passive reports.
 //! - `control`: the single writer of the snapshot: config applies, weight overrides,
 //!   health changes and slow-start ticks all publish through it.
-//! - `upstream` + `body`: pooled connections to backends (plain or TLS, counted, with a
-//!   connect deadline), replayable request bodies.
+//! - `upstream` + `body`: per-backend connection pools over hyper's connection-level
+//!   client (plain or TLS, HTTP/1.1 or h2, counted, with a connect deadline, quick ACKs
+//!   for Nagle backends), typed failures, replayable request bodies.
+//! - `clock`: the process clock (ms since start) that stamps all live state.
 //! - `retry`: which failures may be retried, and the retry budget.
 //! - `proxy`: listeners, TLS termination, per-connection serving and timeouts
 //!   (`activity`), forwarding, header rules, upgrades, the response body.
-//! - `admin`: `/status`, `/metrics`, the status page, weight overrides, `/reload`.
-//! - `telemetry` + `access_log`: metric handles, operational logs, the access log.
+//! - `admin`: `/status`, `/metrics`, the status page, weight overrides, `/reload`;
+//!   it reaches the server only through the narrow `admin::Operator` handle.
+//! - `telemetry` + `access_log`: metric handles, operational logs and their rate
+//!   limits, the access log.
 //! - `server`: starts and stops all of the above; `signals` (SIGHUP, SIGUSR1,
 //!   SIGTERM) and `shutdown` (the drain) drive it.
 //! - `demo`: built-in demo sites for `splitgate demo`.
+
+#![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;

@@ -1,6 +1,8 @@
 //! The `splitgate` command: `run`, `check` and `demo`. Argument parsing only; the work
 //! is in the library.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

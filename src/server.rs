@@ -3,14 +3,16 @@
 //! the binary and, in-process, by tests and the demo.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::admin;
+use crate::admin::{self, LastReload, Operator};
 use crate::config::{self, Config, ConfigError};
 use crate::control::Control;
 use crate::proxy::{bind_listener, spawn_listener, ListenerHandle, Proxy};
@@ -33,15 +35,6 @@ pub enum ReloadError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("no config file to reload (started without --config)")]
     NoFile,
-}
-
-/// The outcome of the last reload attempt, for `/status`.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct LastReload {
-    pub ok: bool,
-    pub message: String,
-    /// Seconds since the Unix epoch.
-    pub at: u64,
 }
 
 pub struct Server {
@@ -93,7 +86,7 @@ impl Server {
         });
         telemetry::record_generation(1);
         if let Some(socket) = admin_socket {
-            admin::spawn(socket, server.clone(), server.shutdown.subscribe());
+            admin::spawn(socket, server.clone() as Arc<dyn Operator>, server.shutdown.subscribe());
         }
         Ok(server)
     }
@@ -202,5 +195,23 @@ impl Server {
         let left = self.proxy.tracker.wait_idle(drain.max(Duration::from_millis(1))).await;
         self.control.stop();
         left
+    }
+}
+
+impl Operator for Server {
+    fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    fn last_reload(&self) -> Option<LastReload> {
+        Server::last_reload(self)
+    }
+
+    fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>> {
+        Box::pin(async move { Server::reload(self).await.map_err(|e| e.to_string()) })
     }
 }

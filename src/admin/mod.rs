@@ -4,7 +4,9 @@
 
 mod status;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,19 +18,29 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::control::WeightError;
-use crate::server::Server;
+use crate::control::{Control, WeightError};
 use crate::shutdown::fired;
 use crate::telemetry;
 
-pub use status::{status, Status};
+pub use status::{status, LastReload, Status};
+
+/// What the admin API may do to the running server: a narrow handle, so that admin
+/// depends on the control plane and not on the server that starts it.
+pub trait Operator: Send + Sync + 'static {
+    fn control(&self) -> &Arc<Control>;
+    fn last_reload(&self) -> Option<LastReload>;
+    /// The admin API's own address (a loopback address allows token-less changes).
+    fn admin_addr(&self) -> Option<SocketAddr>;
+    /// Re-reads and applies the config file: the new generation, or every error.
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>>;
+}
 
 const STATUS_PAGE: &str = include_str!("page.html");
 
 type AdminResponse = Response<Full<Bytes>>;
 
 /// Serves the admin API until shutdown.
-pub fn spawn(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
+pub fn spawn(listener: TcpListener, server: Arc<dyn Operator>, mut shutdown: watch::Receiver<bool>) {
     tokio::spawn(async move {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(listen = %addr, "admin API started");
@@ -49,7 +61,7 @@ pub fn spawn(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Re
             tokio::spawn(async move {
                 let service = service_fn(move |request| {
                     let server = server.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(request, &server, peer).await) }
+                    async move { Ok::<_, std::convert::Infallible>(route(request, server.as_ref(), peer).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -61,7 +73,7 @@ pub fn spawn(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Re
     });
 }
 
-async fn route(request: Request<Incoming>, server: &Server, peer: SocketAddr) -> AdminResponse {
+async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAddr) -> AdminResponse {
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (request.method().clone(), segments.as_slice()) {
@@ -87,7 +99,7 @@ async fn route(request: Request<Incoming>, server: &Server, peer: SocketAddr) ->
                 Ok(generation) => json(StatusCode::OK, &serde_json::json!({ "generation": generation })),
                 Err(e) => json(
                     StatusCode::BAD_REQUEST,
-                    &serde_json::json!({ "errors": e.to_string().lines().collect::<Vec<_>>() }),
+                    &serde_json::json!({ "errors": e.lines().collect::<Vec<_>>() }),
                 ),
             }
         }
@@ -98,7 +110,7 @@ async fn route(request: Request<Incoming>, server: &Server, peer: SocketAddr) ->
     }
 }
 
-async fn set_weight(request: Request<Incoming>, server: &Server, site: &str, peer: SocketAddr) -> AdminResponse {
+async fn set_weight(request: Request<Incoming>, server: &dyn Operator, site: &str, peer: SocketAddr) -> AdminResponse {
     let weight = if request.method() == Method::DELETE {
         None
     } else {
@@ -131,7 +143,7 @@ async fn set_weight(request: Request<Incoming>, server: &Server, site: &str, pee
 }
 
 /// `None` when the call may proceed, else the refusal to send.
-fn authorize(request: &Request<Incoming>, server: &Server) -> Option<AdminResponse> {
+fn authorize(request: &Request<Incoming>, server: &dyn Operator) -> Option<AdminResponse> {
     let routing = server.control().current();
     match routing.config.admin.as_ref().and_then(|a| a.token.as_deref()) {
         Some(token) => {

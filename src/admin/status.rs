@@ -4,7 +4,15 @@
 use serde::Serialize;
 
 use crate::routing::{Mode, Routing};
-use crate::server::LastReload;
+
+/// The outcome of the last reload attempt, for `/status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct LastReload {
+    pub ok: bool,
+    pub message: String,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+}
 
 #[derive(Serialize)]
 pub struct Status {

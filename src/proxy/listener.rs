@@ -46,12 +46,18 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// Largest buffer of one HTTP/1 client connection, for the request head (beyond it:
+/// 431) and for response bytes queued for a slow client: bounds memory per connection
+/// (hyper's default grows to ~400 KB).
+const CLIENT_BUFFER: usize = 64 * 1024;
+
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
+        .max_buf_size(CLIENT_BUFFER)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
     builder

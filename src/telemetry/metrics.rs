@@ -1,16 +1,12 @@
-//! Metric names and logging setup in one place. Handles are registered once per
-//! backend (`BackendMetrics`, kept in its live state) or per snapshot (`SiteMetrics`),
-//! so the request path only bumps a handle: no label formatting, no registry lookup.
+//! Metric names in one place. Handles are registered once per backend
+//! (`BackendMetrics`, kept in its runtime object) or per snapshot (`SiteMetrics`), so
+//! the request path only bumps a handle: no label formatting, no registry lookup.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{counter, gauge, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::config::{LogFormat, Logging};
-use crate::routing::Routing;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -44,23 +40,6 @@ pub fn render() -> String {
         .and_then(|h| h.as_ref())
         .map(|h| h.render())
         .unwrap_or_default()
-}
-
-/// Sets up operator logs from `[log]`; `RUST_LOG`, when set, overrides the level.
-pub fn init_logging(config: &Logging) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    // Colours only for a person at a terminal, never into log files or journald.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match config.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
 }
 
 const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OTHER"];
@@ -183,69 +162,5 @@ impl ClientMetrics {
 impl Default for ClientMetrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Health and effective weight gauges, set whenever a snapshot is published.
-pub fn record_routing(routing: &Routing) {
-    for site in &routing.sites {
-        gauge!("splitgate_site_effective_weight", "site" => site.name.clone()).set(f64::from(site.effective_weight));
-        gauge!("splitgate_site_weight", "site" => site.name.clone()).set(f64::from(site.weight()));
-        gauge!("splitgate_site_healthy", "site" => site.name.clone()).set(if site.healthy { 1.0 } else { 0.0 });
-    }
-}
-
-/// At most `per_second` lines a second for a message that can repeat once per request
-/// (an outage must not flood the log); the rest are counted and reported with the next
-/// line that is let through.
-pub struct LogLimit {
-    per_second: u64,
-    window: AtomicU64,
-    in_window: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-/// The limit for "request failed" warnings.
-pub static FAILURE_LOGS: LogLimit = LogLimit::new(10);
-
-impl LogLimit {
-    pub const fn new(per_second: u64) -> Self {
-        LogLimit {
-            per_second,
-            window: AtomicU64::new(0),
-            in_window: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(lines suppressed since the last one let through)` when this one may be logged.
-    pub fn allow(&self, now_ms: u64) -> Option<u64> {
-        let window = now_ms / 1000;
-        if self.window.swap(window, Ordering::Relaxed) != window {
-            self.in_window.store(0, Ordering::Relaxed);
-        }
-        if self.in_window.fetch_add(1, Ordering::Relaxed) < self.per_second {
-            Some(self.suppressed.swap(0, Ordering::Relaxed))
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            None
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::LogLimit;
-
-    #[test]
-    fn a_repeating_message_is_limited_per_second_and_the_rest_counted() {
-        let limit = LogLimit::new(3);
-        let allowed: Vec<_> = (0..10).map(|_| limit.allow(5_000)).collect();
-        assert_eq!(allowed.iter().filter(|a| a.is_some()).count(), 3);
-        assert_eq!(
-            limit.allow(6_000),
-            Some(7),
-            "the next second reports what was held back"
-        );
     }
 }
