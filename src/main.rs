@@ -81,18 +81,12 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 fn run(config: Config, path: Option<PathBuf>, banner: Option<String>) -> ExitCode {
     telemetry::init_logging(&config.log);
-    let workers = match config.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    // One worker: a single-threaded runtime, with no work-stealing to pay for.
-    let mut builder = if workers == 1 && std::env::var_os("SPLITGATE_STEAL").is_none() {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(workers);
-        builder
-    };
+    // Work-stealing: measured against one current-thread runtime at one worker, with no
+    // difference beyond noise (README, "Performance").
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.workers > 0 {
+        builder.worker_threads(config.workers);
+    }
     match builder.enable_all().build() {
         Ok(runtime) => run_on(runtime, config, path, banner),
         Err(e) => fail(&format!("cannot start the async runtime: {e}")),
