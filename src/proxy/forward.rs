@@ -14,7 +14,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use super::headers::{prepare_request, prepare_response, upgrade_request, ClientInfo};
+use super::headers::{has_two_hosts, prepare_request, prepare_response, upgrade_request, ClientInfo};
 use super::upgrade::spawn_tunnel;
 use super::Proxy;
 use super::{InFlight, PendingLog, ResponseBody};
@@ -55,6 +55,14 @@ impl Proxy {
             let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
             let allow = HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
             response.headers_mut().insert(header::ALLOW, allow);
+            return Ok(response.map(|body| ResponseBody::new(body, None, None, in_flight)));
+        }
+        if has_two_hosts(request.headers()) {
+            // Ambiguous: which host is meant? Refused, and the connection closed.
+            let mut response = text_response(StatusCode::BAD_REQUEST, "two Host headers\n");
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
             return Ok(response.map(|body| ResponseBody::new(body, None, None, in_flight)));
         }
         let log = self

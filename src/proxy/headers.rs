@@ -99,6 +99,9 @@ pub fn prepare_request(parts: &mut Parts, client: &ClientInfo, upgrade: Option<&
     };
     let headers = &mut parts.headers;
     headers.reserve(5);
+    if parts.version == Version::HTTP_2 {
+        join_cookies(headers);
+    }
     if !headers.contains_key(header::HOST) {
         if let Some(host) = parts
             .uri
@@ -122,6 +125,31 @@ pub fn prepare_request(parts: &mut Parts, client: &ClientInfo, upgrade: Option<&
     parts.version = Version::HTTP_11;
 }
 
+/// HTTP/2 may split cookies into several fields; HTTP/1.1 backends expect one line,
+/// joined with "; " (RFC 9113 8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if cookies.next().is_none() || cookies.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// A request head that names its host twice (RFC 9112 3.2: answer 400).
+pub fn has_two_hosts(headers: &HeaderMap) -> bool {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    hosts.next().is_some() && hosts.next().is_some()
+}
+
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
     let joined = match headers.get(&X_FORWARDED_FOR) {
         None => None,
@@ -137,8 +165,13 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
 }
 
 /// Rewrites a backend response's head for the client. A 101 keeps its upgrade headers.
+/// A Content-Length received with a Transfer-Encoding is removed (RFC 9112 6.3: the
+/// body was framed by the transfer coding, and the length would cut it short).
 pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
     let upgrade = switching.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     strip_hop_by_hop(headers);
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

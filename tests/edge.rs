@@ -1,0 +1,114 @@
+//! Findings of the outside probe at the edge, each over real sockets: what a sloppy or
+//! hostile backend or client sends, and what splitgate must make of it.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{client, config, site, Backend, TestProxy};
+use http::Request;
+use http_body_util::Empty;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A backend that answers every request head (probes included) with `answer`, on
+/// kept-alive connections.
+async fn raw_backend(answer: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `request` on a fresh connection and reads until the proxy closes it or
+/// `limit` passes; returns what came back.
+async fn raw_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(limit, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_response_with_both_content_length_and_chunked_reaches_the_client_whole() {
+    // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and a proxy removes the
+    // received Content-Length before forwarding. Before the fix: a clean 200 with
+    // `content-length: 5` and the body "hello".
+    let backend = raw_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[backend])])).await;
+    let client = client();
+    for _ in 0..3 {
+        let response = client
+            .request(
+                Request::get(proxy.url("/"))
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_ne!(
+            response.headers().get("content-length").map(|v| v.as_bytes()),
+            Some(&b"5"[..]),
+            "the backend's contradicted Content-Length is not forwarded"
+        );
+        assert_eq!(common::text(response.into_body()).await, "hello world");
+    }
+}
+
+#[tokio::test]
+async fn two_host_headers_are_refused_before_reaching_a_backend() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let hits = a.hits();
+    let answer = raw_exchange(
+        proxy.addr,
+        b"GET /headers HTTP/1.1\r\nHost: shop.example\r\nHost: evil.example\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(a.hits(), hits, "nothing of it reached the backend");
+}
+
+#[tokio::test]
+async fn http2_cookie_fields_reach_an_http1_backend_as_one_header() {
+    // RFC 9113 8.2.3: a proxy joins HTTP/2 cookie fields with "; " for HTTP/1.1.
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let h2 = common::h2_client();
+    let request = Request::get(proxy.url("/headers"))
+        .header("cookie", "sid=1")
+        .header("cookie", "cart=2")
+        .body(Empty::new())
+        .unwrap();
+    let response = h2.request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = common::text(response.into_body()).await;
+    let cookies: Vec<&str> = body.lines().filter(|l| l.starts_with("cookie:")).collect();
+    assert_eq!(cookies, ["cookie: sid=1; cart=2"], "{body}");
+}
