@@ -55,6 +55,21 @@ impl ConfigError {
     }
 }
 
+/// The parser's reason and where, never the offending line itself: that line may hold
+/// a secret (the admin token, a password), and this message reaches the log, `check`
+/// and the unauthenticated `/status`.
+fn syntax_message(error: &toml::de::Error, text: &str) -> String {
+    match error.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            format!("line {line}, column {column}: {}", error.message())
+        }
+        None => error.message().to_string(),
+    }
+}
+
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -68,7 +83,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let file: file::FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: syntax_message(&e, text),
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     validate::validate(&file, base).map_err(|problems| ConfigError::Invalid {
@@ -83,6 +98,14 @@ mod tests {
 
     fn problems(text: &str) -> String {
         parse(Path::new("t.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_syntax_error_says_where_but_never_quotes_the_line() {
+        let text = "[admin]\nbind = \"127.0.0.1:9901\"\ntoken = s3cr3t-t0ken\n";
+        let message = problems(text);
+        assert!(!message.contains("s3cr3t"), "the token leaked: {message}");
+        assert!(message.contains("line 3"), "{message}");
     }
 
     const GOOD: &str = r#"
