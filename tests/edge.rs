@@ -112,3 +112,39 @@ async fn http2_cookie_fields_reach_an_http1_backend_as_one_header() {
     let cookies: Vec<&str> = body.lines().filter(|l| l.starts_with("cookie:")).collect();
     assert_eq!(cookies, ["cookie: sid=1; cart=2"], "{body}");
 }
+
+/// Request heads that could be framed two ways: each must get 400 and a closed
+/// connection, and none may reach the backend.
+#[tokio::test]
+async fn ambiguous_request_framing_is_refused_with_400() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let cases: [(&str, &[u8]); 5] = [
+        (
+            "two different Content-Length values",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        ),
+        (
+            "a Transfer-Encoding other than a final chunked",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "identity before chunked",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "chunked twice",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "an obs-folded header",
+            b"GET /headers HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
+        ),
+    ];
+    for (what, request) in cases {
+        let hits = a.hits();
+        let answer = raw_exchange(proxy.addr, request, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        assert_eq!(a.hits(), hits, "{what} reached the backend");
+    }
+}

@@ -14,7 +14,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use super::headers::{has_two_hosts, prepare_request, prepare_response, upgrade_request, ClientInfo};
+use super::headers::{prepare_request, prepare_response, refusal, upgrade_request, ClientInfo};
 use super::upgrade::spawn_tunnel;
 use super::Proxy;
 use super::{InFlight, PendingLog, ResponseBody};
@@ -57,9 +57,9 @@ impl Proxy {
             response.headers_mut().insert(header::ALLOW, allow);
             return Ok(response.map(|body| ResponseBody::new(body, None, None, in_flight)));
         }
-        if has_two_hosts(request.headers()) {
-            // Ambiguous: which host is meant? Refused, and the connection closed.
-            let mut response = text_response(StatusCode::BAD_REQUEST, "two Host headers\n");
+        if let Some(reason) = refusal(request.headers()) {
+            // Ambiguous: refused before any of it moves, and the connection closed.
+            let mut response = text_response(StatusCode::BAD_REQUEST, reason);
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -144,10 +144,32 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// A request head that names its host twice (RFC 9112 3.2: answer 400).
-pub fn has_two_hosts(headers: &HeaderMap) -> bool {
+/// Why a request head must be refused with 400 before anything of it moves: it names
+/// its host twice (RFC 9112 3.2), or its body could be framed two ways (request
+/// smuggling): Content-Length together with Transfer-Encoding, or a transfer coding
+/// other than one `chunked` (`identity, chunked`, `chunked` twice, `gzip`...). The
+/// strictest reading that no legitimate client notices.
+pub fn refusal(headers: &HeaderMap) -> Option<&'static str> {
     let mut hosts = headers.get_all(header::HOST).iter();
-    hosts.next().is_some() && hosts.next().is_some()
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return Some("two Host headers\n");
+    }
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty());
+    let Some(first) = codings.next() else {
+        return None;
+    };
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Some("Content-Length and Transfer-Encoding together\n");
+    }
+    if !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some() {
+        return Some("unsupported Transfer-Encoding; only chunked is accepted\n");
+    }
+    None
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
