@@ -160,9 +160,7 @@ pub fn refusal(headers: &HeaderMap) -> Option<&'static str> {
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .filter(|coding| !coding.is_empty());
-    let Some(first) = codings.next() else {
-        return None;
-    };
+    let first = codings.next()?;
     if headers.contains_key(header::CONTENT_LENGTH) {
         return Some("Content-Length and Transfer-Encoding together\n");
     }
