@@ -19,6 +19,8 @@ type Slot = Arc<Mutex<Option<Incoming>>>;
 
 pub struct RequestBody {
     inner: Inner,
+    /// Bytes the body may still carry (`[limits].max_body_bytes`; `u64::MAX`: no limit).
+    allowed: u64,
     /// `None` for an empty body: it is "sent" at once and cannot fail.
     progress: Option<Arc<Progress>>,
 }
@@ -43,29 +45,50 @@ enum Inner {
 pub struct Replay {
     slot: Slot,
     hint: SizeHint,
+    limit: u64,
+}
+
+/// The client's body went past `[limits].max_body_bytes`: answered 413.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than [limits].max_body_bytes")]
+pub struct BodyTooLarge;
+
+/// Whether `error` (or one of its causes) is a `BodyTooLarge`.
+pub fn is_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<BodyTooLarge>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 impl RequestBody {
     pub fn empty() -> Self {
         RequestBody {
             inner: Inner::Empty,
+            allowed: u64::MAX,
             progress: None,
         }
     }
 
-    fn with(inner: Inner) -> Self {
+    fn with(inner: Inner, limit: u64) -> Self {
         RequestBody {
             inner,
+            allowed: limit,
             progress: Some(Arc::default()),
         }
     }
 
-    /// A body that streams through and cannot be replayed.
-    pub fn streaming(body: Incoming) -> Self {
+    /// A body that streams through and cannot be replayed; at most `limit` bytes
+    /// (`u64::MAX`: no limit).
+    pub fn streaming(body: Incoming, limit: u64) -> Self {
         if body.is_end_stream() {
             return Self::empty();
         }
-        Self::with(Inner::Streaming(body))
+        Self::with(Inner::Streaming(body), limit)
     }
 
     /// The body's progress, `None` when it is empty.
@@ -74,14 +97,15 @@ impl RequestBody {
     }
 
     /// A body that can be taken back by the returned `Replay` until its first poll.
-    pub fn replayable(body: Incoming) -> (Self, Replay) {
+    pub fn replayable(body: Incoming, limit: u64) -> (Self, Replay) {
         let hint = body.size_hint();
         let slot = Arc::new(Mutex::new(Some(body)));
         let replay = Replay {
             slot: slot.clone(),
             hint,
+            limit,
         };
-        (Self::with(Inner::Parked(slot, hint)), replay)
+        (Self::with(Inner::Parked(slot, hint), limit), replay)
     }
 }
 
@@ -89,7 +113,7 @@ impl Replay {
     /// The body again, for another attempt; `None` once any of it was sent.
     pub fn again(&self) -> Option<RequestBody> {
         let untouched = self.slot.lock().map(|slot| slot.is_some()).unwrap_or(false);
-        untouched.then(|| RequestBody::with(Inner::Parked(self.slot.clone(), self.hint)))
+        untouched.then(|| RequestBody::with(Inner::Parked(self.slot.clone(), self.hint), self.limit))
     }
 }
 
@@ -102,8 +126,15 @@ impl Body for RequestBody {
             match &mut self.inner {
                 Inner::Empty => return Poll::Ready(None),
                 Inner::Streaming(body) => {
-                    let polled = Pin::new(&mut *body).poll_frame(cx);
+                    let mut polled = Pin::new(&mut *body).poll_frame(cx).map_err(BoxError::from);
                     let ended = body.is_end_stream();
+                    if let Poll::Ready(Some(Ok(frame))) = &polled {
+                        let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                        match self.allowed.checked_sub(len) {
+                            Some(left) => self.allowed = left,
+                            None => polled = Poll::Ready(Some(Err(Box::new(BodyTooLarge)))),
+                        }
+                    }
                     if let Some(progress) = &self.progress {
                         match &polled {
                             // hyper stops polling once `is_end_stream` says so.
@@ -113,7 +144,7 @@ impl Body for RequestBody {
                             _ => {}
                         }
                     }
-                    return polled.map_err(|e| e.into());
+                    return polled;
                 }
                 Inner::Parked(slot, _) => {
                     let taken = slot.lock().ok().and_then(|mut s| s.take());

@@ -137,6 +137,22 @@ impl Server {
                 "workers: changing the worker count needs a restart".into(),
             ));
         }
+        let (now, next) = (&current.config.limits, &config.limits);
+        if (
+            now.max_connections,
+            now.max_header_bytes,
+            now.max_headers,
+            now.h2_max_streams,
+        ) != (
+            next.max_connections,
+            next.max_header_bytes,
+            next.max_headers,
+            next.h2_max_streams,
+        ) {
+            return Err(ReloadError::NeedsRestart(
+                "limits: only max_body_bytes changes on reload; the others need a restart".into(),
+            ));
+        }
         let mut added = Vec::new();
         for listener in config.listeners.iter().filter(|l| !listeners.contains_key(&l.bind)) {
             let socket = bind_listener(listener.bind).map_err(|source| ReloadError::Bind {

@@ -148,3 +148,91 @@ async fn ambiguous_request_framing_is_refused_with_400() {
         assert_eq!(a.hits(), hits, "{what} reached the backend");
     }
 }
+
+/// `[limits]`, beyond each: a clear error for that client, nothing else disturbed.
+#[tokio::test]
+async fn request_heads_beyond_the_limits_get_431_and_never_reach_a_backend() {
+    let a = Backend::start("a").await;
+    let limits = "[limits]\nmax_header_bytes = 16384\nmax_headers = 10\n";
+    let proxy = TestProxy::start(&config(limits, &[site("a", 1, 0, &[a.addr])])).await;
+    let hits = a.hits();
+    let big = format!(
+        "GET /headers HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let answer = raw_exchange(proxy.addr, big.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "a 20 KB header: {answer}");
+    let many: String = (0..12).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET /headers HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    let answer = raw_exchange(proxy.addr, many.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "13 headers: {answer}");
+    assert_eq!(a.hits(), hits, "nothing reached the backend");
+    let (status, _) = common::get(&client(), &proxy.url("/")).await.unwrap();
+    assert_eq!(status, 200, "an ordinary request still passes");
+}
+
+#[tokio::test]
+async fn a_64_kb_header_is_refused_by_default() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let big = format!(
+        "GET /headers HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(65_536)
+    );
+    let answer = raw_exchange(proxy.addr, big.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+}
+
+#[tokio::test]
+async fn bodies_beyond_max_body_bytes_get_413() {
+    let a = Backend::start("a").await;
+    let limits = "[limits]\nmax_body_bytes = 1000\n";
+    let proxy = TestProxy::start(&config(limits, &[site("a", 1, 0, &[a.addr])])).await;
+    let hits = a.hits();
+    let declared = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n{}",
+        "b".repeat(2000)
+    );
+    let answer = raw_exchange(proxy.addr, declared.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "declared length: {answer}");
+    assert_eq!(a.hits(), hits, "a declared oversize body never reaches the backend");
+    let chunked = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n{}\r\n0\r\n\r\n",
+        "c".repeat(2000)
+    );
+    let answer = raw_exchange(proxy.addr, chunked.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "streamed body: {answer}");
+    let small = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    let answer = raw_exchange(proxy.addr, small.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "a small body passes: {answer}");
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_until_one_closes() {
+    let a = Backend::start("a").await;
+    let limits = "[limits]\nmax_connections = 2\n";
+    let proxy = TestProxy::start(&config(limits, &[site("a", 1, 0, &[a.addr])])).await;
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(stream);
+    }
+    // The third connection is accepted by the kernel but not served...
+    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
+    third.write_all(request).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond max_connections");
+    // ...until one of the two closes.
+    drop(held.pop());
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}

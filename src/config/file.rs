@@ -21,6 +21,19 @@ pub struct FileConfig {
     pub site: Vec<SiteFile>,
     pub access_log: Option<AccessLogFile>,
     pub log: Option<LogFile>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+/// `[limits]`: what one client may make the proxy hold.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_connections: Option<i64>,
+    pub max_header_bytes: Option<i64>,
+    pub max_headers: Option<i64>,
+    pub max_body_bytes: Option<i64>,
+    pub h2_max_streams: Option<i64>,
 }
 
 /// `[access_log]`: one line per request.

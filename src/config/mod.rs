@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 pub use duration::parse_duration;
 pub use model::{
-    AccessLog, Admin, Backend, Config, HealthCheck, Listener, ListenerTls, LogFormat, LogTarget, Logging, Retry, Site,
-    SiteTls, Timeouts,
+    AccessLog, Admin, Backend, Config, HealthCheck, Limits, Listener, ListenerTls, LogFormat, LogTarget, Logging,
+    Retry, Site, SiteTls, Timeouts,
 };
 pub use validate::{Problem, MAX_WEIGHT};
 
@@ -164,6 +164,18 @@ mod tests {
                 report.contains(&format!("t.toml: {key}: ")),
                 "{key} missing in:\n{report}"
             );
+        }
+    }
+
+    #[test]
+    fn limits_have_safe_defaults_and_out_of_range_values_are_named() {
+        let config = parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.limits.max_header_bytes, 65_536);
+        let text = format!("{GOOD}\n[limits]\nmax_headers = 0\nmax_header_bytes = 100\nmax_body_bytes = -1\n");
+        let message = problems(&text);
+        for key in ["limits.max_headers", "limits.max_header_bytes", "limits.max_body_bytes"] {
+            assert!(message.contains(key), "{key} missing from: {message}");
         }
     }
 

@@ -19,6 +19,35 @@ pub struct Config {
     pub sites: Vec<Site>,
     pub access_log: Option<AccessLog>,
     pub log: Logging,
+    pub limits: Limits,
+}
+
+/// What one client may make the proxy hold; beyond each, a clear error for that client
+/// and nothing else disturbed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Client connections open at once; more wait in the accept backlog.
+    pub max_connections: usize,
+    /// Request line + headers (HTTP/1), header list (HTTP/2); beyond: 431 (414 for a URI).
+    pub max_header_bytes: usize,
+    /// Header count; beyond: 431.
+    pub max_headers: usize,
+    /// Request body; 0 = unlimited; beyond: 413.
+    pub max_body_bytes: u64,
+    /// Concurrent streams per HTTP/2 client connection.
+    pub h2_max_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_header_bytes: 65_536,
+            max_headers: 100,
+            max_body_bytes: 0,
+            h2_max_streams: 128,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,10 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery};
 
 use super::duration::parse_duration;
-use super::file::{AccessLogFile, FileConfig, HealthFile, LogFile, SiteFile};
+use super::file::{AccessLogFile, FileConfig, HealthFile, LimitsFile, LogFile, SiteFile};
 use super::model::{
-    AccessLog, Admin, Backend, Config, HealthCheck, Listener, LogFormat, LogTarget, Logging, Retry, Site, Timeouts,
+    AccessLog, Admin, Backend, Config, HealthCheck, Limits, Listener, LogFormat, LogTarget, Logging, Retry, Site,
+    Timeouts,
 };
 use super::tls;
 
@@ -126,6 +127,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
 
     let timeouts = validate_timeouts(file, &mut problems);
     let retry = validate_retry(file, &mut problems);
+    let limits = validate_limits(&file.limits, &mut problems);
     let health = health_check(&file.health, &HealthCheck::default(), "health", &mut problems);
 
     if file.site.is_empty() {
@@ -160,6 +162,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
             admin,
             timeouts,
             retry,
+            limits,
             sites,
             access_log,
             log,
@@ -245,6 +248,44 @@ fn validate_timeouts(file: &FileConfig, problems: &mut Problems) -> Timeouts {
     // A connect is part of a try, so it never outlasts the response timeout.
     let connect = timeouts.connect.min(timeouts.response);
     Timeouts { connect, ..timeouts }
+}
+
+fn validate_limits(file: &LimitsFile, problems: &mut Problems) -> Limits {
+    let d = Limits::default();
+    let body = match file.max_body_bytes {
+        None => d.max_body_bytes,
+        Some(v) if v >= 0 => v as u64,
+        Some(v) => {
+            problems.add(
+                "limits.max_body_bytes",
+                format!("{v} is out of range; use 0 (unlimited) or more"),
+            );
+            d.max_body_bytes
+        }
+    };
+    Limits {
+        max_connections: problems.count(
+            "limits.max_connections",
+            file.max_connections,
+            d.max_connections as u32,
+            (1, 1_000_000),
+        ) as usize,
+        // hyper reads at least 8 KiB at a time: a smaller head limit cannot be kept.
+        max_header_bytes: problems.count(
+            "limits.max_header_bytes",
+            file.max_header_bytes,
+            d.max_header_bytes as u32,
+            (8_192, 1_048_576),
+        ) as usize,
+        max_headers: problems.count("limits.max_headers", file.max_headers, d.max_headers as u32, (1, 1_000)) as usize,
+        max_body_bytes: body,
+        h2_max_streams: problems.count(
+            "limits.h2_max_streams",
+            file.h2_max_streams,
+            d.h2_max_streams,
+            (1, 10_000),
+        ),
+    }
 }
 
 fn validate_retry(file: &FileConfig, problems: &mut Problems) -> Retry {

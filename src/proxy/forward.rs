@@ -19,7 +19,7 @@ use super::upgrade::spawn_tunnel;
 use super::Proxy;
 use super::{InFlight, PendingLog, ResponseBody};
 use crate::access_log::Record;
-use crate::body::{Replay, RequestBody};
+use crate::body::{is_too_large, Replay, RequestBody};
 use crate::clock::now_ms;
 use crate::health::Backend;
 use crate::retry::{costs_budget, is_idempotent, may_retry};
@@ -57,9 +57,13 @@ impl Proxy {
             response.headers_mut().insert(header::ALLOW, allow);
             return Ok(response.map(|body| ResponseBody::new(body, None, None, in_flight)));
         }
-        if let Some(reason) = refusal(request.headers()) {
-            // Ambiguous: refused before any of it moves, and the connection closed.
-            let mut response = text_response(StatusCode::BAD_REQUEST, reason);
+        let refused = refusal(request.headers())
+            .map(|reason| (StatusCode::BAD_REQUEST, reason))
+            .or_else(|| too_long(request.headers(), routing.config.limits.max_body_bytes));
+        if let Some((status, reason)) = refused {
+            // Refused before any of it moves, and the connection closed (the body, if
+            // any, is not read).
+            let mut response = text_response(status, reason);
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -107,7 +111,7 @@ impl Proxy {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let method = parts.method.clone();
         let host = parts.headers.get(header::HOST).cloned();
-        let (body, replay) = split_body(body, attempts > 1);
+        let (body, replay) = split_body(body, attempts > 1, routing.config.limits.max_body_bytes);
         let body_was_empty = replay.is_none();
         // A request that never left comes back whole from the pool; only a retry after
         // it left (idempotent, body replayable) needs the headers again.
@@ -199,6 +203,17 @@ impl Proxy {
     }
 }
 
+/// A declared body length over `[limits].max_body_bytes` (0 = unlimited): 413 at once.
+fn too_long(headers: &HeaderMap, max_bytes: u64) -> Option<(StatusCode, &'static str)> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse::<u64>()
+        .ok()?;
+    (max_bytes > 0 && declared > max_bytes).then_some((StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"))
+}
+
 /// The request's side of an access-log record; the rest is filled in as it goes.
 fn log_record(request: &Request<Incoming>, client: &ClientInfo) -> Record {
     let (method, uri) = (request.method(), request.uri());
@@ -229,14 +244,16 @@ fn log_record(request: &Request<Incoming>, client: &ClientInfo) -> Record {
 }
 
 /// The body for the first try, and a handle to replay it when retries are possible.
-fn split_body(body: Incoming, may_retry: bool) -> (RequestBody, Option<Replay>) {
+/// `max_bytes`: `[limits].max_body_bytes`, 0 = unlimited.
+fn split_body(body: Incoming, may_retry: bool, max_bytes: u64) -> (RequestBody, Option<Replay>) {
+    let limit = if max_bytes == 0 { u64::MAX } else { max_bytes };
     if body.is_end_stream() {
         (RequestBody::empty(), None)
     } else if may_retry {
-        let (body, replay) = RequestBody::replayable(body);
+        let (body, replay) = RequestBody::replayable(body, limit);
         (body, Some(replay))
     } else {
-        (RequestBody::streaming(body), None)
+        (RequestBody::streaming(body, limit), None)
     }
 }
 
@@ -289,6 +306,9 @@ fn failure_response(
         Some(SendError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
         Some(SendError::Connect(_)) => (StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
         Some(SendError::Failed(_)) => (StatusCode::BAD_GATEWAY, "upstream connection failed\n"),
+        Some(SendError::ClientBody(e)) if is_too_large(e.as_ref()) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+        }
         Some(SendError::ClientBody(_)) => (StatusCode::BAD_REQUEST, "request body could not be read\n"),
     };
     if let Some(suppressed) = telemetry::FAILURE_LOGS.allow(now_ms()) {

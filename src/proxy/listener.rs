@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::connection::serve_accepted;
 use super::Proxy;
+use crate::config::Limits;
 use crate::shutdown::fired;
 
 /// A running listener; dropping it (or calling `stop`) stops accepting.
@@ -46,20 +47,23 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// Largest buffer of one HTTP/1 client connection, for the request head (beyond it:
-/// 431) and for response bytes queued for a slow client: bounds memory per connection
-/// (hyper's default grows to ~400 KB).
-const CLIENT_BUFFER: usize = 64 * 1024;
-
-fn builder() -> auto::Builder<TokioExecutor> {
+/// The connection settings of `[limits]`. The HTTP/1 buffer bounds the request head
+/// (beyond it: 431, or 414 for the URI alone) and the response bytes queued for a slow
+/// client (hyper's default grows to ~400 KB), so memory per connection stays bounded.
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_buf_size(CLIENT_BUFFER)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_streams)
+        .max_header_list_size(limits.max_header_bytes as u32);
     builder
 }
 
@@ -76,17 +80,30 @@ pub fn spawn_listener(
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (stop, mut stopped) = watch::channel(false);
-    let builder = Arc::new(builder());
+    let builder = Arc::new(builder(&proxy.routing.load().config.limits));
     tokio::spawn(async move {
         let mut process_shutdown = shutdown.clone();
         let mut backoff = Duration::from_millis(5);
         tracing::info!(listen = %local_addr, "proxy listener started");
         loop {
+            // Wait for room under `max_connections` before accepting.
+            let permit = tokio::select! {
+                permit = proxy.connections.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                _ = fired(&mut stopped) => break,
+                _ = fired(&mut process_shutdown) => break,
+            };
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         backoff = Duration::from_millis(5);
-                        tokio::spawn(serve_accepted(stream, peer, bind, proxy.clone(), builder.clone(), shutdown.clone()));
+                        let serving = serve_accepted(stream, peer, bind, proxy.clone(), builder.clone(), shutdown.clone());
+                        tokio::spawn(async move {
+                            serving.await;
+                            drop(permit);
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(listen = %local_addr, error = %e, "accept failed; retrying");

@@ -35,16 +35,21 @@ pub struct Proxy {
     /// Where finished requests are logged (when `[access_log]` is configured).
     pub access_log: AccessLog,
     pub client_metrics: ClientMetrics,
+    /// One permit per open client connection (`[limits].max_connections`); a listener
+    /// waits for a permit before it accepts, so a flood waits in the kernel's backlog.
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl Proxy {
     pub fn new(routing: Arc<ArcSwap<Routing>>, tracker: Tracker) -> Arc<Proxy> {
+        let max_connections = routing.load().config.limits.max_connections;
         Arc::new(Proxy {
             routing,
             budget: RetryBudget::new(),
             tracker,
             access_log: AccessLog::default(),
             client_metrics: ClientMetrics::new(),
+            connections: Arc::new(tokio::sync::Semaphore::new(max_connections)),
         })
     }
 }
