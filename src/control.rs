@@ -116,6 +116,27 @@ impl Control {
         Ok(())
     }
 
+    /// Sets several sites' weight overrides in one step: one new snapshot, or, if any
+    /// site is unknown or any weight out of range, nothing at all.
+    pub fn set_weights(&self, weights: &[(String, i64)]) -> Result<(), WeightError> {
+        let mut overrides = self.lock_overrides();
+        let current = self.current();
+        for (site, weight) in weights {
+            if !current.sites.iter().any(|s| &s.name == site) {
+                return Err(WeightError::UnknownSite(site.clone()));
+            }
+            if !(0..=MAX_WEIGHT).contains(weight) {
+                return Err(WeightError::OutOfRange(*weight));
+            }
+        }
+        for (site, weight) in weights {
+            overrides.insert(site.clone(), *weight as u32);
+        }
+        tracing::info!(?weights, "weight overrides set through the admin API");
+        self.publish(&overrides);
+        Ok(())
+    }
+
     /// Rebuilds the snapshot from the same config with current health (same generation).
     pub fn refresh(&self) {
         let overrides = self.lock_overrides();

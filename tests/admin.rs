@@ -55,3 +55,53 @@ async fn reload_without_a_config_file_is_a_clear_400() {
     let response = client().request(request).await.unwrap();
     assert_eq!(response.status(), 400);
 }
+
+async fn put_weights(proxy: &TestProxy, body: &'static str) -> (u16, String) {
+    let request = Request::builder()
+        .method(Method::PUT)
+        .uri(proxy.admin_url("/weights"))
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    let status = response.status().as_u16();
+    (status, common::text(response.into_body()).await)
+}
+
+#[tokio::test]
+async fn several_weights_change_in_one_step_or_not_at_all() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let proxy = TestProxy::start(&config("", &[site("a", 50, 0, &[a.addr]), site("b", 50, 0, &[b.addr])])).await;
+    let generation = proxy.server.control().current().generation;
+    let weights = |proxy: &TestProxy| {
+        let routing = proxy.server.control().current();
+        (routing.sites[0].weight(), routing.sites[1].weight())
+    };
+
+    let (status, body) = put_weights(&proxy, r#"{"a": 90, "b": 10}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(weights(&proxy), (90, 10));
+    assert_eq!(
+        proxy.server.control().current().generation,
+        generation,
+        "an override is not a new config"
+    );
+    let client = client();
+    let mut to_a = 0;
+    for _ in 0..100 {
+        let (_, text) = common::get(&client, &proxy.url("/")).await.unwrap();
+        to_a += usize::from(text.contains('a'));
+    }
+    assert_eq!(to_a, 90, "the split follows the new weights exactly");
+
+    for bad in [
+        r#"{"a": 10, "nowhere": 90}"#,
+        r#"{"a": 10, "b": -1}"#,
+        r#"{"a": "ten"}"#,
+        "[1]",
+        "{}",
+    ] {
+        let (status, body) = put_weights(&proxy, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(weights(&proxy), (90, 10), "{bad} changed something");
+    }
+}

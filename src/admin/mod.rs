@@ -103,7 +103,13 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
                 ),
             }
         }
-        (_, ["status" | "metrics" | "reload" | ""]) | (_, ["sites", _, "weight"]) => {
+        (Method::PUT, ["weights"]) => {
+            if let Some(denied) = authorize(&request, server) {
+                return denied;
+            }
+            set_weights(request, server, peer).await
+        }
+        (_, ["status" | "metrics" | "reload" | "weights" | ""]) | (_, ["sites", _, "weight"]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
@@ -139,6 +145,44 @@ async fn set_weight(request: Request<Incoming>, server: &dyn Operator, site: &st
         }
         Err(e @ WeightError::UnknownSite(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e @ WeightError::OutOfRange(_)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+/// `PUT /weights` with `{"site": N, ...}`: all of them in one snapshot, or none.
+async fn set_weights(request: Request<Incoming>, server: &dyn Operator, peer: SocketAddr) -> AdminResponse {
+    let body = match Limited::new(request.into_body(), 65_536).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return error(StatusCode::BAD_REQUEST, "body too large or unreadable"),
+    };
+    let weights: Vec<(String, i64)> = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+    {
+        Ok(map) if map.is_empty() => {
+            return error(StatusCode::BAD_REQUEST, "expected {\"site\": N, ...}: no site named")
+        }
+        Ok(map) => {
+            let mut weights = Vec::with_capacity(map.len());
+            for (site, value) in map {
+                match value.as_i64() {
+                    Some(weight) => weights.push((site, weight)),
+                    None => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("weight of \"{site}\" is not a whole number: {value}"),
+                        )
+                    }
+                }
+            }
+            weights
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("expected {{\"site\": N, ...}}: {e}")),
+    };
+    tracing::info!(client = %peer, ?weights, "weight changes requested through the admin API");
+    match server.control().set_weights(&weights) {
+        Ok(()) => json(
+            StatusCode::OK,
+            &status(&server.control().current(), server.last_reload()),
+        ),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
 
