@@ -236,3 +236,36 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn an_http2_connection_trickling_an_unfinished_request_is_closed() {
+    // HTTP/2 slowloris: one byte of a HEADERS frame every 200 ms. Before the fix every
+    // byte reset the idle timer and such connections stayed open for good.
+    let a = Backend::start("a").await;
+    let timeouts = "[timeouts]\nclient_header = \"1s\"\nidle = \"2s\"\n";
+    let proxy = TestProxy::start(&config(timeouts, &[site("a", 1, 0, &[a.addr])])).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    writer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    writer.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // empty SETTINGS
+    let trickle = tokio::spawn(async move {
+        // A HEADERS frame header announcing 200 bytes on stream 1, then its bytes, slowly.
+        let frame = [&[0u8, 0, 200, 1, 4, 0, 0, 0, 1][..], &[0x82u8; 200][..]].concat();
+        for byte in frame {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), reader.read_to_end(&mut sink)).await;
+    trickle.abort();
+    assert!(closed.is_ok(), "still open after 8 s of trickled bytes");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+}

@@ -5,7 +5,10 @@
 //! Rules: with nothing in flight, a connection closes after `idle` without bytes, and
 //! an HTTP/1 request head must complete within `client_header`; with requests in
 //! flight, it closes only when no byte moved for the longer of `idle` and `response`
-//! (a stalled upload or download).
+//! (a stalled upload or download). HTTP/2 frames that start no request (PINGs, a
+//! HEADERS frame trickled byte by byte) do not keep a connection open: with no stream
+//! in flight, it closes `idle` after its last request ended, or `client_header` after
+//! it opened if no request ever started.
 
 use std::io;
 use std::pin::Pin;
@@ -28,6 +31,9 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// HTTP/2 frames (PING, WINDOW_UPDATE) are not request heads: no header timer.
     http2: AtomicBool,
+    /// When a request last began or ended; 0 = none yet (then: when the connection opened).
+    last_request: AtomicU64,
+    opened: u64,
 }
 
 /// Marks one request in flight for as long as it lives; the proxy keeps it inside the
@@ -36,8 +42,11 @@ pub struct InFlight(Arc<Activity>);
 
 impl Activity {
     pub fn new(http2: bool) -> Arc<Activity> {
-        let activity = Activity::default();
-        activity.last_io.store(now_ms(), Ordering::Relaxed);
+        let activity = Activity {
+            opened: now_ms(),
+            ..Activity::default()
+        };
+        activity.last_io.store(activity.opened, Ordering::Relaxed);
         activity.http2.store(http2, Ordering::Relaxed);
         Arc::new(activity)
     }
@@ -45,6 +54,7 @@ impl Activity {
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(0, Ordering::Release);
+        self.last_request.store(now_ms(), Ordering::Relaxed);
         InFlight(self.clone())
     }
 
@@ -73,6 +83,14 @@ impl Activity {
                     last_io + millis(timeouts.idle.max(timeouts.response)),
                     "no progress on a request in flight",
                 )
+            } else if self.http2.load(Ordering::Relaxed) {
+                match self.last_request.load(Ordering::Relaxed) {
+                    0 => (
+                        self.opened + millis(timeouts.client_header),
+                        "no HTTP/2 request within client_header",
+                    ),
+                    last => (last + millis(timeouts.idle), "idle timeout"),
+                }
             } else {
                 match self.head_started.load(Ordering::Acquire) {
                     0 => (last_io + millis(timeouts.idle), "idle timeout"),
@@ -95,7 +113,9 @@ impl Activity {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.last_io.store(now_ms(), Ordering::Relaxed);
+        let now = now_ms();
+        self.0.last_io.store(now, Ordering::Relaxed);
+        self.0.last_request.store(now, Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
