@@ -159,6 +159,24 @@ fn write_loop(receiver: Receiver<Box<Record>>, config: AccessLogConfig, reopen: 
     let _ = out.flush();
 }
 
+/// Client-controlled text in a text log line: `"`, `\\`, control and non-ASCII bytes
+/// become `\\xHH` (as NGINX escapes), so a client cannot forge fields or lines.
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for &byte in self.0.as_bytes() {
+            if byte == b'"' || byte == b'\\' || !(0x20..0x7f).contains(&byte) {
+                write!(f, "\\x{byte:02X}")?;
+            } else {
+                f.write_char(char::from(byte))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn format_record(record: &Record, format: LogFormat, line: &mut Vec<u8>) {
     match format {
         LogFormat::Json => {
@@ -173,9 +191,9 @@ fn format_record(record: &Record, format: LogFormat, line: &mut Vec<u8>) {
                 "{} {} \"{} {} {}\" {} site={} backend={} attempts={} upstream_ms={} total_ms={:.3} bytes={}",
                 Rfc3339(record.time),
                 record.client,
-                record.method,
-                record.host,
-                record.path,
+                Escaped(&record.method),
+                Escaped(&record.host),
+                Escaped(&record.path),
                 record.status,
                 record.site.as_deref().unwrap_or("-"),
                 record.backend.as_deref().unwrap_or("-"),
@@ -233,6 +251,33 @@ mod tests {
         assert_eq!(Rfc3339(UNIX_EPOCH).to_string(), "1970-01-01T00:00:00.000Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(Rfc3339(leap).to_string(), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn a_client_cannot_forge_fields_or_lines_in_the_text_log() {
+        let record = Record {
+            time: UNIX_EPOCH,
+            client: "10.0.0.1".parse().unwrap(),
+            method: "GET".into(),
+            host: "evil\" 200 site=x\nforged".into(),
+            path: "/a\\b".into(),
+            status: 200,
+            site: None,
+            backend: None,
+            attempts: 1,
+            upstream_ms: None,
+            total_ms: 1.0,
+            bytes: 0,
+        };
+        let mut line = Vec::new();
+        format_record(&record, LogFormat::Text, &mut line);
+        let text = String::from_utf8(line).unwrap();
+        assert_eq!(text.matches('"').count(), 2, "only the request's own quotes: {text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains(r#""GET evil\x22 200 site=x\x0Aforged /a\x5Cb""#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -84,3 +84,47 @@ fn unknown_keys_syntax_errors_and_missing_files_fail() {
     let (ok, text) = check(&dir.path().join("missing.toml"));
     assert!(!ok && text.contains("cannot read"), "{text}");
 }
+
+/// `check` with a deadline: a FIFO or an endless file must not block it or eat memory.
+fn check_within(path: &std::path::Path, limit: std::time::Duration) -> (bool, String) {
+    let mut child = Command::new(BINARY)
+        .args(["check", "--config"])
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("check of {} still running after {limit:?}", path.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn endless_files_and_fifos_are_refused_not_read() {
+    let limit = std::time::Duration::from_secs(20);
+    let (ok, text) = check_within(std::path::Path::new("/dev/zero"), limit);
+    assert!(!ok);
+    assert!(text.contains("not a regular file"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("config.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let (ok, text) = check_within(&fifo, limit);
+    assert!(!ok);
+    assert!(text.contains("not a regular file"), "{text}");
+    let big = dir.path().join("big.toml");
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len(17 * 1024 * 1024).unwrap();
+    let (ok, text) = check_within(&big, limit);
+    assert!(!ok);
+    assert!(text.contains("larger than 16 MiB"), "{text}");
+}

@@ -119,7 +119,8 @@ async fn http2_cookie_fields_reach_an_http1_backend_as_one_header() {
 async fn ambiguous_request_framing_is_refused_with_400() {
     let a = Backend::start("a").await;
     let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
-    let cases: [(&str, &[u8]); 5] = [
+    let cases: [(&str, &[u8]); 6] = [
+        ("a request target that is not a path", b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n"),
         (
             "two different Content-Length values",
             b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",

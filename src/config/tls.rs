@@ -66,7 +66,7 @@ fn resolve(base: &Path, name: &str) -> PathBuf {
 
 fn read(base: &Path, name: &str) -> Result<Vec<u8>, String> {
     let path = resolve(base, name);
-    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    super::read_bounded(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn certs(base: &Path, name: &str) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -58,6 +58,11 @@ impl Proxy {
             return Ok(response.map(|body| ResponseBody::new(body, None, None, in_flight)));
         }
         let refused = refusal(request.headers())
+            .or_else(|| {
+                // `GET foo`: an authority where a path belongs; not rewritten to `/`.
+                let no_path = request.uri().path_and_query().is_none();
+                no_path.then_some("the request target must be a path, e.g. /index.html\n")
+            })
             .map(|reason| (StatusCode::BAD_REQUEST, reason))
             .or_else(|| too_long(request.headers(), routing.config.limits.max_body_bytes));
         if let Some((status, reason)) = refused {
