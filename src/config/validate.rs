@@ -1,6 +1,7 @@
 //! Turns the file types into the checked model, collecting every problem (with its key
 //! path and what would be valid) instead of stopping at the first.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -134,9 +135,11 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
         problems.add("site", "at least one [[site]] is required");
     }
     let mut sites: Vec<Site> = Vec::new();
+    // Sets, not scans: a config with 100 000 sites checks in linear time.
+    let mut names: HashSet<String> = HashSet::new();
     for (i, site) in file.site.iter().enumerate() {
         if let Some(site) = validate_site(i, site, &health, base, &mut problems) {
-            if sites.iter().any(|s| s.name == site.name) {
+            if !names.insert(site.name.clone()) {
                 problems.add(
                     format!("site[{i}].name"),
                     format!(
@@ -388,10 +391,11 @@ fn validate_site(
         problems.add(format!("{key}.backends"), "needs at least one \"host:port\" backend");
     }
     let mut backends: Vec<Backend> = Vec::new();
+    let mut seen: HashSet<Backend> = HashSet::new();
     for (j, text) in site.backends.iter().enumerate() {
         let bkey = format!("{key}.backends[{j}]");
         match parse_backend(text) {
-            Ok(backend) if backends.contains(&backend) => {
+            Ok(backend) if !seen.insert(backend.clone()) => {
                 problems.add(bkey, format!("\"{text}\" is listed twice in this site"));
             }
             Ok(backend) => backends.push(backend),
