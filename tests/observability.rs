@@ -185,3 +185,31 @@ async fn sigusr1_reopens_the_access_log_after_rotation() {
         "the rotated file is left alone"
     );
 }
+
+#[tokio::test]
+async fn remote_peers_cannot_flood_the_log_through_the_http2_library() {
+    // Each connection sends a PING acknowledgement nobody asked for: the h2 library
+    // logs a warning per connection. 60 connections must not mean 60 log lines.
+    let a = Backend::start("a").await;
+    let backend = a.addr;
+    let proxy = ProxyProcess::start(move |l, m| {
+        format!(
+            "[[listener]]\nbind = \"{l}\"\n[admin]\nbind = \"{m}\"\n[[site]]\nname = \"a\"\nweight = 1\nbackends = [\"{backend}\"]\n"
+        )
+    });
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        frames.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS
+        frames.extend_from_slice(&[0, 0, 8, 6, 1, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]); // PING, ACK
+        use tokio::io::AsyncWriteExt;
+        stream.write_all(&frames).await.unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(held);
+    let log = proxy.stderr();
+    let lines = log.lines().filter(|l| l.contains("PING")).count();
+    assert!(lines <= 1, "{lines} log lines from remote peers:\n{log}");
+}

@@ -3,11 +3,23 @@
 
 use crate::config::{LogFormat, Logging};
 
+/// Libraries whose warnings a remote peer can trigger once per connection (the h2
+/// crate warns of an unexpected PING ack, a reset flood...): only their errors are
+/// logged, unless the filter names them itself. Splitgate's own per-peer lines are
+/// rate-limited (`log_limit`).
+const QUIET_LIBRARIES: [&str; 2] = ["h2", "hyper"];
+
 /// Sets up operator logs from `[log]`; `RUST_LOG`, when set, overrides the level.
 pub fn init_logging(config: &Logging) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let chosen = std::env::var("RUST_LOG").unwrap_or_else(|_| config.level.clone());
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&chosen)
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for library in QUIET_LIBRARIES.iter().filter(|l| !chosen.contains(*l)) {
+        if let Ok(directive) = format!("{library}=error").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     use std::io::IsTerminal;
     // Colours only for a person at a terminal, never into log files or journald.
     let builder = tracing_subscriber::fmt()
