@@ -74,10 +74,6 @@ impl Connector {
         self.http2
     }
 
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
     /// Connects and handshakes within `limit`; the connection's task is spawned on the
     /// current runtime and ends when the connection closes.
     pub(crate) async fn connect(&self, authority: &Authority, limit: Duration) -> Result<Sender, SendError> {
