@@ -35,7 +35,7 @@ proptest! {
         if positive.is_empty() {
             prop_assert!(table.is_empty());
         } else {
-            let divisor = positive.iter().copied().fold(0, |a, b| gcd(a, b));
+            let divisor = positive.iter().copied().fold(0, gcd);
             prop_assert_eq!(table.len() as u32, weights.iter().sum::<u32>() / divisor);
             for (site, &weight) in weights.iter().enumerate() {
                 let picks = table.iter().filter(|&&s| s as usize == site).count() as u32;
