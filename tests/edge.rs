@@ -119,7 +119,15 @@ async fn http2_cookie_fields_reach_an_http1_backend_as_one_header() {
 async fn ambiguous_request_framing_is_refused_with_400() {
     let a = Backend::start("a").await;
     let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
-    let cases: [(&str, &[u8]); 6] = [
+    let cases: [(&str, &[u8]); 8] = [
+        (
+            "Content-Length with Transfer-Encoding",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "Transfer-Encoding with Content-Length",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 4\r\n\r\n0\r\n\r\n",
+        ),
         ("a request target that is not a path", b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n"),
         (
             "two different Content-Length values",
@@ -269,4 +277,19 @@ async fn an_http2_connection_trickling_an_unfinished_request_is_closed() {
         "closed only after {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_chunked_upload_quoting_a_content_length_line_in_its_body_passes() {
+    // The check for a head with both framings looks at the head only, never the body.
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let body = "--b\r\nContent-Length: 3\r\n\r\nabc\r\n--b--\r\n";
+    let request = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\
+         POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let answer = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
 }

@@ -33,12 +33,24 @@ pub struct Activity {
     http2: AtomicBool,
     /// When a request last began or ended; 0 = none yet (then: when the connection opened).
     last_request: AtomicU64,
+    /// The HTTP/1 head being read carries a Content-Length line. hyper drops that line
+    /// when the head also has Transfer-Encoding, so the proxy can only see it here.
+    head_has_length: AtomicBool,
     opened: u64,
 }
 
 /// Marks one request in flight for as long as it lives; the proxy keeps it inside the
 /// response body, so it ends when the last byte of the response is sent.
-pub struct InFlight(Arc<Activity>);
+pub struct InFlight(Arc<Activity>, bool);
+
+impl InFlight {
+    /// The request's head had a Content-Length line (seen in the bytes read while no
+    /// request was in flight; a pipelined head is not scanned, and hyper then closes
+    /// the connection after a head with both framings anyway).
+    pub fn head_had_content_length(&self) -> bool {
+        self.1
+    }
+}
 
 impl Activity {
     pub fn new(http2: bool) -> Arc<Activity> {
@@ -55,7 +67,8 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(0, Ordering::Release);
         self.last_request.store(now_ms(), Ordering::Relaxed);
-        InFlight(self.clone())
+        let had_length = self.head_has_length.swap(false, Ordering::AcqRel);
+        InFlight(self.clone(), had_length)
     }
 
     fn saw_read(&self, first_bytes: &[u8], first_read: bool) {
@@ -64,11 +77,13 @@ impl Activity {
         if first_read && first_bytes.starts_with(b"PRI * HTTP/2.0") {
             self.http2.store(true, Ordering::Relaxed);
         }
-        if !self.http2.load(Ordering::Relaxed)
-            && self.in_flight.load(Ordering::Acquire) == 0
-            && self.head_started.load(Ordering::Relaxed) == 0
-        {
-            self.head_started.store(now, Ordering::Release);
+        if !self.http2.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Acquire) == 0 {
+            if self.head_started.load(Ordering::Relaxed) == 0 {
+                self.head_started.store(now, Ordering::Release);
+            }
+            if has_length_line(first_bytes) {
+                self.head_has_length.store(true, Ordering::Release);
+            }
         }
     }
 
@@ -109,6 +124,22 @@ impl Activity {
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
     }
+}
+
+/// Whether `bytes` hold a head line starting with `Content-Length:` (any case); what
+/// follows the end of a head (a body, which may quote such lines) is not looked at.
+fn has_length_line(bytes: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length:";
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(bytes.len(), |end| end + 2);
+    let bytes = &bytes[..head_end];
+    bytes.iter().enumerate().filter(|&(_, &b)| b == b'\n').any(|(i, _)| {
+        bytes
+            .get(i + 1..i + 1 + NAME.len())
+            .is_some_and(|n| n.eq_ignore_ascii_case(NAME))
+    })
 }
 
 impl Drop for InFlight {
@@ -193,5 +224,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_length_line;
+
+    #[test]
+    fn a_content_length_line_is_found_in_the_head_only() {
+        assert!(has_length_line(b"POST / HTTP/1.1\r\nCONTENT-length: 4\r\n\r\n"));
+        assert!(!has_length_line(b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\n\r\n"));
+        assert!(!has_length_line(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n--b\r\nContent-Length: 3\r\n"
+        ));
     }
 }

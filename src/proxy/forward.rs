@@ -57,7 +57,11 @@ impl Proxy {
             response.headers_mut().insert(header::ALLOW, allow);
             return Ok(response.map(|body| ResponseBody::new(body, None, None, in_flight)));
         }
+        let both_framings = in_flight.head_had_content_length()
+            && request.headers().contains_key(header::TRANSFER_ENCODING)
+            && request.version() == Version::HTTP_11;
         let refused = refusal(request.headers())
+            .or_else(|| both_framings.then_some("Content-Length and Transfer-Encoding together\n"))
             .or_else(|| {
                 // `GET foo`: an authority where a path belongs; not rewritten to `/`.
                 let no_path = request.uri().path_and_query().is_none();
