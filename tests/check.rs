@@ -128,3 +128,31 @@ fn endless_files_and_fifos_are_refused_not_read() {
     assert!(!ok);
     assert!(text.contains("larger than 16 MiB"), "{text}");
 }
+
+#[test]
+fn an_access_log_path_that_cannot_be_written_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let readonly = dir.path().join("readonly.log");
+    std::fs::write(&readonly, "").unwrap();
+    let mut permissions = std::fs::metadata(&readonly).unwrap().permissions();
+    permissions.set_readonly(true);
+    std::fs::set_permissions(&readonly, permissions).unwrap();
+    for (target, reason) in [
+        (dir.path().to_path_buf(), "is a directory"),
+        (dir.path().join("missing/access.log"), "does not exist"),
+        (readonly, "is read-only"),
+    ] {
+        let config = dir.path().join("splitgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[listener]]\nbind = \"127.0.0.1:8080\"\n[access_log]\npath = \"{}\"\n[[site]]\nname = \"a\"\nweight = 1\nbackends = [\"127.0.0.1:9001\"]\n",
+                target.display()
+            ),
+        )
+        .unwrap();
+        let (ok, text) = check(&config);
+        assert!(!ok, "{}: {text}", target.display());
+        assert!(text.contains("access_log.path") && text.contains(reason), "{text}");
+    }
+}

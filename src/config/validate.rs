@@ -199,6 +199,15 @@ fn validate_access_log(file: &AccessLogFile, base: &Path, problems: &mut Problem
                 Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
                     problems.add("access_log.path", format!("directory {} does not exist", dir.display()));
                 }
+                _ if path.is_dir() => {
+                    problems.add(
+                        "access_log.path",
+                        format!("{} is a directory; name a file in it", path.display()),
+                    );
+                }
+                _ if std::fs::metadata(&path).is_ok_and(|m| m.permissions().readonly()) => {
+                    problems.add("access_log.path", format!("{} is read-only", path.display()));
+                }
                 _ => {}
             }
             LogTarget::File(path)
