@@ -57,16 +57,7 @@ impl Proxy {
             response.headers_mut().insert(header::ALLOW, allow);
             return Ok(response.map(|body| ResponseBody::new(body, None, None, in_flight)));
         }
-        let both_framings = in_flight.head_had_content_length()
-            && request.headers().contains_key(header::TRANSFER_ENCODING)
-            && request.version() == Version::HTTP_11;
-        let refused = refusal(request.headers())
-            .or_else(|| both_framings.then_some("Content-Length and Transfer-Encoding together\n"))
-            .or_else(|| {
-                // `GET foo`: an authority where a path belongs; not rewritten to `/`.
-                let no_path = request.uri().path_and_query().is_none();
-                no_path.then_some("the request target must be a path, e.g. /index.html\n")
-            })
+        let refused = refusal(&request, in_flight.head_had_content_length())
             .map(|reason| (StatusCode::BAD_REQUEST, reason))
             .or_else(|| too_long(request.headers(), routing.config.limits.max_body_bytes));
         if let Some((status, reason)) = refused {
@@ -214,13 +205,16 @@ impl Proxy {
 
 /// A declared body length over `[limits].max_body_bytes` (0 = unlimited): 413 at once.
 fn too_long(headers: &HeaderMap, max_bytes: u64) -> Option<(StatusCode, &'static str)> {
+    if max_bytes == 0 {
+        return None;
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
         .ok()?
         .parse::<u64>()
         .ok()?;
-    (max_bytes > 0 && declared > max_bytes).then_some((StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"))
+    (declared > max_bytes).then_some((StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"))
 }
 
 /// The request's side of an access-log record; the rest is filled in as it goes.

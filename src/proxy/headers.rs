@@ -144,12 +144,18 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Why a request head must be refused with 400 before anything of it moves: it names
-/// its host twice (RFC 9112 3.2), or its body could be framed two ways (request
-/// smuggling): Content-Length together with Transfer-Encoding, or a transfer coding
-/// other than one `chunked` (`identity, chunked`, `chunked` twice, `gzip`...). The
-/// strictest reading that no legitimate client notices.
-pub fn refusal(headers: &HeaderMap) -> Option<&'static str> {
+/// Why a request head must be refused with 400 before anything of it moves: its target
+/// is not a path (`GET foo`, never rewritten to `/`), it names its host twice (RFC 9112
+/// 3.2), or its body could be framed two ways (request smuggling): Content-Length
+/// together with Transfer-Encoding, or a transfer coding other than one `chunked`
+/// (`identity, chunked`, `chunked` twice, `gzip`...). The strictest reading that no
+/// legitimate client notices. `head_had_length`: the head's bytes held a Content-Length
+/// line, which hyper drops from the headers when Transfer-Encoding is present.
+pub fn refusal<B>(request: &http::Request<B>, head_had_length: bool) -> Option<&'static str> {
+    if request.uri().path_and_query().is_none() {
+        return Some("the request target must be a path, e.g. /index.html\n");
+    }
+    let headers = request.headers();
     let mut hosts = headers.get_all(header::HOST).iter();
     if hosts.next().is_some() && hosts.next().is_some() {
         return Some("two Host headers\n");
@@ -161,7 +167,7 @@ pub fn refusal(headers: &HeaderMap) -> Option<&'static str> {
         .map(<[u8]>::trim_ascii)
         .filter(|coding| !coding.is_empty());
     let first = codings.next()?;
-    if headers.contains_key(header::CONTENT_LENGTH) {
+    if head_had_length || headers.contains_key(header::CONTENT_LENGTH) {
         return Some("Content-Length and Transfer-Encoding together\n");
     }
     if !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some() {
