@@ -8,9 +8,13 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::HeaderValue;
 use splitgate::health::HealthRegistry;
 use splitgate::proxy::headers::{prepare_request, ClientInfo};
-use splitgate::routing::{sequence, Routing};
+use splitgate::routing::{affinity, sequence, Routing};
 
 fn routing() -> Routing {
+    routing_with("")
+}
+
+fn routing_with(extra: &str) -> Routing {
     let text = r#"
         [[listener]]
         bind = "127.0.0.1:1"
@@ -26,8 +30,10 @@ fn routing() -> Routing {
         name = "c"
         weight = 20
         backends = ["127.0.0.1:5"]
-    "#;
-    let config = Arc::new(splitgate::config::parse(Path::new("bench"), text).expect("bench config"));
+    "#
+    .to_string()
+        + extra;
+    let config = Arc::new(splitgate::config::parse(Path::new("bench"), &text).expect("bench config"));
     Routing::standalone(config, &HealthRegistry::new())
 }
 
@@ -40,6 +46,43 @@ fn selection(c: &mut Criterion) {
     c.bench_function("pick a retry", |b| b.iter(|| black_box(r.pick(&tried))));
     c.bench_function("build SWRR table 70/30/1", |b| {
         b.iter(|| black_box(sequence(&[70, 30, 1])))
+    });
+}
+
+fn affinity_and_routes(c: &mut Criterion) {
+    let r = routing_with("[affinity]\nkey = \"cookie:sid\"\n");
+    let key = affinity::hash(b"3f1c9a2e-5d4b-4c1e-9e8f-7a6b5c4d3e2f");
+    c.bench_function("affinity: choose site and backend by key (3 sites)", |b| {
+        b.iter(|| black_box(r.default.by_key(black_box(key), &r.sites)))
+    });
+    let request = http::Request::get("/cart/items?page=2")
+        .header("host", "shop.example")
+        .header(
+            "cookie",
+            "theme=dark; sid=3f1c9a2e-5d4b-4c1e-9e8f-7a6b5c4d3e2f; lang=en",
+        )
+        .body(())
+        .expect("bench request");
+    let (parts, _) = request.into_parts();
+    let client = std::net::IpAddr::from([192, 0, 2, 10]);
+    c.bench_function("affinity: plan + pick, key from a cookie (3 sites)", |b| {
+        b.iter(|| black_box(r.pick_for(r.plan(black_box(&parts), client), &[])))
+    });
+    // 50 routes, none matching: the worst case of the first-match scan.
+    let mut routes = String::new();
+    for i in 0..50 {
+        let host = if i % 2 == 0 {
+            format!("host = \"svc{i}.example\"\n")
+        } else {
+            format!("host = \"*.zone{i}.example\"\n")
+        };
+        routes.push_str(&format!(
+            "[[route]]\nname = \"r{i}\"\n{host}path_prefix = \"/api{i}\"\n"
+        ));
+    }
+    let r = routing_with(&routes);
+    c.bench_function("routes: match 50 routes, no match (worst case)", |b| {
+        b.iter(|| black_box(r.plan(black_box(&parts), client)))
     });
 }
 
@@ -75,5 +118,5 @@ fn header_rules(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, selection, header_rules);
+criterion_group!(benches, selection, affinity_and_routes, header_rules);
 criterion_main!(benches);

@@ -209,6 +209,7 @@ fn record_routing(routing: &Routing) {
         metrics::gauge!("splitgate_site_effective_weight", "site" => site.name.clone())
             .set(f64::from(site.effective_weight));
         metrics::gauge!("splitgate_site_weight", "site" => site.name.clone()).set(f64::from(site.weight()));
+        metrics::gauge!("splitgate_site_healthy_fraction", "site" => site.name.clone()).set(site.healthy_fraction);
         metrics::gauge!("splitgate_site_healthy", "site" => site.name.clone()).set(if site.healthy {
             1.0
         } else {

@@ -156,3 +156,54 @@ fn an_access_log_path_that_cannot_be_written_is_refused() {
         assert!(text.contains("access_log.path") && text.contains(reason), "{text}");
     }
 }
+
+#[test]
+fn bad_routes_and_affinity_keys_are_named_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[listener]]
+bind = "127.0.0.1:8080"
+[affinity]
+key = "session"
+[[site]]
+name = "a"
+weight = 1
+backends = ["127.0.0.1:9001"]
+health = { overprovision = 0.5 }
+[[route]]
+name = "api"
+path_prefix = "/api"
+weights = { a = 1, nowhere = 2 }
+[[route]]
+name = "api"
+host = "x.example"
+[[route]]
+name = "everything"
+[[route]]
+name = "hidden"
+host = "*.example.com"
+path_prefix = "/z"
+affinity = { key = "cookie:" }
+"#,
+    )
+    .unwrap();
+    let (ok, text) = check(&path);
+    assert!(!ok);
+    for (key, reason) in [
+        ("affinity.key", "not an affinity key"),
+        ("site[0].health.overprovision", "out of range"),
+        ("route[0].weights.nowhere", "no site is named"),
+        ("route[1].name", "already the name"),
+        ("route[3]", "can never match: route \"everything\""),
+        ("route[3].affinity.key", "not a cookie name"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!(": {key}: ")) && l.contains(reason)),
+            "{key} ({reason}) missing in:\n{text}"
+        );
+    }
+}

@@ -1,11 +1,13 @@
 //! Properties over many generated inputs (proptest): no config text panics the parser,
 //! the weighted table follows any weights exactly, and the request-head rules keep
-//! every end-to-end header while removing every hop-by-hop one.
+//! every end-to-end header while removing every hop-by-hop one; affinity keys follow
+//! any weights and never reach a weight-0 site; no routes or keys panic the router.
 
 use std::path::Path;
 
 use proptest::prelude::*;
-use splitgate::routing::sequence;
+use splitgate::health::HealthRegistry;
+use splitgate::routing::{affinity, sequence, Routing};
 
 const VALID: &str = "[[listener]]\nbind = \"127.0.0.1:8080\"\n[limits]\nmax_headers = 50\n[[site]]\nname = \"a\"\nweight = 70\nbackends = [\"127.0.0.1:9001\"]\n[[site]]\nname = \"b\"\nweight = 30\npriority = 1\nbackends = [\"[::1]:9101\"]\nhealth = { path = \"/ready\", interval = \"500ms\" }\n";
 
@@ -68,6 +70,78 @@ proptest! {
         }
         for name in &names {
             prop_assert!(parts.headers.contains_key(name.as_str()), "{} was removed", name);
+        }
+    }
+}
+
+/// A config with one site per weight (one backend each), plus `extra` text.
+fn sites_config(weights: &[u32], extra: &str) -> String {
+    let mut text = String::from("[[listener]]\nbind = \"127.0.0.1:1\"\n");
+    for (i, w) in weights.iter().enumerate() {
+        text.push_str(&format!(
+            "[[site]]\nname = \"s{i}\"\nweight = {w}\nbackends = [\"127.0.0.1:{}\"]\n",
+            1000 + i
+        ));
+    }
+    text + extra
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn affinity_keys_follow_any_weights_and_never_reach_a_weight_zero_site(
+        weights in prop::collection::vec(0u32..100, 1..5).prop_filter("one site with weight", |w| w.iter().any(|&x| x > 0)),
+    ) {
+        let config = splitgate::config::parse(Path::new("p"), &sites_config(&weights, "")).unwrap();
+        let routing = Routing::standalone(std::sync::Arc::new(config), &HealthRegistry::new());
+        let keys = 20_000u32;
+        let mut counts = vec![0u32; weights.len()];
+        for k in 0..keys {
+            let pick = routing.default.by_key(affinity::hash(&k.to_le_bytes()), &routing.sites).unwrap();
+            counts[pick.site] += 1;
+        }
+        let total: u32 = weights.iter().sum();
+        for (site, &weight) in weights.iter().enumerate() {
+            let expected = f64::from(weight) / f64::from(total);
+            let got = f64::from(counts[site]) / f64::from(keys);
+            if weight == 0 {
+                prop_assert_eq!(counts[site], 0, "weight-0 site {} got keys: {:?}", site, weights);
+            } else {
+                prop_assert!((got - expected).abs() < 0.02, "site {}: {} vs {} for {:?}", site, got, expected, weights);
+            }
+        }
+    }
+
+    #[test]
+    fn no_routes_or_request_panic_the_router(
+        host in "[a-zA-Z0-9.*:\\[\\]-]{0,20}",
+        prefix in "/[a-z/]{0,8}",
+        request_host in "[a-zA-Z0-9.:\\[\\]-]{0,24}",
+        path in "/[a-z/]{0,12}",
+        cookie in "[ -~]{0,40}",
+        key in prop::sample::select(vec!["header:x-user", "cookie:sid", "client_ip"]),
+    ) {
+        let routes = format!(
+            "[affinity]\nkey = \"{key}\"\n[[route]]\nname = \"r\"\nhost = \"{host}\"\npath_prefix = \"{prefix}\"\nweights = {{ s0 = 1 }}\n",
+        );
+        let Ok(config) = splitgate::config::parse(Path::new("p"), &sites_config(&[1, 2], &routes)) else {
+            return Ok(());
+        };
+        let routing = Routing::standalone(std::sync::Arc::new(config), &HealthRegistry::new());
+        let mut request = http::Request::get(path.as_str());
+        if let Ok(value) = http::HeaderValue::from_str(&request_host) {
+            request = request.header("host", value);
+        }
+        if let Ok(value) = http::HeaderValue::from_str(&cookie) {
+            request = request.header("cookie", value.clone()).header("x-user", value);
+        }
+        let (parts, ()) = request.body(()).unwrap().into_parts();
+        let plan = routing.plan(&parts, [127, 0, 0, 1].into());
+        let pick = routing.pick_for(plan, &[]);
+        prop_assert!(pick.is_some());
+        if plan.route().is_some() {
+            prop_assert_eq!(pick.unwrap().site, 0, "the route sends only to s0");
         }
     }
 }

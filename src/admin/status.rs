@@ -1,6 +1,8 @@
 //! The `/status` document: generation, routing mode, and each site with its configured,
 //! overridden and effective weight, health and backends (the contract in INTERFACE.md).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::routing::{Mode, Routing};
@@ -21,6 +23,8 @@ pub struct Status {
     pub mode: &'static str,
     pub active_priority: Option<u32>,
     pub sites: Vec<SiteStatus>,
+    /// Each `[[route]]` with the weights in force on it (drains applied).
+    pub routes: Vec<RouteStatus>,
     pub last_reload: Option<LastReload>,
 }
 
@@ -34,7 +38,19 @@ pub struct SiteStatus {
     pub effective_weight: u32,
     pub priority: u32,
     pub healthy: bool,
+    /// Healthy backends / all backends.
+    pub healthy_fraction: f64,
     pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Serialize)]
+pub struct RouteStatus {
+    pub name: String,
+    /// The route's weight per site, drains applied.
+    pub weights: BTreeMap<String, u32>,
+    /// What each site gets on this route now, after health and slow start.
+    pub effective_weights: BTreeMap<String, u32>,
+    pub mode: &'static str,
 }
 
 #[derive(Serialize)]
@@ -43,15 +59,47 @@ pub struct BackendStatus {
     pub healthy: bool,
 }
 
-pub fn status(routing: &Routing, last_reload: Option<LastReload>) -> Status {
-    let lowest = routing.sites.iter().map(|s| s.priority).min().unwrap_or(0);
-    let (mode, active_priority) = match routing.mode {
+/// "normal", "failover", "panic" or "no_route", and the tier in use.
+fn mode_name(mode: Mode, weights: &[u32], routing: &Routing) -> (&'static str, Option<u32>) {
+    let lowest = (0..routing.sites.len())
+        .filter(|&i| weights[i] > 0)
+        .map(|i| routing.sites[i].priority)
+        .min()
+        .unwrap_or(0);
+    match mode {
         Mode::Normal { priority } if priority == lowest => ("normal", Some(priority)),
         Mode::Normal { priority } => ("failover", Some(priority)),
         Mode::Panic { priority } => ("panic", Some(priority)),
         Mode::NoRoute => ("no_route", None),
-    };
+    }
+}
+
+fn by_site(routing: &Routing, values: &[u32]) -> BTreeMap<String, u32> {
+    routing
+        .sites
+        .iter()
+        .zip(values)
+        .map(|(s, &v)| (s.name.clone(), v))
+        .collect()
+}
+
+pub fn status(routing: &Routing, last_reload: Option<LastReload>) -> Status {
+    let all: Vec<u32> = routing.sites.iter().map(|s| s.config_weight.max(1)).collect();
+    let (mode, active_priority) = mode_name(routing.mode, &all, routing);
+    let routes = routing
+        .config
+        .routes
+        .iter()
+        .zip(&routing.routes)
+        .map(|(route, split)| RouteStatus {
+            name: route.name.clone(),
+            weights: by_site(routing, &split.weights),
+            effective_weights: by_site(routing, &split.effective),
+            mode: mode_name(split.mode, &split.weights, routing).0,
+        })
+        .collect();
     Status {
+        routes,
         generation: routing.generation,
         mode,
         active_priority,
@@ -66,6 +114,7 @@ pub fn status(routing: &Routing, last_reload: Option<LastReload>) -> Status {
                 effective_weight: site.effective_weight,
                 priority: site.priority,
                 healthy: site.healthy,
+                healthy_fraction: site.healthy_fraction,
                 backends: site
                     .backends
                     .iter()

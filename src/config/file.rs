@@ -23,6 +23,29 @@ pub struct FileConfig {
     pub log: Option<LogFile>,
     #[serde(default)]
     pub limits: LimitsFile,
+    pub affinity: Option<AffinityFile>,
+    #[serde(default)]
+    pub route: Vec<RouteFile>,
+}
+
+/// `[affinity]` (or a route's `affinity = { key }`): what keeps a client on one site.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AffinityFile {
+    /// "header:NAME", "cookie:NAME" or "client_ip".
+    pub key: String,
+}
+
+/// `[[route]]`: requests matching `host` and `path_prefix` get their own split.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    /// Weight per site name; sites not named get 0 on this route.
+    pub weights: Option<std::collections::BTreeMap<String, i64>>,
+    pub affinity: Option<AffinityFile>,
 }
 
 /// `[limits]`: what one client may make the proxy hold.
@@ -110,6 +133,8 @@ pub struct HealthFile {
     pub rise: Option<i64>,
     pub slow_start: Option<String>,
     pub consecutive_5xx: Option<i64>,
+    /// A site keeps its full weight while `overprovision x healthy/total >= 1`.
+    pub overprovision: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

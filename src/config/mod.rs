@@ -5,6 +5,7 @@ mod duration;
 mod file;
 mod model;
 mod pinned;
+mod routes;
 mod tls;
 mod validate;
 
@@ -13,9 +14,10 @@ use std::path::{Path, PathBuf};
 
 pub use duration::parse_duration;
 pub use model::{
-    AccessLog, Admin, Backend, Config, HealthCheck, Limits, Listener, ListenerTls, LogFormat, LogTarget, Logging,
-    Retry, Site, SiteTls, Timeouts,
+    AccessLog, Admin, AffinityKey, Backend, Config, HealthCheck, HostPattern, Limits, Listener, ListenerTls, LogFormat,
+    LogTarget, Logging, Retry, Route, Site, SiteTls, Timeouts,
 };
+pub use routes::path_matches;
 pub use validate::{Problem, MAX_WEIGHT};
 
 /// Why a config could not be used. `Display` writes one line per problem, each naming

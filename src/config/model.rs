@@ -20,6 +20,40 @@ pub struct Config {
     pub access_log: Option<AccessLog>,
     pub log: Logging,
     pub limits: Limits,
+    /// The default split's affinity (routes may have their own).
+    pub affinity: Option<AffinityKey>,
+    /// Checked in order; the first that matches a request chooses its split.
+    pub routes: Vec<Route>,
+}
+
+/// What keeps a client on one site (and backend): a value read from each request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AffinityKey {
+    Header(http::HeaderName),
+    Cookie(String),
+    ClientIp,
+}
+
+/// A request host pattern, lower-case, without a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.example.com` is kept as `.example.com`: any host ending with it (not the
+    /// bare domain, as in NGINX).
+    Suffix(String),
+}
+
+/// A `[[route]]`: requests it matches are split by its own weights and affinity.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub host: Option<HostPattern>,
+    /// Matched on segment boundaries: `/batch` takes `/batch` and `/batch/x`, not `/batchx`.
+    pub path_prefix: Option<String>,
+    /// Weight per site, aligned with `Config::sites`; `None` = the sites' own weights.
+    pub weights: Option<Vec<u32>>,
+    /// This route's own affinity; `None` = the default `[affinity]`.
+    pub affinity: Option<AffinityKey>,
 }
 
 /// What one client may make the proxy hold; beyond each, a clear error for that client
@@ -175,6 +209,8 @@ pub struct Site {
     pub health: HealthCheck,
     /// HTTPS to the backends when set.
     pub tls: Option<SiteTls>,
+    /// Effective weight = weight x min(1, overprovision x healthy/total backends).
+    pub overprovision: f64,
 }
 
 /// One upstream server, `host:port`, reached over HTTP/1.1 (or the site's TLS).

@@ -14,7 +14,11 @@ use super::model::{
     AccessLog, Admin, Backend, Config, HealthCheck, Limits, Listener, LogFormat, LogTarget, Logging, Retry, Site,
     Timeouts,
 };
-use super::tls;
+use super::{routes, tls};
+
+/// Envoy's default overprovisioning factor: a site keeps its full weight while 1/1.4
+/// (71%) of its backends are healthy.
+const DEFAULT_OVERPROVISION: f64 = 1.4;
 
 /// Longest duration accepted anywhere (timeouts, intervals, slow start).
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -30,10 +34,10 @@ pub struct Problem {
 }
 
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+    pub(super) fn add(&mut self, key: impl Into<String>, reason: impl Into<String>) {
         self.0.push(Problem {
             key: key.into(),
             reason: reason.into(),
@@ -130,6 +134,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
     let retry = validate_retry(file, &mut problems);
     let limits = validate_limits(&file.limits, &mut problems);
     let health = health_check(&file.health, &HealthCheck::default(), "health", &mut problems);
+    let overprovision = overprovision(&file.health, DEFAULT_OVERPROVISION, "health", &mut problems);
 
     if file.site.is_empty() {
         problems.add("site", "at least one [[site]] is required");
@@ -138,7 +143,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
     // Sets, not scans: a config with 100 000 sites checks in linear time.
     let mut names: HashSet<String> = HashSet::new();
     for (i, site) in file.site.iter().enumerate() {
-        if let Some(site) = validate_site(i, site, &health, base, &mut problems) {
+        if let Some(site) = validate_site(i, site, (&health, overprovision), base, &mut problems) {
             if !names.insert(site.name.clone()) {
                 problems.add(
                     format!("site[{i}].name"),
@@ -157,6 +162,11 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
         .as_ref()
         .map(|a| validate_access_log(a, base, &mut problems));
     let log = validate_log(file.log.as_ref(), &mut problems);
+    let affinity = file
+        .affinity
+        .as_ref()
+        .and_then(|a| routes::affinity("affinity.key", &a.key, &mut problems));
+    let routes = routes::validate_routes(&file.route, &sites, &mut problems);
 
     if problems.0.is_empty() {
         Ok(Config {
@@ -169,6 +179,8 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
             sites,
             access_log,
             log,
+            affinity,
+            routes,
         })
     } else {
         Err(problems.0)
@@ -363,10 +375,24 @@ fn health_check(file: &HealthFile, base: &HealthCheck, prefix: &str, problems: &
     check
 }
 
+fn overprovision(file: &HealthFile, base: f64, prefix: &str, problems: &mut Problems) -> f64 {
+    match file.overprovision {
+        None => base,
+        Some(v) if (1.0..=100.0).contains(&v) => v,
+        Some(v) => {
+            problems.add(
+                format!("{prefix}.overprovision"),
+                format!("{v} is out of range; use 1.0 (scale with every lost backend) to 100.0"),
+            );
+            base
+        }
+    }
+}
+
 fn validate_site(
     i: usize,
     site: &SiteFile,
-    health: &HealthCheck,
+    (health, overprovision_default): (&HealthCheck, f64),
     base: &Path,
     problems: &mut Problems,
 ) -> Option<Site> {
@@ -411,9 +437,12 @@ fn validate_site(
             Err(reason) => problems.add(bkey, reason),
         }
     }
-    let health = match &site.health {
-        Some(over) => health_check(over, health, &format!("{key}.health"), problems),
-        None => health.clone(),
+    let (health, overprovision) = match &site.health {
+        Some(over) => (
+            health_check(over, health, &format!("{key}.health"), problems),
+            overprovision(over, overprovision_default, &format!("{key}.health"), problems),
+        ),
+        None => (health.clone(), overprovision_default),
     };
     let tls = site.tls.as_ref().and_then(|t| {
         tls::site_tls(t, base)
@@ -430,6 +459,7 @@ fn validate_site(
         backends,
         health,
         tls,
+        overprovision,
     })
 }
 

@@ -101,6 +101,7 @@ impl Proxy {
         let retry = &routing.config.retry;
         let attempts = (retry.attempts as usize).clamp(1, MAX_ATTEMPTS);
         let (mut parts, body) = request.into_parts();
+        let plan = routing.plan(&parts, client.addr);
         let upgrade = upgrade_request(&parts);
         let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
         prepare_request(&mut parts, client, upgrade.as_ref());
@@ -130,7 +131,7 @@ impl Proxy {
         };
         let mut last_error: Option<SendError> = None;
         for attempt in 0..attempts {
-            let Some(pick) = routing.pick(&tried[..attempt]) else {
+            let Some(pick) = routing.pick_for(plan, &tried[..attempt]) else {
                 break;
             };
             let Some(mut request) = pending.take() else {

@@ -1,7 +1,12 @@
 //! The routing snapshot: an immutable picture of sites, backends and the precomputed
-//! selection table, built from a checked config plus live health, swapped atomically.
-//! Requests only read it; choosing a backend is two atomic adds and two indexings.
+//! splits (the default one and one per route), built from a checked config plus live
+//! health, swapped atomically. Requests only read it; choosing a backend is two atomic
+//! adds and two indexings, or, with affinity, one hash and a score per site.
 
+pub mod affinity;
+mod plan;
+mod route_table;
+mod split;
 mod swrr;
 
 use std::collections::HashMap;
@@ -12,6 +17,8 @@ use crate::config::Config;
 use crate::health::Backend;
 use crate::telemetry::SiteMetrics;
 
+pub use plan::Plan;
+pub use split::Split;
 pub use swrr::sequence;
 
 /// How requests are routed right now.
@@ -30,10 +37,13 @@ pub struct Routing {
     pub generation: u64,
     pub config: Arc<Config>,
     pub sites: Vec<SiteRoute>,
+    /// The default split's mode (requests that match no route).
     pub mode: Mode,
-    /// SWRR sequence of site indices for the tier in use.
-    table: Vec<u16>,
-    next: AtomicUsize,
+    /// Requests that match no route.
+    pub default: Split,
+    /// One split per `[[route]]`, in config order.
+    pub routes: Vec<Split>,
+    route_table: route_table::RouteTable,
 }
 
 pub struct SiteRoute {
@@ -44,7 +54,13 @@ pub struct SiteRoute {
     pub weight_override: Option<u32>,
     pub priority: u32,
     pub healthy: bool,
-    /// What the site gets now: weight in force scaled by slow start, 0 when down/unused.
+    /// Healthy backends / all backends.
+    pub healthy_fraction: f64,
+    /// `min(1, overprovision x healthy_fraction)`: how much of its weight it can carry.
+    pub capacity: f64,
+    /// Slow start: 0..1 while ramping after an outage, 1 at full weight.
+    pub ramp: f64,
+    /// What the site gets in the default split now, in units of its weight.
     pub effective_weight: u32,
     /// True while slow start is still ramping this site up.
     pub ramping: bool,
@@ -54,6 +70,10 @@ pub struct SiteRoute {
     usable: Vec<u16>,
     next: AtomicUsize,
     pub metrics: SiteMetrics,
+    /// Hash of the name, for rendezvous: the same across reloads, processes and builds.
+    seed: u64,
+    /// Hash of each backend's address, aligned with `backends`.
+    backend_seeds: Vec<u64>,
 }
 
 /// A chosen backend: its site index and position, so retries can avoid it.
@@ -82,62 +102,74 @@ pub struct Inputs<'a> {
 
 impl Routing {
     pub fn build(inputs: Inputs<'_>) -> Routing {
-        let mut sites: Vec<SiteRoute> = inputs
-            .config
+        let config = inputs.config;
+        let mut sites: Vec<SiteRoute> = config
             .sites
             .iter()
             .zip(inputs.backends)
             .map(|(site, backends)| {
-                let usable: Vec<u16> = (0..backends.len() as u16)
+                let mut usable: Vec<u16> = (0..backends.len() as u16)
                     .filter(|&i| backends[i as usize].is_healthy())
                     .collect();
                 let weight_override = inputs.overrides.get(&site.name).copied();
                 let weight = weight_override.unwrap_or(site.weight);
-                let factor = slow_start_factor(&backends, &usable, site.health.slow_start, inputs.now_ms);
+                let ramp = slow_start_factor(&backends, &usable, site.health.slow_start, inputs.now_ms);
                 let healthy = !usable.is_empty();
+                let healthy_fraction = usable.len() as f64 / backends.len().max(1) as f64;
+                if !healthy {
+                    // Panic mode tries them all; a split never sends here otherwise.
+                    usable = (0..backends.len() as u16).collect();
+                }
                 SiteRoute {
                     name: site.name.clone(),
                     config_weight: site.weight,
                     weight_override,
                     priority: site.priority,
                     healthy,
-                    effective_weight: if healthy && weight > 0 {
-                        ((f64::from(weight) * factor).round() as u32).max(1)
-                    } else {
-                        0
-                    },
-                    ramping: healthy && weight > 0 && factor < 1.0,
+                    healthy_fraction,
+                    capacity: (site.overprovision * healthy_fraction).min(1.0),
+                    ramp,
+                    effective_weight: 0,
+                    ramping: healthy && weight > 0 && ramp < 1.0,
+                    backend_seeds: backends.iter().map(|b| affinity::hash(b.addr.as_bytes())).collect(),
                     backends,
                     usable,
                     next: AtomicUsize::new(0),
                     metrics: SiteMetrics::new(&site.name),
+                    seed: affinity::hash(site.name.as_bytes()),
                 }
             })
             .collect();
-        let mode = choose_mode(&sites);
-        let table = match mode {
-            Mode::Normal { priority } => {
-                for site in sites.iter_mut().filter(|s| s.priority != priority) {
-                    site.effective_weight = 0;
-                }
-                sequence(&sites.iter().map(|s| s.effective_weight).collect::<Vec<_>>())
-            }
-            Mode::Panic { priority } => {
-                for site in sites.iter_mut() {
-                    site.usable = (0..site.backends.len() as u16).collect();
-                    site.effective_weight = if site.priority == priority { site.weight() } else { 0 };
-                }
-                sequence(&sites.iter().map(|s| s.effective_weight).collect::<Vec<_>>())
-            }
-            Mode::NoRoute => Vec::new(),
-        };
+        let default = Split::build(sites.iter().map(SiteRoute::weight).collect(), &sites);
+        for (site, &effective) in sites.iter_mut().zip(&default.effective) {
+            site.effective_weight = effective;
+        }
+        // A drain (override 0) takes a site out of every route; other overrides change
+        // the default split only.
+        let routes = config
+            .routes
+            .iter()
+            .map(|route| {
+                let weights = sites
+                    .iter()
+                    .enumerate()
+                    .map(|(i, site)| match (site.weight_override, &route.weights) {
+                        (Some(0), _) => 0,
+                        (_, Some(weights)) => weights[i],
+                        (_, None) => site.weight(),
+                    })
+                    .collect();
+                Split::build(weights, &sites)
+            })
+            .collect();
         Routing {
             generation: inputs.generation,
-            config: inputs.config,
+            mode: default.mode,
+            route_table: route_table::RouteTable::build(&config.routes),
+            config,
             sites,
-            mode,
-            table,
-            next: AtomicUsize::new(0),
+            default,
+            routes,
         }
     }
 
@@ -167,29 +199,44 @@ impl Routing {
         &self.sites[pick.site].backends[pick.backend]
     }
 
-    /// Chooses a backend for one try, never one in `tried`. The first try follows the
-    /// weighted table exactly; retries walk on from there to other backends and sites,
-    /// then to any healthy backend of another tier, then to any backend at all.
-    pub fn pick(&self, tried: &[Pick]) -> Option<Pick> {
-        if self.table.is_empty() {
-            return None;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        if tried.is_empty() {
-            let site = self.table[start % self.table.len()] as usize;
-            return self.sites[site].next_usable(site, tried);
-        }
-        (0..self.table.len())
-            .find_map(|step| {
-                let site = self.table[(start + step) % self.table.len()] as usize;
-                self.sites[site].next_usable(site, tried)
-            })
-            .or_else(|| self.any_backend(tried, true))
-            .or_else(|| self.any_backend(tried, false))
+    /// The split a plan names: the default one or a route's.
+    pub fn split(&self, plan: Plan) -> &Split {
+        plan.route().map_or(&self.default, |r| &self.routes[r])
     }
 
-    fn any_backend(&self, tried: &[Pick], healthy_only: bool) -> Option<Pick> {
-        let mut order: Vec<usize> = (0..self.sites.len()).filter(|&s| self.sites[s].weight() > 0).collect();
+    /// Chooses a backend for one try of the default split (no route, no key).
+    pub fn pick(&self, tried: &[Pick]) -> Option<Pick> {
+        self.pick_for(Plan::default(), tried)
+    }
+
+    /// Chooses a backend for one try, never one in `tried`. A first try with an
+    /// affinity key goes where the key hashes; without one it follows the weighted
+    /// table exactly. Retries walk on from there to other backends and sites of the
+    /// split, then to any healthy backend of another tier, then to any backend at all.
+    pub fn pick_for(&self, plan: Plan, tried: &[Pick]) -> Option<Pick> {
+        let split = self.split(plan);
+        if split.is_empty() {
+            return None;
+        }
+        if tried.is_empty() {
+            if let Some(pick) = plan.key().and_then(|key| split.by_key(key, &self.sites)) {
+                return Some(pick);
+            }
+            let (site, _) = split.next_site();
+            return self.sites[site].next_usable(site, tried);
+        }
+        let (_, start) = split.next_site();
+        (0..split.period())
+            .find_map(|step| {
+                let site = split.site_after(start, step);
+                self.sites[site].next_usable(site, tried)
+            })
+            .or_else(|| self.any_backend(split, tried, true))
+            .or_else(|| self.any_backend(split, tried, false))
+    }
+
+    fn any_backend(&self, split: &Split, tried: &[Pick], healthy_only: bool) -> Option<Pick> {
+        let mut order: Vec<usize> = (0..self.sites.len()).filter(|&s| split.weights[s] > 0).collect();
         order.sort_by_key(|&s| self.sites[s].priority);
         order.into_iter().find_map(|site| {
             (0..self.sites[site].backends.len())
@@ -213,6 +260,17 @@ impl SiteRoute {
             })
             .find(|p| !tried.contains(p))
     }
+
+    /// The usable backend a key hashes to (rendezvous: a backend that goes away moves
+    /// only its own keys).
+    fn backend_by_key(&self, site: usize, key: u64) -> Option<Pick> {
+        let backend = self
+            .usable
+            .iter()
+            .map(|&b| b as usize)
+            .max_by_key(|&b| affinity::mix(key ^ self.backend_seeds[b]))?;
+        Some(Pick { site, backend })
+    }
 }
 
 /// A site recovering from an outage ramps from small to full weight over `window`,
@@ -233,16 +291,7 @@ fn slow_start_factor(backends: &[Arc<Backend>], usable: &[u16], window: std::tim
     (elapsed / window.as_millis() as f64).clamp(0.0, 1.0)
 }
 
-fn choose_mode(sites: &[SiteRoute]) -> Mode {
-    let lowest = |ok: &dyn Fn(&SiteRoute) -> bool| sites.iter().filter(|s| ok(s)).map(|s| s.priority).min();
-    if let Some(priority) = lowest(&|s| s.healthy && s.weight() > 0) {
-        Mode::Normal { priority }
-    } else if let Some(priority) = lowest(&|s| s.weight() > 0) {
-        Mode::Panic { priority }
-    } else {
-        Mode::NoRoute
-    }
-}
-
+#[cfg(test)]
+mod spread_tests;
 #[cfg(test)]
 mod tests;

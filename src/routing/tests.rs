@@ -4,7 +4,12 @@ use std::sync::Arc;
 use super::*;
 use crate::health::HealthRegistry;
 
-fn config(sites: &[(&str, u32, u32, usize)]) -> Arc<Config> {
+pub(super) fn config(sites: &[(&str, u32, u32, usize)]) -> Arc<Config> {
+    config_with(sites, "")
+}
+
+/// Sites as (name, weight, priority, backends), plus more config text after them.
+pub(super) fn config_with(sites: &[(&str, u32, u32, usize)], extra: &str) -> Arc<Config> {
     let mut text = String::from("[[listener]]\nbind = \"127.0.0.1:1\"\n");
     let mut port = 10_000;
     for (name, weight, priority, backends) in sites {
@@ -19,10 +24,11 @@ fn config(sites: &[(&str, u32, u32, usize)]) -> Arc<Config> {
             addrs.join(",")
         ));
     }
+    text.push_str(extra);
     Arc::new(crate::config::parse(Path::new("t"), &text).unwrap())
 }
 
-fn routing(config: Arc<Config>, registry: &HealthRegistry) -> Routing {
+pub(super) fn routing(config: Arc<Config>, registry: &HealthRegistry) -> Routing {
     Routing::standalone(config, registry)
 }
 

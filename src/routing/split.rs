@@ -1,0 +1,182 @@
+//! One split of traffic over the sites (the default one, or a route's): which tier is
+//! in use, each site's share after health, degradation and slow start, and the
+//! precomputed smooth weighted round-robin table that first tries follow.
+//!
+//! Degraded sites, Envoy's way: a site's capacity is `min(1, overprovision x
+//! healthy/total)` of its backends. The tier in use carries the weighted mean capacity
+//! of its healthy sites; what it cannot carry spills to the next tier, and so on; with
+//! no tier left the tiers in use keep it all. A site that is down altogether gives its
+//! share to its healthy peers, as before: the dual-active design sizes each site for
+//! its peer's loss, while a standby takes the load a damaged tier can no longer carry.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::affinity;
+use super::swrr::sequence;
+use super::{Mode, Pick, SiteRoute};
+
+/// Resolution of the round-robin table: shares are rounded to 1/10 000.
+const TABLE_SCALE: f64 = 10_000.0;
+
+/// A site just back from an outage starts at this fraction of its weight.
+const RAMP_FLOOR: f64 = 0.01;
+
+pub struct Split {
+    pub mode: Mode,
+    /// The weight each site has in this split before health (0 = never here).
+    pub weights: Vec<u32>,
+    /// What each site gets now, in units of its weight (the `/status` figure).
+    pub effective: Vec<u32>,
+    /// Sites with a share of first tries, and that share (the shares sum to 1).
+    members: Vec<(usize, f64)>,
+    /// SWRR sequence of site indices.
+    table: Vec<u16>,
+    next: AtomicUsize,
+}
+
+impl Split {
+    pub fn build(weights: Vec<u32>, sites: &[SiteRoute]) -> Split {
+        let mode = choose_mode(&weights, sites);
+        let members = match mode {
+            Mode::Normal { priority } => spill(&weights, sites, priority),
+            Mode::Panic { priority } => {
+                let tier: Vec<usize> = (0..sites.len())
+                    .filter(|&i| weights[i] > 0 && sites[i].priority == priority)
+                    .collect();
+                let total: f64 = tier.iter().map(|&i| f64::from(weights[i])).sum();
+                tier.iter().map(|&i| (i, f64::from(weights[i]) / total)).collect()
+            }
+            Mode::NoRoute => Vec::new(),
+        };
+        let effective = effective_weights(&weights, sites, &members, mode);
+        let mut scaled = vec![0u32; sites.len()];
+        for &(i, share) in &members {
+            scaled[i] = ((share * TABLE_SCALE).round() as u32).max(1);
+        }
+        Split {
+            mode,
+            weights,
+            effective,
+            members,
+            table: sequence(&scaled),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The share of first tries that `site` gets (0..=1).
+    pub fn share(&self, site: usize) -> f64 {
+        self.members.iter().find(|(i, _)| *i == site).map_or(0.0, |m| m.1)
+    }
+
+    /// The next site in the weighted round-robin, and the table position it came from.
+    pub fn next_site(&self) -> (usize, usize) {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (self.table[start % self.table.len()] as usize, start)
+    }
+
+    /// The site at `step` places after `start` in the table.
+    pub fn site_after(&self, start: usize, step: usize) -> usize {
+        self.table[(start + step) % self.table.len()] as usize
+    }
+
+    pub fn period(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The site and backend for an affinity key: weighted rendezvous over the sites by
+    /// their shares, then plain rendezvous over the site's usable backends.
+    pub fn by_key(&self, key: u64, sites: &[SiteRoute]) -> Option<Pick> {
+        let mut best: Option<(usize, f64)> = None;
+        for &(site, share) in &self.members {
+            let score = affinity::score(key, sites[site].seed, share);
+            if best.is_none_or(|(_, top)| score > top) {
+                best = Some((site, score));
+            }
+        }
+        let site = best?.0;
+        sites[site].backend_by_key(site, key)
+    }
+}
+
+fn choose_mode(weights: &[u32], sites: &[SiteRoute]) -> Mode {
+    let lowest = |ok: &dyn Fn(usize) -> bool| {
+        (0..sites.len())
+            .filter(|&i| weights[i] > 0 && ok(i))
+            .map(|i| sites[i].priority)
+            .min()
+    };
+    if let Some(priority) = lowest(&|i| sites[i].healthy) {
+        Mode::Normal { priority }
+    } else if let Some(priority) = lowest(&|_| true) {
+        Mode::Panic { priority }
+    } else {
+        Mode::NoRoute
+    }
+}
+
+/// Shares of the healthy sites from tier `first` on: each tier takes what its capacity
+/// allows of what is left; the rest spills to the next one.
+fn spill(weights: &[u32], sites: &[SiteRoute], first: u32) -> Vec<(usize, f64)> {
+    let serving = |i: usize| weights[i] > 0 && sites[i].healthy && sites[i].priority >= first;
+    let mut tiers: Vec<u32> = (0..sites.len())
+        .filter(|&i| serving(i))
+        .map(|i| sites[i].priority)
+        .collect();
+    tiers.sort_unstable();
+    tiers.dedup();
+    let mut left = 1.0;
+    let mut loads: Vec<(u32, f64)> = Vec::new();
+    for tier in tiers {
+        let in_tier = (0..sites.len()).filter(|&i| serving(i) && sites[i].priority == tier);
+        let (weight, capacity) = in_tier.fold((0.0, 0.0), |(w, c), i| {
+            let weight = f64::from(weights[i]);
+            (w + weight, c + weight * sites[i].capacity)
+        });
+        let load = f64::min(left, capacity / weight);
+        loads.push((tier, load));
+        left -= load;
+        if left <= 1e-9 {
+            break;
+        }
+    }
+    let carried = 1.0 - left;
+    let mut members = Vec::new();
+    for (tier, load) in loads {
+        let in_tier: Vec<usize> = (0..sites.len())
+            .filter(|&i| serving(i) && sites[i].priority == tier)
+            .collect();
+        let raw = |i: usize| f64::from(weights[i]) * sites[i].capacity * sites[i].ramp.max(RAMP_FLOOR);
+        let total: f64 = in_tier.iter().map(|&i| raw(i)).sum();
+        members.extend(in_tier.iter().map(|&i| (i, load / carried * raw(i) / total)));
+    }
+    members
+}
+
+/// Each member's share expressed in the units of the tier in use's weights, so that
+/// nothing degraded or ramping reads exactly as the configured weights (70 and 30).
+fn effective_weights(weights: &[u32], sites: &[SiteRoute], members: &[(usize, f64)], mode: Mode) -> Vec<u32> {
+    let mut effective = vec![0u32; sites.len()];
+    let priority = match mode {
+        Mode::Normal { priority } | Mode::Panic { priority } => priority,
+        Mode::NoRoute => return effective,
+    };
+    let ramp = |i: usize| match mode {
+        Mode::Panic { .. } => 1.0,
+        _ => sites[i].capacity * sites[i].ramp.max(RAMP_FLOOR),
+    };
+    let in_use = members.iter().filter(|(i, _)| sites[*i].priority == priority);
+    let (units, share) = in_use.fold((0.0, 0.0), |(u, s), &(i, share)| {
+        (u + f64::from(weights[i]) * ramp(i), s + share)
+    });
+    if share <= 0.0 {
+        return effective;
+    }
+    for &(i, s) in members {
+        effective[i] = ((s * units / share).round() as u32).max(1);
+    }
+    effective
+}
