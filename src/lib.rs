@@ -33,6 +33,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod events;
 pub mod health;
 pub mod proxy;
 pub mod retry;

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::admin::{self, LastReload, Operator};
 use crate::config::{self, Config, ConfigError};
 use crate::control::Control;
+use crate::events::{notify, Events};
 use crate::proxy::{bind_listener, spawn_listener, ListenerHandle, Proxy};
 use crate::shutdown::{Signal, Tracker};
 use crate::telemetry;
@@ -68,7 +69,9 @@ impl Server {
             None => None,
         };
         let shutdown = Signal::default();
-        let control = Control::new(config);
+        let events = Events::start(0);
+        events.set_sinks("notify", notify::sinks(&config.notify));
+        let control = Control::new(config, events);
         let proxy = Proxy::new(control.routing().clone(), Tracker::default());
         proxy.access_log.configure(control.current().config.access_log.as_ref());
         let listeners = bound
@@ -132,6 +135,11 @@ impl Server {
                 "admin.bind: changing the admin listener needs a restart".into(),
             ));
         }
+        if config.events.history != current.config.events.history {
+            return Err(ReloadError::NeedsRestart(
+                "events.history: changing the history file needs a restart".into(),
+            ));
+        }
         if config.workers != current.config.workers {
             return Err(ReloadError::NeedsRestart(
                 "workers: changing the worker count needs a restart".into(),
@@ -163,6 +171,9 @@ impl Server {
         }
         let keep: Vec<SocketAddr> = config.listeners.iter().map(|l| l.bind).collect();
         self.proxy.access_log.configure(config.access_log.as_ref());
+        if config.notify != current.config.notify {
+            self.control.events.set_sinks("notify", notify::sinks(&config.notify));
+        }
         let generation = self.control.apply(config);
         listeners.retain(|bind, _| keep.contains(bind));
         for (bind, socket) in added {

@@ -1,7 +1,8 @@
 //! The admin API on `[admin].bind`: `/status`, `/metrics`, the status page, run-time
-//! weight overrides and `/reload`. Mutating calls need the bearer token when one is
+//! weight overrides, `/reload`, failover `/events` and drills. Mutating calls need the bearer token when one is
 //! configured; without a token they are allowed only on a loopback admin address.
 
+mod drill;
 mod status;
 
 use std::future::Future;
@@ -37,7 +38,7 @@ pub trait Operator: Send + Sync + 'static {
 
 const STATUS_PAGE: &str = include_str!("page.html");
 
-type AdminResponse = Response<Full<Bytes>>;
+pub(crate) type AdminResponse = Response<Full<Bytes>>;
 
 /// Serves the admin API until shutdown.
 pub fn spawn(listener: TcpListener, server: Arc<dyn Operator>, mut shutdown: watch::Receiver<bool>) {
@@ -103,13 +104,40 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
                 ),
             }
         }
+        (Method::GET, ["events"]) => {
+            let since = request
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("since=")))
+                .map(|v| v.parse::<u64>());
+            match since {
+                Some(Err(_)) => error(StatusCode::BAD_REQUEST, "since must be an event id (a whole number)"),
+                since => {
+                    let events: Vec<serde_json::Value> = server
+                        .control()
+                        .events
+                        .since(since.and_then(Result::ok).unwrap_or(0))
+                        .iter()
+                        .map(|e| e.to_json())
+                        .collect();
+                    json(StatusCode::OK, &serde_json::json!({ "events": events }))
+                }
+            }
+        }
+        (Method::POST | Method::DELETE, ["sites", name, "drill"]) => {
+            let name = name.to_string();
+            if let Some(denied) = authorize(&request, server) {
+                return denied;
+            }
+            drill::handle(request, server.control(), &name, peer).await
+        }
         (Method::PUT, ["weights"]) => {
             if let Some(denied) = authorize(&request, server) {
                 return denied;
             }
             set_weights(request, server, peer).await
         }
-        (_, ["status" | "metrics" | "reload" | "weights" | ""]) | (_, ["sites", _, "weight"]) => {
+        (_, ["status" | "metrics" | "reload" | "weights" | "events" | ""]) | (_, ["sites", _, "weight" | "drill"]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
@@ -253,14 +281,14 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Admi
     response
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> AdminResponse {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> AdminResponse {
     match serde_json::to_string_pretty(value) {
         Ok(text) => respond(status, "application/json", text + "\n"),
         Err(e) => respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
     }
 }
 
-fn error(status: StatusCode, message: &str) -> AdminResponse {
+pub(crate) fn error(status: StatusCode, message: &str) -> AdminResponse {
     json(status, &serde_json::json!({ "error": message }))
 }
 

@@ -1,9 +1,10 @@
-//! Durations written with a unit, as operators write them: `"250ms"`, `"2s"`, `"1m"`, `"1h"`.
+//! Durations written with a unit, as operators write them: `"250ms"`, `"2s"`, `"1m"`, `"1h"`,
+//! `"400d"`.
 //! Parsing only; where a duration is allowed is decided by validation.
 
 use std::time::Duration;
 
-/// Parses `"<integer><unit>"` with unit `ms`, `s`, `m` or `h`; `"0"` alone is also accepted.
+/// Parses `"<integer><unit>"` with unit `ms`, `s`, `m`, `h` or `d`; `"0"` alone is also accepted.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
@@ -21,7 +22,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => return Err(format!("\"{text}\" has unknown unit \"{unit}\"; use ms, s, m or h")),
+        "d" => 86_400_000,
+        _ => return Err(format!("\"{text}\" has unknown unit \"{unit}\"; use ms, s, m, h or d")),
     };
     value
         .checked_mul(millis_per_unit)
@@ -45,7 +47,8 @@ mod tests {
     #[test]
     fn rejects_missing_or_unknown_units() {
         assert!(parse_duration("500").unwrap_err().contains("no unit"));
-        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5w").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_duration("400d"), Ok(Duration::from_secs(400 * 86_400)));
         assert!(parse_duration("ms").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("1.5s").is_err());

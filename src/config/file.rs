@@ -26,6 +26,31 @@ pub struct FileConfig {
     pub affinity: Option<AffinityFile>,
     #[serde(default)]
     pub route: Vec<RouteFile>,
+    pub events: Option<EventsFile>,
+    #[serde(default)]
+    pub notify: Vec<NotifyFile>,
+}
+
+/// `[events]`: where failover events and site availability are kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsFile {
+    /// SQLite file, relative to the config file.
+    pub history: Option<String>,
+    /// How long history is kept ("400d").
+    pub keep: Option<String>,
+}
+
+/// `[[notify]]`: a webhook (`url`) or a program (`command`) told of every event.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    pub url: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub token: Option<String>,
+    pub timeout: Option<String>,
+    /// Events that may wait for delivery; more are dropped and counted.
+    pub queue: Option<i64>,
 }
 
 /// `[affinity]` (or a route's `affinity = { key }`): what keeps a client on one site.

@@ -2,6 +2,7 @@
 //! the checked model (`model`). Shared by `run`, `check` and every reload.
 
 mod duration;
+mod events;
 mod file;
 mod model;
 mod pinned;
@@ -14,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 pub use duration::parse_duration;
 pub use model::{
-    AccessLog, Admin, AffinityKey, Backend, Config, HealthCheck, HostPattern, Limits, Listener, ListenerTls, LogFormat,
-    LogTarget, Logging, Retry, Route, Site, SiteTls, Timeouts,
+    AccessLog, Admin, AffinityKey, Backend, Config, EventsConfig, HealthCheck, HostPattern, Limits, Listener,
+    ListenerTls, LogFormat, LogTarget, Logging, Notify, NotifyTarget, Retry, Route, Site, SiteTls, Timeouts,
 };
 pub use routes::path_matches;
 pub use validate::{Problem, MAX_WEIGHT};

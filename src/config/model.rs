@@ -24,6 +24,43 @@ pub struct Config {
     pub affinity: Option<AffinityKey>,
     /// Checked in order; the first that matches a request chooses its split.
     pub routes: Vec<Route>,
+    pub events: EventsConfig,
+    pub notify: Vec<Notify>,
+}
+
+/// `[events]`: the history file (none = memory only) and how long it keeps events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsConfig {
+    pub history: Option<std::path::PathBuf>,
+    pub keep: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            history: None,
+            keep: Duration::from_secs(400 * 86_400),
+        }
+    }
+}
+
+/// Where one notifier delivers events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyTarget {
+    /// One JSON POST per event to this `http://` URL.
+    Webhook(http::Uri),
+    /// This program, run once per event with the event as JSON on stdin.
+    Command(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    pub target: NotifyTarget,
+    /// Sent as `Authorization: Bearer <token>` (and `SPLITGATE_TOKEN` to a command).
+    pub token: Option<String>,
+    /// Per try (per run, for a command).
+    pub timeout: Duration,
+    pub queue: usize,
 }
 
 /// What keeps a client on one site (and backend): a value read from each request.

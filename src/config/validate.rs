@@ -14,7 +14,7 @@ use super::model::{
     AccessLog, Admin, Backend, Config, HealthCheck, Limits, Listener, LogFormat, LogTarget, Logging, Retry, Site,
     Timeouts,
 };
-use super::{routes, tls};
+use super::{events, routes, tls};
 
 /// Envoy's default overprovisioning factor: a site keeps its full weight while 1/1.4
 /// (71%) of its backends are healthy.
@@ -37,6 +37,30 @@ pub struct Problem {
 pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
+    pub(super) fn duration_within(
+        &mut self,
+        key: &str,
+        text: Option<&String>,
+        default: Duration,
+        most: Duration,
+    ) -> Duration {
+        match text.map(|t| parse_duration(t)) {
+            None => default,
+            Some(Ok(d)) if d.is_zero() || d > most => {
+                self.add(
+                    key,
+                    format!("{d:?} is out of range; use more than 0 and at most {most:?}"),
+                );
+                default
+            }
+            Some(Ok(d)) => d,
+            Some(Err(reason)) => {
+                self.add(key, reason);
+                default
+            }
+        }
+    }
+
     pub(super) fn add(&mut self, key: impl Into<String>, reason: impl Into<String>) {
         self.0.push(Problem {
             key: key.into(),
@@ -59,7 +83,7 @@ impl Problems {
         }
     }
 
-    fn count(&mut self, key: &str, value: Option<i64>, default: u32, range: (i64, i64)) -> u32 {
+    pub(super) fn count(&mut self, key: &str, value: Option<i64>, default: u32, range: (i64, i64)) -> u32 {
         match value {
             None => default,
             Some(v) if v >= range.0 && v <= range.1 => v as u32,
@@ -167,6 +191,8 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
         .as_ref()
         .and_then(|a| routes::affinity("affinity.key", &a.key, &mut problems));
     let routes = routes::validate_routes(&file.route, &sites, &mut problems);
+    let events = events::validate_events(file.events.as_ref(), base, &mut problems);
+    let notify = events::validate_notify(&file.notify, &mut problems);
 
     if problems.0.is_empty() {
         Ok(Config {
@@ -181,6 +207,8 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
             log,
             affinity,
             routes,
+            events,
+            notify,
         })
     } else {
         Err(problems.0)

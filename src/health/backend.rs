@@ -45,6 +45,59 @@ pub struct Backend {
     changes: Arc<Notify>,
     /// This backend's request counters and health gauge.
     pub metrics: BackendMetrics,
+    /// What failover events measure (relaxed atomics, touched once per try).
+    pub outage: OutageCounters,
+    /// Why it last went down, for the `site_down` event's cause.
+    down_reason: Mutex<String>,
+}
+
+/// Per-backend figures behind a `site_down` event: when the current run of failures
+/// began, the last try sent here, and the proxy errors and retries it caused since.
+#[derive(Default)]
+pub struct OutageCounters {
+    /// `now_ms` of the first failure of the current run; 0 = no failure since a success.
+    pub failure_started_ms: AtomicU64,
+    /// `now_ms` of the last try sent to this backend.
+    pub last_sent_ms: AtomicU64,
+    /// Clients answered with a proxy error after a try here failed (since the run began).
+    pub client_errors: AtomicU64,
+    /// Of those, non-idempotent requests: possibly lost writes.
+    pub unsafe_errors: AtomicU64,
+    /// Requests moved to another backend by a retry after a try here failed.
+    pub retried: AtomicU64,
+}
+
+impl OutageCounters {
+    /// A failure after a success (or at start) begins a new run: figures restart.
+    fn failure(&self, now: u64) {
+        if self.failure_started_ms.load(Ordering::Relaxed) == 0 {
+            self.client_errors.store(0, Ordering::Relaxed);
+            self.unsafe_errors.store(0, Ordering::Relaxed);
+            self.retried.store(0, Ordering::Relaxed);
+            self.failure_started_ms.store(now, Ordering::Relaxed);
+        }
+    }
+
+    fn success(&self) {
+        if self.failure_started_ms.load(Ordering::Relaxed) != 0 {
+            self.failure_started_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn sent(&self, now: u64) {
+        self.last_sent_ms.store(now, Ordering::Relaxed);
+    }
+
+    pub fn client_error(&self, idempotent: bool) {
+        self.client_errors.fetch_add(1, Ordering::Relaxed);
+        if !idempotent {
+            self.unsafe_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn retry(&self) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Backend {
@@ -66,7 +119,15 @@ impl Backend {
             check: ArcSwap::from_pointee(check),
             changes,
             metrics: BackendMetrics::new(site, addr),
+            outage: OutageCounters::default(),
+            down_reason: Mutex::new(String::new()),
         }
+    }
+
+    /// When it last went down (`now_ms`), and why.
+    pub fn last_down(&self) -> (u64, String) {
+        let reason = self.down_reason.lock().map(|r| r.clone()).unwrap_or_default();
+        (self.down_since.load(Ordering::Acquire), reason)
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -96,6 +157,7 @@ impl Backend {
     /// A live request could not connect (refused, unreachable, connect timeout): the
     /// backend is taken out at once; the prober brings it back.
     pub fn record_connect_failure(&self, reason: &(impl Display + ?Sized)) {
+        self.outage.failure(now_ms());
         if let Ok(mut streak) = self.streak.lock() {
             streak.successes = 0;
             streak.failures = streak.failures.max(1);
@@ -124,11 +186,17 @@ impl Backend {
         let run = self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
         if run >= limit {
             self.consecutive_5xx.store(0, Ordering::Relaxed);
+            self.outage.failure(now_ms());
             self.set_healthy(false, &format_args!("{run} consecutive 5xx responses"));
         }
     }
 
     fn record(&self, ok: bool, reason: &(impl Display + ?Sized)) {
+        if ok {
+            self.outage.success();
+        } else {
+            self.outage.failure(now_ms());
+        }
         let check = self.check.load();
         let flip_to = {
             let Ok(mut streak) = self.streak.lock() else {
@@ -161,6 +229,9 @@ impl Backend {
             tracing::info!(site = %self.site, backend = %self.addr, %reason, down_for = ?down_for, "backend is up");
         } else {
             self.down_since.store(now, Ordering::Release);
+            if let Ok(mut why) = self.down_reason.lock() {
+                *why = reason.to_string();
+            }
             tracing::warn!(site = %self.site, backend = %self.addr, %reason, "backend is down");
         }
         self.changes.notify_one();

@@ -7,6 +7,6 @@ mod backend;
 mod prober;
 mod registry;
 
-pub use backend::Backend;
+pub use backend::{Backend, OutageCounters};
 pub use prober::spawn_prober;
 pub use registry::{HealthRegistry, Synced};

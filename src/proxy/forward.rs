@@ -143,6 +143,7 @@ impl Proxy {
             let (site, backend) = (&routing.sites[pick.site], routing.backend(pick));
             let last_try = attempt + 1 == attempts;
             fit_request(&mut request, backend, host.as_ref(), &path);
+            backend.outage.sent(now_ms());
             let sent = Instant::now();
             match backend.pool.send(request, routing.config.timeouts.response).await {
                 Ok((mut response, lease)) => {
@@ -185,6 +186,7 @@ impl Proxy {
                             || self.budget.try_spend(now_ms(), retry.budget, retry.min_per_second));
                     tracing::debug!(site = %site.name, backend = %backend.authority, reason = %error, retry = allowed, "try failed");
                     if allowed {
+                        backend.outage.retry();
                         telemetry::record_retry(error.kind());
                         pending = next;
                         last_error = Some(error);
@@ -197,7 +199,16 @@ impl Proxy {
         }
         let response = failure_response(last_error.as_ref(), &method, &path);
         match outcome.last_pick {
-            Some(pick) => routing.backend(pick).metrics.record(&method, response.status()),
+            Some(pick) => {
+                let backend = routing.backend(pick);
+                backend.metrics.record(&method, response.status());
+                if last_error
+                    .as_ref()
+                    .is_some_and(|e| !matches!(e, SendError::ClientBody(_)))
+                {
+                    backend.outage.client_error(is_idempotent(&method));
+                }
+            }
             None => telemetry::record_unrouted(&method),
         }
         (response, outcome)

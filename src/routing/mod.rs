@@ -9,7 +9,7 @@ mod route_table;
 mod split;
 mod swrr;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -64,6 +64,8 @@ pub struct SiteRoute {
     pub effective_weight: u32,
     /// True while slow start is still ramping this site up.
     pub ramping: bool,
+    /// Taken out by a drill (then `healthy` is false).
+    pub drilled: bool,
     /// The backends' runtime objects (health, pool, metrics), owned by the registry.
     pub backends: Vec<Arc<Backend>>,
     /// Indices of the backends that take requests (the healthy ones; all in panic mode).
@@ -90,13 +92,24 @@ impl SiteRoute {
     }
 }
 
+/// Run-time decisions that shape a snapshot beside the config and health.
+#[derive(Debug, Default, Clone)]
+pub struct Decisions {
+    /// Weight overrides from the admin API, by site.
+    pub weights: HashMap<String, u32>,
+    /// Sites taken out by a drill: treated exactly as if all their backends were down.
+    pub drilled: HashSet<String>,
+    /// Sites whose drill ended at this process-clock ms: slow start counts from there.
+    pub ramp_from: HashMap<String, u64>,
+}
+
 /// Everything a snapshot is built from.
 pub struct Inputs<'a> {
     pub generation: u64,
     pub config: Arc<Config>,
     /// Live backends, aligned with `config.sites[i].backends[j]`.
     pub backends: Vec<Vec<Arc<Backend>>>,
-    pub overrides: &'a HashMap<String, u32>,
+    pub decisions: &'a Decisions,
     pub now_ms: u64,
 }
 
@@ -111,10 +124,13 @@ impl Routing {
                 let mut usable: Vec<u16> = (0..backends.len() as u16)
                     .filter(|&i| backends[i as usize].is_healthy())
                     .collect();
-                let weight_override = inputs.overrides.get(&site.name).copied();
+                let decisions = inputs.decisions;
+                let weight_override = decisions.weights.get(&site.name).copied();
                 let weight = weight_override.unwrap_or(site.weight);
-                let ramp = slow_start_factor(&backends, &usable, site.health.slow_start, inputs.now_ms);
-                let healthy = !usable.is_empty();
+                let ramp_from = decisions.ramp_from.get(&site.name).copied().unwrap_or(0);
+                let ramp = slow_start_factor(&backends, &usable, site.health.slow_start, (ramp_from, inputs.now_ms));
+                let drilled = decisions.drilled.contains(&site.name);
+                let healthy = !usable.is_empty() && !drilled;
                 let healthy_fraction = usable.len() as f64 / backends.len().max(1) as f64;
                 if !healthy {
                     // Panic mode tries them all; a split never sends here otherwise.
@@ -131,6 +147,7 @@ impl Routing {
                     ramp,
                     effective_weight: 0,
                     ramping: healthy && weight > 0 && ramp < 1.0,
+                    drilled,
                     backend_seeds: backends.iter().map(|b| affinity::hash(b.addr.as_bytes())).collect(),
                     backends,
                     usable,
@@ -181,7 +198,7 @@ impl Routing {
             generation: 1,
             config,
             backends: synced.backends,
-            overrides: &HashMap::new(),
+            decisions: &Decisions::default(),
             now_ms: crate::clock::now_ms(),
         })
     }
@@ -274,8 +291,14 @@ impl SiteRoute {
 }
 
 /// A site recovering from an outage ramps from small to full weight over `window`,
-/// measured from when its earliest healthy backend came up. 1.0 = full weight.
-fn slow_start_factor(backends: &[Arc<Backend>], usable: &[u16], window: std::time::Duration, now_ms: u64) -> f64 {
+/// measured from when its earliest healthy backend came up, or its drill ended if that
+/// is later (`ramp_from`). 1.0 = full weight.
+fn slow_start_factor(
+    backends: &[Arc<Backend>],
+    usable: &[u16],
+    window: std::time::Duration,
+    (ramp_from, now_ms): (u64, u64),
+) -> f64 {
     if window.is_zero() || usable.is_empty() {
         return 1.0;
     }
@@ -283,7 +306,8 @@ fn slow_start_factor(backends: &[Arc<Backend>], usable: &[u16], window: std::tim
         .iter()
         .map(|&i| backends[i as usize].up_since_ms())
         .min()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .max(ramp_from);
     if up_since == 0 {
         return 1.0;
     }

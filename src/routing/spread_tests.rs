@@ -265,7 +265,10 @@ fn each_route_splits_by_its_own_weights_and_a_drain_reaches_every_route() {
             generation: 2,
             config: cfg.clone(),
             backends: r.backends(),
-            overrides: &overrides.iter().map(|(s, w)| (s.to_string(), *w)).collect(),
+            decisions: &Decisions {
+                weights: overrides.iter().map(|(s, w)| (s.to_string(), *w)).collect(),
+                ..Decisions::default()
+            },
             now_ms: 0,
         })
     };

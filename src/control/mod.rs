@@ -1,17 +1,23 @@
 //! The single writer of the routing snapshot. Config applies, run-time weight overrides,
-//! health flips and slow-start ticks all rebuild the snapshot here, one at a time, and
-//! publish it with one atomic swap. Requests never wait on anything in this file.
+//! drills (`drills`), health flips and slow-start ticks all rebuild the snapshot here,
+//! one at a time, publish it with one atomic swap, and hand old and new to the event
+//! observer. Requests never wait on anything in this module.
+
+mod drills;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use crate::clock::now_ms;
 use crate::config::{Config, MAX_WEIGHT};
+use crate::events::{Events, Observer};
 use crate::health::{spawn_prober, HealthRegistry};
-use crate::routing::{Inputs, Routing};
+use crate::routing::{Decisions, Inputs, Routing};
+
+pub use drills::{Drill, DrillError};
 
 /// How often a ramping (slow-start) site's weight is recomputed.
 const RAMP_TICK: Duration = Duration::from_millis(250);
@@ -27,20 +33,29 @@ pub enum WeightError {
 pub struct Control {
     routing: Arc<ArcSwap<Routing>>,
     registry: HealthRegistry,
-    /// Run-time weight overrides by site name; the lock also serialises publishing.
-    overrides: Mutex<HashMap<String, u32>>,
+    /// Run-time decisions and the event observer; the lock also serialises publishing.
+    state: Mutex<State>,
+    pub events: Arc<Events>,
+}
+
+#[derive(Default)]
+struct State {
+    decisions: Decisions,
+    /// Drills running now, by site.
+    drills: HashMap<String, Drill>,
+    observer: Observer,
 }
 
 impl Control {
     /// Builds generation 1 and starts probing every backend. Needs a tokio runtime.
-    pub fn new(config: Config) -> Arc<Control> {
+    pub fn new(config: Config, events: Arc<Events>) -> Arc<Control> {
         let registry = HealthRegistry::new();
         let synced = registry.sync(&config);
         let routing = Routing::build(Inputs {
             generation: 1,
             config: Arc::new(config),
             backends: synced.backends,
-            overrides: &HashMap::new(),
+            decisions: &Decisions::default(),
             now_ms: now_ms(),
         });
         record_routing(&routing);
@@ -49,7 +64,8 @@ impl Control {
         let control = Arc::new(Control {
             routing,
             registry,
-            overrides: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
+            events,
         });
         spawn_publisher(Arc::downgrade(&control), control.registry.changes.clone());
         control
@@ -64,32 +80,43 @@ impl Control {
         self.routing.load_full()
     }
 
-    fn lock_overrides(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.overrides.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The run-time decisions in force (weight overrides, drills).
+    pub fn decisions(&self) -> Decisions {
+        self.lock_state().decisions.clone()
     }
 
     /// Publishes a new config as the next generation, keeping the health state and
     /// pools of backends that stay. An override survives unless the site is gone or
     /// the file now sets a different weight for it (the newer decision wins).
     pub fn apply(&self, config: Config) -> u64 {
-        let mut overrides = self.lock_overrides();
+        let mut state = self.lock_state();
+        let state = &mut *state;
         let old = self.current();
-        overrides.retain(|name, _| {
+        state.decisions.weights.retain(|name, _| {
             let before = old.config.sites.iter().find(|s| &s.name == name).map(|s| s.weight);
             let after = config.sites.iter().find(|s| &s.name == name).map(|s| s.weight);
             after.is_some() && before == after
         });
+        let known = |name: &String| config.sites.iter().any(|s| &s.name == name);
+        state.drills.retain(|name, _| known(name));
+        state.decisions.drilled.retain(known);
+        state.decisions.ramp_from.retain(|name, _| known(name));
         let synced = self.registry.sync(&config);
         let generation = old.generation + 1;
         let routing = Routing::build(Inputs {
             generation,
             config: Arc::new(config),
             backends: synced.backends,
-            overrides: &overrides,
+            decisions: &state.decisions,
             now_ms: now_ms(),
         });
         log_changes(&old, &routing);
         record_routing(&routing);
+        state.observer.observe(&old, &routing, &self.events);
         self.routing.store(Arc::new(routing));
         synced.added.into_iter().for_each(spawn_prober);
         generation
@@ -97,7 +124,7 @@ impl Control {
 
     /// Sets (`Some`) or clears (`None`) a site's run-time weight override.
     pub fn set_weight(&self, site: &str, weight: Option<i64>) -> Result<(), WeightError> {
-        let mut overrides = self.lock_overrides();
+        let mut state = self.lock_state();
         let current = self.current();
         let Some(route) = current.sites.iter().find(|s| s.name == site) else {
             return Err(WeightError::UnknownSite(site.to_string()));
@@ -105,21 +132,21 @@ impl Control {
         match weight {
             Some(w) if !(0..=MAX_WEIGHT).contains(&w) => return Err(WeightError::OutOfRange(w)),
             Some(w) => {
-                overrides.insert(site.to_string(), w as u32);
+                state.decisions.weights.insert(site.to_string(), w as u32);
             }
             None => {
-                overrides.remove(site);
+                state.decisions.weights.remove(site);
             }
         }
         tracing::info!(site, from = route.weight(), to = ?weight, "weight override set through the admin API");
-        self.publish(&overrides);
+        self.publish(&mut state);
         Ok(())
     }
 
     /// Sets several sites' weight overrides in one step: one new snapshot, or, if any
     /// site is unknown or any weight out of range, nothing at all.
     pub fn set_weights(&self, weights: &[(String, i64)]) -> Result<(), WeightError> {
-        let mut overrides = self.lock_overrides();
+        let mut state = self.lock_state();
         let current = self.current();
         for (site, weight) in weights {
             if !current.sites.iter().any(|s| &s.name == site) {
@@ -130,32 +157,33 @@ impl Control {
             }
         }
         for (site, weight) in weights {
-            overrides.insert(site.clone(), *weight as u32);
+            state.decisions.weights.insert(site.clone(), *weight as u32);
         }
         tracing::info!(?weights, "weight overrides set through the admin API");
-        self.publish(&overrides);
+        self.publish(&mut state);
         Ok(())
     }
 
     /// Rebuilds the snapshot from the same config with current health (same generation).
     pub fn refresh(&self) {
-        let overrides = self.lock_overrides();
-        self.publish(&overrides);
+        let mut state = self.lock_state();
+        self.publish(&mut state);
     }
 
-    fn publish(&self, overrides: &HashMap<String, u32>) {
+    fn publish(&self, state: &mut State) {
         let old = self.current();
         let routing = Routing::build(Inputs {
             generation: old.generation,
             config: old.config.clone(),
             backends: old.backends(),
-            overrides,
+            decisions: &state.decisions,
             now_ms: now_ms(),
         });
         if routing.mode != old.mode {
             tracing::warn!(from = ?old.mode, to = ?routing.mode, "routing mode changed");
         }
         record_routing(&routing);
+        state.observer.observe(&old, &routing, &self.events);
         self.routing.store(Arc::new(routing));
     }
 

@@ -1,0 +1,63 @@
+//! `POST /sites/{name}/drill {"duration": "30s"}` starts a drill (200 `{"drill": ID}`,
+//! 404 unknown site, 409 one already runs there); `DELETE` ends it now.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::{error, json, AdminResponse};
+use crate::config::parse_duration;
+use crate::control::{Control, DrillError};
+
+/// The longest drill accepted.
+const MAX_DRILL: Duration = Duration::from_secs(24 * 3600);
+
+pub async fn handle(request: Request<Incoming>, control: &Arc<Control>, site: &str, peer: SocketAddr) -> AdminResponse {
+    if request.method() == Method::DELETE {
+        tracing::info!(client = %peer, site, "drill end requested through the admin API");
+        return match control.end_drill(site) {
+            Ok(id) => json(StatusCode::OK, &serde_json::json!({ "ended": id })),
+            Err(e) => refusal(&e),
+        };
+    }
+    let body = match Limited::new(request.into_body(), 4096).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return error(StatusCode::BAD_REQUEST, "body too large or unreadable"),
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct DrillBody {
+        duration: String,
+    }
+    let duration = match serde_json::from_slice::<DrillBody>(&body) {
+        Ok(b) => match parse_duration(&b.duration) {
+            Ok(d) if !d.is_zero() && d <= MAX_DRILL => d,
+            Ok(_) => return error(StatusCode::BAD_REQUEST, "duration must be more than 0 and at most 24h"),
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        },
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"duration\": \"30s\"}}: {e}"),
+            )
+        }
+    };
+    tracing::info!(client = %peer, site, ?duration, "drill requested through the admin API");
+    match control.start_drill(site, duration) {
+        Ok(id) => json(StatusCode::OK, &serde_json::json!({ "drill": id })),
+        Err(e) => refusal(&e),
+    }
+}
+
+fn refusal(e: &DrillError) -> AdminResponse {
+    let status = match e {
+        DrillError::UnknownSite(_) => StatusCode::NOT_FOUND,
+        DrillError::AlreadyRunning(_) => StatusCode::CONFLICT,
+        DrillError::NotRunning(_) => StatusCode::CONFLICT,
+    };
+    error(status, &e.to_string())
+}

@@ -1,0 +1,131 @@
+//! Notifiers: each `[[notify]]` gets a bounded queue and one task that delivers the
+//! events in order, as a JSON POST to a webhook or on the stdin of a program, each
+//! try within its timeout, retried with back-off. A full queue drops the event and
+//! counts it; a slow or dead receiver never touches traffic, only its own queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Uri};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::{Event, Sink};
+use crate::config::{Notify, NotifyTarget};
+
+/// Tries per event: the first and up to four retries, 0.5 s to 4 s apart.
+const TRIES: u32 = 5;
+
+/// One sink per notifier, each with its delivery task.
+pub fn sinks(notifiers: &[Notify]) -> Vec<Sink> {
+    notifiers
+        .iter()
+        .map(|notify| {
+            let (queue, events) = mpsc::channel(notify.queue);
+            tokio::spawn(deliver_all(notify.clone(), events));
+            Sink {
+                name: "notify",
+                queue,
+                amendments: false,
+            }
+        })
+        .collect()
+}
+
+async fn deliver_all(notify: Notify, mut events: mpsc::Receiver<Arc<Event>>) {
+    let target = match &notify.target {
+        NotifyTarget::Webhook(uri) => uri.to_string(),
+        NotifyTarget::Command(argv) => argv[0].clone(),
+    };
+    while let Some(event) = events.recv().await {
+        let body = event.to_json().to_string();
+        let mut pause = Duration::from_millis(500);
+        for attempt in 1..=TRIES {
+            let outcome = match tokio::time::timeout(notify.timeout, deliver(&notify, &body)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(format!("no answer within {:?}", notify.timeout)),
+            };
+            match outcome {
+                Ok(()) => {
+                    metrics::counter!("splitgate_notify_delivered_total").increment(1);
+                    break;
+                }
+                Err(reason) if attempt == TRIES => {
+                    metrics::counter!("splitgate_notify_failed_total").increment(1);
+                    tracing::warn!(%target, event = event.id, %reason, "event not delivered; giving up");
+                }
+                Err(reason) => {
+                    tracing::debug!(%target, event = event.id, %reason, attempt, "event delivery failed; will retry");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+            }
+        }
+    }
+}
+
+async fn deliver(notify: &Notify, body: &str) -> Result<(), String> {
+    match &notify.target {
+        NotifyTarget::Webhook(uri) => post(uri, notify.token.as_deref(), body).await,
+        NotifyTarget::Command(argv) => run(argv, notify.token.as_deref(), body).await,
+    }
+}
+
+async fn post(uri: &Uri, token: Option<&str>, body: &str) -> Result<(), String> {
+    let authority = uri.authority().ok_or("no host")?;
+    let port = authority.port_u16().unwrap_or(80);
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
+    let mut request = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(header::HOST, authority.as_str())
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::USER_AGENT, "splitgate");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await.map_err(|e| format!("send: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {}", response.status()))
+    }
+}
+
+async fn run(argv: &[String], token: Option<&str>, body: &str) -> Result<(), String> {
+    let mut command = tokio::process::Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(token) = token {
+        command.env("SPLITGATE_TOKEN", token);
+    }
+    let mut child = command.spawn().map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(body.as_bytes())
+            .await
+            .map_err(|e| format!("stdin: {e}"))?;
+    }
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{} exited with {status}", argv[0]))
+    }
+}

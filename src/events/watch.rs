@@ -1,0 +1,162 @@
+//! Turns snapshot changes into events: the control plane hands every old and new
+//! snapshot here (under its publishing lock, so one at a time), and a site that
+//! stopped or started serving, or a tier change, becomes an event with what was
+//! measured. Drills are announced by the drill code itself and skipped here.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use super::time::{rfc3339, unix_ms, unix_of};
+use super::{Events, Kind, Outage, Pending};
+use crate::clock::now_ms;
+use crate::routing::{Mode, Routing, SiteRoute};
+
+#[derive(Default)]
+pub struct Observer {
+    sites: HashMap<String, SiteWatch>,
+}
+
+#[derive(Default)]
+struct SiteWatch {
+    /// Process-clock ms when the site was marked down (or its drill began).
+    down_at: Option<u64>,
+    /// A `site_up`/`drill_ended` event waiting for slow start to end: (id, up at).
+    ramping: Option<(u64, u64)>,
+}
+
+impl Observer {
+    pub fn observe(&mut self, old: &Routing, new: &Routing, events: &Events) {
+        let now = now_ms();
+        self.sites.retain(|name, _| new.sites.iter().any(|s| &s.name == name));
+        for site in &new.sites {
+            let watch = self.sites.entry(site.name.clone()).or_default();
+            if let Some((id, up_at)) = watch.ramping {
+                if site.healthy && !site.ramping {
+                    events.amend(id, "full_weight_ms", now.saturating_sub(up_at).into());
+                    watch.ramping = None;
+                }
+            }
+            let Some(before) = old.sites.iter().find(|s| s.name == site.name) else {
+                continue;
+            };
+            if before.drilled || site.drilled {
+                continue;
+            }
+            if before.healthy && !site.healthy {
+                events.observe(site_down(site, now));
+                watch.down_at = Some(now);
+                watch.ramping = None;
+            } else if !before.healthy && site.healthy {
+                let id = events.observe(site_up(site, watch.down_at.take(), now));
+                watch.ramping = site.ramping.then_some((id, now));
+            }
+        }
+        if let Some(pending) = tier_change(old, new) {
+            events.observe(pending);
+        }
+    }
+
+    /// A drill began on `site` at `now` (its event is announced by the drill code).
+    pub fn drill_started(&mut self, site: &str, now: u64) {
+        let watch = self.sites.entry(site.to_string()).or_default();
+        watch.down_at = Some(now);
+        watch.ramping = None;
+    }
+
+    /// A drill ended with event `id`; its site ramps back from `now`.
+    pub fn drill_ended(&mut self, site: &str, id: u64, now: u64) -> Option<u64> {
+        let watch = self.sites.entry(site.to_string()).or_default();
+        watch.ramping = Some((id, now));
+        watch.down_at.take().map(|at| now.saturating_sub(at))
+    }
+}
+
+fn site_down(site: &SiteRoute, now: u64) -> Pending {
+    // The backend whose loss took the site down is the last one to go; the outage began
+    // with the first failure of its run.
+    let (last, (down_at, cause)) = site
+        .backends
+        .iter()
+        .map(|b| (b, b.last_down()))
+        .max_by_key(|(_, (at, _))| *at)
+        .map(|(b, d)| (Some(b), d))
+        .unwrap_or((None, (now, String::new())));
+    let started = last
+        .map(|b| b.outage.failure_started_ms.load(std::sync::atomic::Ordering::Relaxed))
+        .filter(|&s| s != 0 && s <= down_at)
+        .unwrap_or(down_at);
+    let mut detail = Map::new();
+    detail.insert("cause".into(), cause.into());
+    detail.insert("first_failure_at".into(), rfc3339(unix_of(started)).into());
+    detail.insert("detect_ms".into(), now.saturating_sub(started).into());
+    Pending {
+        kind: Kind::SiteDown,
+        site: Some(site.name.clone()),
+        at_ms: unix_ms(),
+        detail,
+        outage: Some(Outage {
+            backends: site.backends.clone(),
+            first_failure_ms: started,
+            baseline: None,
+        }),
+    }
+}
+
+fn site_up(site: &SiteRoute, down_at: Option<u64>, now: u64) -> Pending {
+    let mut detail = Map::new();
+    detail.insert(
+        "down_ms".into(),
+        down_at.map_or(Value::Null, |at| now.saturating_sub(at).into()),
+    );
+    detail.insert(
+        "full_weight_ms".into(),
+        if site.ramping { Value::Null } else { 0.into() },
+    );
+    Pending {
+        kind: Kind::SiteUp,
+        site: Some(site.name.clone()),
+        at_ms: unix_ms(),
+        detail,
+        outage: None,
+    }
+}
+
+/// A change of the tier that serves the default split: failover to a higher priority
+/// number (or to panic, with no site healthy), failback to a lower one.
+fn tier_change(old: &Routing, new: &Routing) -> Option<Pending> {
+    let tier = |mode: Mode| match mode {
+        Mode::Normal { priority } => Some(Some(priority)),
+        Mode::Panic { .. } => Some(None),
+        Mode::NoRoute => None,
+    };
+    let (from, to) = (tier(old.mode)?, tier(new.mode)?);
+    let kind = match (from, to) {
+        (Some(a), Some(b)) if b > a => Kind::Failover,
+        (Some(a), Some(b)) if b < a => Kind::Failback,
+        (Some(_), None) => Kind::Failover,
+        (None, Some(_)) => Kind::Failback,
+        _ => return None,
+    };
+    let serving: Vec<String> = match to {
+        Some(priority) => new
+            .sites
+            .iter()
+            .filter(|s| s.priority == priority && s.healthy && s.effective_weight > 0)
+            .map(|s| s.name.clone())
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut detail = Map::new();
+    detail.insert("from_priority".into(), from.map_or(Value::Null, Value::from));
+    detail.insert("to_priority".into(), to.map_or(Value::Null, Value::from));
+    detail.insert("panic".into(), to.is_none().into());
+    detail.insert("sites".into(), serving.clone().into());
+    Some(Pending {
+        kind,
+        site: serving.into_iter().next(),
+        at_ms: unix_ms(),
+        detail,
+        outage: None,
+    })
+}

@@ -1,0 +1,267 @@
+//! Failover events as clients and receivers see them: a killed site's `site_down`
+//! reaches a webhook within a second with figures that match the client side; a drill
+//! under load moves traffic with no client error and comes back; a receiver that hangs
+//! costs traffic nothing (bounded queue, drops counted); a command notifier gets the
+//! event on stdin; `/events?since=ID` pages.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use common::{client, config, eventually, site, Backend, Load, TestProxy};
+
+/// One delivery: when it arrived, the event, its Authorization header.
+type Delivery = (Instant, Value, Option<String>);
+
+/// A webhook receiver: keeps each POSTed event with when it arrived, or hangs.
+struct Receiver {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Delivery>>>,
+}
+
+impl Receiver {
+    async fn start(hang: bool) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let store = got.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let store = store.clone();
+                        async move {
+                            if hang {
+                                tokio::time::sleep(Duration::from_secs(3600)).await;
+                            }
+                            let auth = request
+                                .headers()
+                                .get("authorization")
+                                .map(|v| v.to_str().unwrap().to_string());
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            let event: Value = serde_json::from_slice(&body).unwrap();
+                            store.lock().unwrap().push((Instant::now(), event, auth));
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver { addr, got }
+    }
+
+    fn find(&self, kind: &str, site: &str) -> Option<Delivery> {
+        let got = self.got.lock().unwrap();
+        got.iter()
+            .find(|(_, e, _)| e["kind"] == kind && e["site"] == site)
+            .cloned()
+    }
+
+    fn notify(&self, extra: &str) -> String {
+        format!("[[notify]]\nurl = \"http://{}/hooks/splitgate\"\n{extra}\n", self.addr)
+    }
+}
+
+fn site_healthy(proxy: &TestProxy, name: &str) -> bool {
+    proxy
+        .server
+        .control()
+        .current()
+        .sites
+        .iter()
+        .any(|s| s.name == name && s.healthy)
+}
+
+const HEALTH: &str = "[health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nfall = 2\nrise = 1\nslow_start = \"0s\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_site_is_reported_to_a_webhook_within_a_second_with_its_figures() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let receiver = Receiver::start(false).await;
+    let proxy = TestProxy::start(&config(
+        &format!("{HEALTH}{}", receiver.notify("token = \"hook-secret\"")),
+        &[site("a", 50, 0, &[a.addr]), site("b", 50, 0, &[b.addr])],
+    ))
+    .await;
+    let load = Load::start(proxy.url("/"), 8);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
+    b.kill();
+    let marked = eventually(Duration::from_secs(5), || !site_healthy(&proxy, "b"))
+        .await
+        .expect("b marked down");
+    let delivered = eventually(Duration::from_secs(5), || receiver.find("site_down", "b").is_some()).await;
+    let tally = load.stop().await;
+    let (at, event, auth) = receiver.find("site_down", "b").expect("site_down delivered");
+    println!("kill -> marked down {marked:?}, delivered {:?}: {event}", at - killed);
+    assert!(
+        delivered.is_some() && at - killed < Duration::from_secs(1),
+        "delivered after {:?}",
+        at - killed
+    );
+    assert_eq!(auth.as_deref(), Some("Bearer hook-secret"));
+    let detect = event["detect_ms"].as_u64().expect("detect_ms");
+    let moved = event["traffic_moved_ms"].as_u64().expect("traffic_moved_ms");
+    assert!(
+        detect.abs_diff(marked.as_millis() as u64) <= 50,
+        "detect_ms {detect} vs {marked:?} measured"
+    );
+    assert!(
+        moved <= marked.as_millis() as u64 + 50,
+        "traffic_moved_ms {moved} vs {marked:?}"
+    );
+    assert!(event["cause"].as_str().is_some_and(|c| !c.is_empty()), "{event}");
+    assert!(event["first_failure_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(event["client_errors"], 0, "retries hid the loss: {event}");
+    assert_eq!(tally.errors, 0, "{:?}", tally.error_samples);
+    assert!(event["retried"].as_u64().is_some());
+}
+
+async fn admin(proxy: &TestProxy, method: Method, path: &str, body: &'static str) -> (u16, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(proxy.admin_url(path))
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_under_load_moves_traffic_without_errors_and_brings_it_back() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let receiver = Receiver::start(false).await;
+    let proxy = TestProxy::start(&config(
+        &format!("{HEALTH}{}", receiver.notify("")),
+        &[site("a", 50, 0, &[a.addr]), site("b", 50, 0, &[b.addr])],
+    ))
+    .await;
+    let load = Load::start(proxy.url("/"), 8);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, answer) = admin(&proxy, Method::POST, "/sites/b/drill", r#"{"duration": "1500ms"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["drill"].as_u64().unwrap();
+    assert_eq!(
+        admin(&proxy, Method::POST, "/sites/b/drill", r#"{"duration": "1s"}"#)
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        admin(&proxy, Method::POST, "/sites/nowhere/drill", r#"{"duration": "1s"}"#)
+            .await
+            .0,
+        404
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = b.hits();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(b.hits(), during, "traffic is off the site during the drill");
+    let back = eventually(Duration::from_secs(5), || b.hits() > during).await;
+    let tally = load.stop().await;
+    assert!(back.is_some(), "traffic came back after the drill");
+    assert_eq!(tally.errors, 0, "{:?}", tally.error_samples);
+    eventually(Duration::from_secs(2), || receiver.find("drill_ended", "b").is_some()).await;
+    let (_, started, _) = receiver.find("drill_started", "b").expect("drill_started delivered");
+    let (_, ended, _) = receiver.find("drill_ended", "b").expect("drill_ended delivered");
+    println!("{started}\n{ended}");
+    assert_eq!(started["id"], id);
+    assert!(started["traffic_moved_ms"].as_u64().unwrap() < 1000, "{started}");
+    assert_eq!(started["client_errors"], 0);
+    assert_eq!(ended["drill"], id);
+    assert!((1400..3000).contains(&ended["down_ms"].as_u64().unwrap()), "{ended}");
+    // The ring pages: everything after the drill's start.
+    let (_, page) = admin(&proxy, Method::GET, &format!("/events?since={id}"), "").await;
+    let kinds: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["drill_ended"]);
+    assert!(page["events"][0]["full_weight_ms"].as_u64().is_some(), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_costs_traffic_nothing_and_its_queue_is_bounded() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let receiver = Receiver::start(true).await;
+    let proxy = TestProxy::start(&config(
+        &format!("{HEALTH}{}", receiver.notify("timeout = \"30s\"\nqueue = 2")),
+        &[site("a", 50, 0, &[a.addr]), site("b", 50, 0, &[b.addr])],
+    ))
+    .await;
+    let load = Load::start(proxy.url("/"), 4);
+    for _ in 0..6 {
+        assert_eq!(
+            admin(&proxy, Method::POST, "/sites/b/drill", r#"{"duration": "1h"}"#)
+                .await
+                .0,
+            200
+        );
+        assert_eq!(admin(&proxy, Method::DELETE, "/sites/b/drill", "").await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let tally = load.stop().await;
+    assert_eq!(tally.errors, 0, "{:?}", tally.error_samples);
+    assert!(tally.max_latency < Duration::from_secs(1), "{:?}", tally.max_latency);
+    let (_, metrics) = common::get(&client(), &proxy.admin_url("/metrics")).await.unwrap();
+    let dropped = metrics
+        .lines()
+        .find(|l| l.starts_with("splitgate_events_dropped_total{sink=\"notify\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(dropped >= 8.0, "12 events, 1 in delivery, 2 queued: {dropped} dropped");
+    assert!(receiver.got.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_notifier_gets_each_event_as_json_on_stdin() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let notify = format!(
+        "[[notify]]\ncommand = [\"sh\", \"-c\", \"cat >> '{}'; echo >> '{}'\"]\ntoken = \"t0k\"\n",
+        out.display(),
+        out.display()
+    );
+    let proxy = TestProxy::start(&config(&notify, &[site("a", 1, 0, &[a.addr])])).await;
+    assert_eq!(
+        admin(&proxy, Method::POST, "/sites/a/drill", r#"{"duration": "200ms"}"#)
+            .await
+            .0,
+        200
+    );
+    let seen = Arc::new(AtomicBool::new(false));
+    let flag = seen.clone();
+    let path = out.clone();
+    eventually(Duration::from_secs(5), move || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let done = text.contains("\"drill_started\"") && text.contains("\"drill_ended\"");
+        flag.store(done, Ordering::SeqCst);
+        done
+    })
+    .await;
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(seen.load(Ordering::SeqCst), "{text}");
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["kind"], "drill_started");
+    assert_eq!(first["site"], "a");
+}
