@@ -36,6 +36,8 @@ pub mod demo;
 pub mod events;
 pub mod health;
 pub mod proxy;
+pub mod rehearsal;
+pub mod report;
 pub mod retry;
 pub mod routing;
 pub mod server;

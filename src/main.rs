@@ -1,5 +1,5 @@
-//! The `splitgate` command: `run`, `check` and `demo`. Argument parsing only; the work
-//! is in the library.
+//! The `splitgate` command: `run`, `check`, `demo`, `drill` and `report`. Argument
+//! parsing only; the work is in the library.
 
 #![forbid(unsafe_code)]
 
@@ -9,8 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use splitgate::config::{self, Config};
+use splitgate::events::{history::History, time};
 use splitgate::server::Server;
-use splitgate::{demo, signals, telemetry};
+use splitgate::{demo, rehearsal, report, signals, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +36,30 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Run a drill on a running proxy (through its admin API) and print what clients saw.
+    Drill {
+        /// The admin API address, e.g. 127.0.0.1:9901.
+        #[arg(long)]
+        admin: SocketAddr,
+        #[arg(long)]
+        site: String,
+        /// How long the site stays out, e.g. 30s.
+        #[arg(long = "for", default_value = "30s")]
+        duration: String,
+        /// The admin bearer token, if one is configured.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Print availability, failovers, drills and the DR grade from the history file.
+    Report {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start built-in demo sites and a proxy in front of them.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -51,6 +76,31 @@ fn main() -> ExitCode {
             Ok(config) => run(config, Some(path), None),
             Err(e) => fail(&e.lines().join("; ")),
         },
+        Command::Drill {
+            admin,
+            site,
+            duration,
+            token,
+        } => {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return fail("cannot start the async runtime");
+            };
+            match runtime.block_on(rehearsal::drill(admin, &site, &duration, token.as_deref())) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("splitgate drill: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Report {
+            config: path,
+            days,
+            json,
+        } => report(&path, days, json),
         Command::Demo { listen, admin } => {
             telemetry::init_logging(&config::Logging::default());
             let Ok(runtime) = tokio::runtime::Runtime::new() else {
@@ -60,6 +110,38 @@ fn main() -> ExitCode {
                 Ok(config) => run_on(runtime, config, None, Some(demo::instructions(listen, admin))),
                 Err(e) => fail(&e.to_string()),
             }
+        }
+    }
+}
+
+fn report(path: &std::path::Path, days: u64, json: bool) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("splitgate report: {}", e.lines().join("; "));
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(file) = config.events.history else {
+        eprintln!(
+            "splitgate report: {} has no [events] history file to read",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    let built = History::open(&file).and_then(|h| report::build(&h, days.max(1), time::unix_ms()));
+    match built {
+        Ok(report) if json => {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", report::render(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("splitgate report: {}: {e}", file.display());
+            ExitCode::FAILURE
         }
     }
 }

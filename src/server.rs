@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::admin::{self, LastReload, Operator};
 use crate::config::{self, Config, ConfigError};
 use crate::control::Control;
-use crate::events::{notify, Events};
+use crate::events::{history, notify, Events, RING};
 use crate::proxy::{bind_listener, spawn_listener, ListenerHandle, Proxy};
 use crate::shutdown::{Signal, Tracker};
 use crate::telemetry;
@@ -24,6 +24,8 @@ use crate::telemetry;
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    History(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +71,21 @@ impl Server {
             None => None,
         };
         let shutdown = Signal::default();
-        let events = Events::start(0);
+        let history = match &config.events.history {
+            Some(path) => {
+                let sites = config.sites.iter().map(|s| s.name.clone()).collect();
+                Some(history::start(path, config.events.keep, sites, RING).map_err(StartError::History)?)
+            }
+            None => None,
+        };
+        let (sink, earlier) = match history {
+            Some(opened) => (Some(opened.sink), opened.recent),
+            None => (None, Vec::new()),
+        };
+        let events = Events::start(earlier);
+        if let Some(sink) = sink {
+            events.set_sinks("history", vec![sink]);
+        }
         events.set_sinks("notify", notify::sinks(&config.notify));
         let control = Control::new(config, events);
         let proxy = Proxy::new(control.routing().clone(), Tracker::default());

@@ -24,7 +24,7 @@ use crate::health::Backend;
 pub use watch::Observer;
 
 /// Events kept in memory for `GET /events`.
-const RING: usize = 1024;
+pub const RING: usize = 1024;
 
 /// How long after a site is marked down its event waits, so that requests already on
 /// their way to it are counted in `traffic_moved_ms`, `client_errors` and `retried`.
@@ -155,13 +155,19 @@ pub struct Events {
 }
 
 impl Events {
-    /// Starts the settling task; ids continue after `last_id` (from the history).
-    pub fn start(last_id: u64) -> Arc<Events> {
+    /// Starts the settling task; the ring starts with `earlier` (from the history) and
+    /// ids continue after them.
+    pub fn start(earlier: Vec<Event>) -> Arc<Events> {
         let (settling, mut queue) = mpsc::channel::<(tokio::time::Instant, Event, Option<Outage>)>(4096);
+        let next_id = earlier.iter().map(|e| e.id).max().unwrap_or(0) + 1;
+        let mut ring: VecDeque<Arc<Event>> = earlier.into_iter().map(Arc::new).collect();
+        while ring.len() > RING {
+            ring.pop_front();
+        }
         let events = Arc::new(Events {
             ring: Mutex::new(Ring {
-                next_id: last_id + 1,
-                events: VecDeque::with_capacity(RING),
+                next_id,
+                events: ring,
                 late: Vec::new(),
             }),
             settling,
