@@ -123,6 +123,17 @@ async fn site_state(driver: &Driver, session: &str, site: &str) -> Option<String
     answer["value"].as_str().map(str::to_string)
 }
 
+async fn script(driver: &Driver, session: &str, script: &str) -> Value {
+    let answer = driver
+        .call(
+            Method::POST,
+            &format!("/session/{session}/execute/sync"),
+            Some(json!({"script": script, "args": []})),
+        )
+        .await;
+    answer["value"].clone()
+}
+
 async fn wait_state(driver: &Driver, session: &str, site: &str, want: &str, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -176,6 +187,50 @@ async fn the_status_page_shows_a_killed_site_as_down_within_seconds() {
     println!("status page showed west down {shown:?} after it was killed");
     assert!(shown.is_some(), "the page must show the killed site as down");
     assert_eq!(site_state(&driver, &session, "east").await.as_deref(), Some("up"));
+
+    // The timeline lists the failover event; the chart draws each site's requests/s.
+    let mut listed = false;
+    for _ in 0..50 {
+        let found = script(
+            &driver,
+            &session,
+            "return !!document.querySelector('#events li[data-kind=\"site_down\"][data-site=\"west\"]');",
+        )
+        .await;
+        if found == json!(true) {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(listed, "the timeline shows west's site_down");
+    let lines = script(
+        &driver,
+        &session,
+        "return document.querySelectorAll('#chart polyline').length;",
+    )
+    .await;
+    assert!(
+        lines.as_u64().unwrap_or(0) >= 1,
+        "the chart has a line per site: {lines}"
+    );
+
+    // The drill button takes east out as a failure would, and the page shows it.
+    script(
+        &driver,
+        &session,
+        "window.confirm = () => true; window.prompt = () => ''; document.querySelector('#site-east .drill-button').click(); return true;",
+    )
+    .await;
+    let drilled = wait_state(&driver, &session, "east", "drill", Duration::from_secs(10)).await;
+    assert!(drilled.is_some(), "the page shows east in a drill");
+    assert!(proxy
+        .server
+        .control()
+        .current()
+        .sites
+        .iter()
+        .any(|s| s.name == "east" && s.drilled));
 
     let shot = driver
         .call(Method::GET, &format!("/session/{session}/screenshot"), None)

@@ -40,6 +40,8 @@ pub struct SiteStatus {
     pub healthy: bool,
     /// Healthy backends / all backends.
     pub healthy_fraction: f64,
+    /// Taken out by a drill right now.
+    pub drilled: bool,
     pub backends: Vec<BackendStatus>,
 }
 
@@ -115,6 +117,7 @@ pub fn status(routing: &Routing, last_reload: Option<LastReload>) -> Status {
                 priority: site.priority,
                 healthy: site.healthy,
                 healthy_fraction: site.healthy_fraction,
+                drilled: site.drilled,
                 backends: site
                     .backends
                     .iter()
