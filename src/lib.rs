@@ -34,6 +34,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod events;
+pub mod fleet;
 pub mod health;
 pub mod proxy;
 pub mod rehearsal;

@@ -16,6 +16,7 @@ use crate::admin::{self, LastReload, Operator};
 use crate::config::{self, Config, ConfigError};
 use crate::control::Control;
 use crate::events::{history, notify, Events, RING};
+use crate::fleet::Fleet;
 use crate::proxy::{bind_listener, spawn_listener, ListenerHandle, Proxy};
 use crate::shutdown::{Signal, Tracker};
 use crate::telemetry;
@@ -49,6 +50,8 @@ pub struct Server {
     shutdown: Signal,
     config_path: Option<PathBuf>,
     last_reload: Mutex<Option<LastReload>>,
+    /// Shared decisions through etcd, with `[fleet]`.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Server {
@@ -88,6 +91,17 @@ impl Server {
         }
         events.set_sinks("notify", notify::sinks(&config.notify));
         let control = Control::new(config, events);
+        let fleet = control.current().config.fleet.clone().map(|settings| {
+            let name = settings
+                .name
+                .clone()
+                .unwrap_or_else(|| member_name(admin_socket.as_ref()));
+            let state = settings
+                .state
+                .clone()
+                .or_else(|| config_path.as_ref().map(|p| p.with_extension("fleet-state.json")));
+            Fleet::start(settings, control.clone(), name, state)
+        });
         let proxy = Proxy::new(control.routing().clone(), Tracker::default());
         proxy.access_log.configure(control.current().config.access_log.as_ref());
         let listeners = bound
@@ -102,6 +116,7 @@ impl Server {
             shutdown,
             config_path,
             last_reload: Mutex::new(None),
+            fleet,
         });
         telemetry::record_generation(1);
         if let Some(socket) = admin_socket {
@@ -121,6 +136,11 @@ impl Server {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The fleet link as `/status` shows it, with `[fleet]`.
+    pub fn fleet_status(&self) -> Option<serde_json::Value> {
+        self.fleet.as_ref().map(|f| f.status())
     }
 
     pub fn last_reload(&self) -> Option<LastReload> {
@@ -154,6 +174,11 @@ impl Server {
         if config.events.history != current.config.events.history {
             return Err(ReloadError::NeedsRestart(
                 "events.history: changing the history file needs a restart".into(),
+            ));
+        }
+        if config.fleet != current.config.fleet {
+            return Err(ReloadError::NeedsRestart(
+                "fleet: changing [fleet] needs a restart".into(),
             ));
         }
         if config.workers != current.config.workers {
@@ -191,6 +216,9 @@ impl Server {
             self.control.events.set_sinks("notify", notify::sinks(&config.notify));
         }
         let generation = self.control.apply(config);
+        if let Some(fleet) = &self.fleet {
+            fleet.reapply();
+        }
         listeners.retain(|bind, _| keep.contains(bind));
         for (bind, socket) in added {
             listeners.insert(
@@ -241,7 +269,22 @@ impl Server {
     }
 }
 
+/// A fleet member's default name: the host name and the admin port.
+fn member_name(admin: Option<&TcpListener>) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "splitgate".into());
+    match admin.and_then(|a| a.local_addr().ok()) {
+        Some(addr) => format!("{host}:{}", addr.port()),
+        None => host,
+    }
+}
+
 impl Operator for Server {
+    fn fleet(&self) -> Option<Arc<Fleet>> {
+        self.fleet.clone()
+    }
+
     fn control(&self) -> &Arc<Control> {
         &self.control
     }

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::control::{Control, WeightError};
+use crate::fleet::Fleet;
 use crate::shutdown::fired;
 use crate::telemetry;
 
@@ -29,6 +30,8 @@ pub use status::{status, LastReload, Status};
 /// depends on the control plane and not on the server that starts it.
 pub trait Operator: Send + Sync + 'static {
     fn control(&self) -> &Arc<Control>;
+    /// The fleet this proxy is a member of, with `[fleet]`.
+    fn fleet(&self) -> Option<Arc<Fleet>>;
     fn last_reload(&self) -> Option<LastReload>;
     /// The admin API's own address (a loopback address allows token-less changes).
     fn admin_addr(&self) -> Option<SocketAddr>;
@@ -79,10 +82,7 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (request.method().clone(), segments.as_slice()) {
         (Method::GET, [""]) => respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE.to_string()),
-        (Method::GET, ["status"]) => {
-            let doc = status(&server.control().current(), server.last_reload());
-            json(StatusCode::OK, &doc)
-        }
+        (Method::GET, ["status"]) => json(StatusCode::OK, &full_status(server)),
         (Method::GET, ["metrics"]) => respond(StatusCode::OK, "text/plain; version=0.0.4", telemetry::render()),
         (Method::PUT | Method::DELETE, ["sites", name, "weight"]) => {
             let name = name.to_string();
@@ -163,7 +163,12 @@ async fn set_weight(request: Request<Incoming>, server: &dyn Operator, site: &st
         }
     };
     tracing::info!(client = %peer, site, weight = ?weight, "weight change requested through the admin API");
-    match server.control().set_weight(site, weight) {
+    let outcome = match fleet_write(server, &[(site.to_string(), weight)]).await {
+        Some(Err(refused)) => return refused,
+        Some(Ok(())) => Ok(()),
+        None => server.control().set_weight(site, weight),
+    };
+    match outcome {
         Ok(()) => {
             let doc = status(&server.control().current(), server.last_reload());
             match doc.sites.into_iter().find(|s| s.name == site) {
@@ -205,13 +210,50 @@ async fn set_weights(request: Request<Incoming>, server: &dyn Operator, peer: So
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("expected {{\"site\": N, ...}}: {e}")),
     };
     tracing::info!(client = %peer, ?weights, "weight changes requested through the admin API");
-    match server.control().set_weights(&weights) {
-        Ok(()) => json(
-            StatusCode::OK,
-            &status(&server.control().current(), server.last_reload()),
-        ),
+    let changes: Vec<(String, Option<i64>)> = weights.iter().map(|(s, w)| (s.clone(), Some(*w))).collect();
+    let outcome = match fleet_write(server, &changes).await {
+        Some(Err(refused)) => return refused,
+        Some(Ok(())) => Ok(()),
+        None => server.control().set_weights(&weights),
+    };
+    match outcome {
+        Ok(()) => json(StatusCode::OK, &full_status(server)),
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
+}
+
+/// `/status`, with the fleet's link when this proxy is a member.
+fn full_status(server: &dyn Operator) -> Status {
+    let mut doc = status(&server.control().current(), server.last_reload());
+    doc.fleet = server.fleet().map(|f| f.status());
+    doc
+}
+
+/// With a fleet, weight changes are the fleet's: checked here, written to etcd, and
+/// applied by every member from its watch. `None`: no fleet, change locally.
+async fn fleet_write(server: &dyn Operator, changes: &[(String, Option<i64>)]) -> Option<Result<(), AdminResponse>> {
+    let fleet = server.fleet()?;
+    let current = server.control().current();
+    for (site, weight) in changes {
+        if !current.sites.iter().any(|s| &s.name == site) {
+            return Some(Err(error(
+                StatusCode::NOT_FOUND,
+                &WeightError::UnknownSite(site.clone()).to_string(),
+            )));
+        }
+        if let Some(w) = weight.filter(|w| !(0..=crate::config::MAX_WEIGHT).contains(w)) {
+            return Some(Err(error(
+                StatusCode::BAD_REQUEST,
+                &WeightError::OutOfRange(w).to_string(),
+            )));
+        }
+    }
+    Some(
+        fleet
+            .write_weights(changes)
+            .await
+            .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+    )
 }
 
 /// `None` when the call may proceed, else the refusal to send.

@@ -25,6 +25,9 @@ pub struct Status {
     pub sites: Vec<SiteStatus>,
     /// Each `[[route]]` with the weights in force on it (drains applied).
     pub routes: Vec<RouteStatus>,
+    /// With `[fleet]`: `{"connected", "revision", "members", ...}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<serde_json::Value>,
     pub last_reload: Option<LastReload>,
 }
 
@@ -102,6 +105,7 @@ pub fn status(routing: &Routing, last_reload: Option<LastReload>) -> Status {
         .collect();
     Status {
         routes,
+        fleet: None,
         generation: routing.generation,
         mode,
         active_priority,

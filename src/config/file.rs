@@ -29,6 +29,21 @@ pub struct FileConfig {
     pub events: Option<EventsFile>,
     #[serde(default)]
     pub notify: Vec<NotifyFile>,
+    pub fleet: Option<FleetFile>,
+}
+
+/// `[fleet]`: proxies sharing run-time decisions through etcd.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFile {
+    #[serde(default)]
+    pub etcd: Vec<String>,
+    pub prefix: Option<String>,
+    pub name: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Where the last decisions seen are kept for a restart during an etcd outage.
+    pub state: Option<String>,
 }
 
 /// `[events]`: where failover events and site availability are kept.

@@ -4,6 +4,7 @@
 mod duration;
 mod events;
 mod file;
+mod fleet;
 mod model;
 mod pinned;
 mod routes;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use duration::parse_duration;
 pub use model::{
-    AccessLog, Admin, AffinityKey, Backend, Config, EventsConfig, HealthCheck, HostPattern, Limits, Listener,
+    AccessLog, Admin, AffinityKey, Backend, Config, EventsConfig, Fleet, HealthCheck, HostPattern, Limits, Listener,
     ListenerTls, LogFormat, LogTarget, Logging, Notify, NotifyTarget, Retry, Route, Site, SiteTls, Timeouts,
 };
 pub use routes::path_matches;

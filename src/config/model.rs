@@ -26,6 +26,21 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub events: EventsConfig,
     pub notify: Vec<Notify>,
+    pub fleet: Option<Fleet>,
+}
+
+/// `[fleet]`: weight overrides and drills are decisions of the fleet, kept in etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// `http://host:port` endpoints.
+    pub etcd: Vec<String>,
+    /// This fleet's keys, without a trailing '/'.
+    pub prefix: String,
+    /// This member's name; `None` = host name and admin port, decided at start.
+    pub name: Option<String>,
+    pub credentials: Option<(String, String)>,
+    /// The last decisions seen, kept for a restart during an etcd outage.
+    pub state: Option<std::path::PathBuf>,
 }
 
 /// `[events]`: the history file (none = memory only) and how long it keeps events.

@@ -14,7 +14,7 @@ use super::model::{
     AccessLog, Admin, Backend, Config, HealthCheck, Limits, Listener, LogFormat, LogTarget, Logging, Retry, Site,
     Timeouts,
 };
-use super::{events, routes, tls};
+use super::{events, fleet, routes, tls};
 
 /// Envoy's default overprovisioning factor: a site keeps its full weight while 1/1.4
 /// (71%) of its backends are healthy.
@@ -193,6 +193,10 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
     let routes = routes::validate_routes(&file.route, &sites, &mut problems);
     let events = events::validate_events(file.events.as_ref(), base, &mut problems);
     let notify = events::validate_notify(&file.notify, &mut problems);
+    let fleet = file
+        .fleet
+        .as_ref()
+        .map(|f| fleet::validate_fleet(f, base, &mut problems));
 
     if problems.0.is_empty() {
         Ok(Config {
@@ -209,6 +213,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
             routes,
             events,
             notify,
+            fleet,
         })
     } else {
         Err(problems.0)

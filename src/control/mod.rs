@@ -164,6 +164,18 @@ impl Control {
         Ok(())
     }
 
+    /// Replaces every weight override at once (the fleet's decisions): one snapshot.
+    /// Overrides of sites this config does not have are kept but have no effect.
+    pub fn replace_weights(&self, weights: HashMap<String, u32>) {
+        let mut state = self.lock_state();
+        if state.decisions.weights == weights {
+            return;
+        }
+        tracing::info!(?weights, "weight overrides set by the fleet");
+        state.decisions.weights = weights;
+        self.publish(&mut state);
+    }
+
     /// Rebuilds the snapshot from the same config with current health (same generation).
     pub fn refresh(&self) {
         let mut state = self.lock_state();

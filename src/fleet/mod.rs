@@ -1,0 +1,186 @@
+//! A fleet of proxies sharing run-time decisions through etcd. The config file stays
+//! each member's base; etcd holds the weight overrides under
+//! `{prefix}/sites/{name}/weight`. Every member reads the prefix at revision R, applies
+//! it, and watches from R + 1, applying one snapshot per watch response (a
+//! transaction's keys share a revision and arrive together, so a multi-site change is
+//! never applied half). Admin writes go to etcd as one transaction and answer once the
+//! member's own watch has applied them. When etcd is unreachable the member keeps
+//! serving with the last decisions, kept on disk for a restart, and refuses writes.
+
+mod session;
+mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::config::{self, MAX_WEIGHT};
+use crate::control::Control;
+use crate::events::time::{rfc3339, unix_ms};
+
+pub use state::Decisions;
+
+/// How long a write waits for the member's own watch to apply it before answering.
+const APPLY_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("etcd is not reachable, so the fleet cannot agree on a change; nothing was changed ({0})")]
+    Unavailable(String),
+}
+
+/// What `/status` shows of the fleet.
+#[derive(Default)]
+struct Link {
+    connected: bool,
+    /// Unix ms of the last change of `connected`.
+    since_ms: u64,
+    /// The etcd revision applied here.
+    revision: i64,
+    last_error: Option<String>,
+    /// Members alive in etcd: name -> what they last said of themselves.
+    members: BTreeMap<String, Value>,
+}
+
+pub struct Fleet {
+    settings: config::Fleet,
+    pub name: String,
+    control: Arc<Control>,
+    link: Mutex<Link>,
+    applied: watch::Sender<i64>,
+    client: Mutex<Option<etcd_client::Client>>,
+    /// The decisions in force (from etcd, or from disk before etcd answered).
+    decisions: Mutex<Decisions>,
+    state_file: Option<PathBuf>,
+}
+
+impl Fleet {
+    /// Applies the decisions kept on disk, then connects and watches in the background.
+    pub fn start(
+        settings: config::Fleet,
+        control: Arc<Control>,
+        name: String,
+        state_file: Option<PathBuf>,
+    ) -> Arc<Fleet> {
+        let kept = state_file.as_deref().and_then(state::load).unwrap_or_default();
+        let fleet = Arc::new(Fleet {
+            settings,
+            name,
+            control,
+            link: Mutex::new(Link {
+                since_ms: unix_ms(),
+                revision: kept.revision,
+                ..Link::default()
+            }),
+            applied: watch::channel(kept.revision).0,
+            client: Mutex::new(None),
+            decisions: Mutex::new(Decisions::default()),
+            state_file,
+        });
+        if kept.revision > 0 {
+            tracing::info!(
+                revision = kept.revision,
+                "fleet: applying the decisions kept on disk until etcd answers"
+            );
+            fleet.apply(kept);
+        }
+        tokio::spawn(session::run(Arc::downgrade(&fleet)));
+        fleet
+    }
+
+    fn lock_link(&self) -> std::sync::MutexGuard<'_, Link> {
+        self.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a whole set of decisions at a revision: one snapshot swap.
+    fn apply(&self, decisions: Decisions) {
+        let revision = decisions.revision;
+        self.control.replace_weights(decisions.weights.clone());
+        if let Some(path) = &self.state_file {
+            if let Err(e) = state::save(path, &decisions) {
+                tracing::warn!(path = %path.display(), error = %e, "fleet: cannot keep the decisions on disk");
+            }
+        }
+        *self.decisions.lock().unwrap_or_else(|p| p.into_inner()) = decisions;
+        self.lock_link().revision = revision;
+        metrics::gauge!("splitgate_fleet_revision").set(revision as f64);
+        self.applied.send_replace(revision);
+    }
+
+    /// Re-applies the fleet's decisions (after a config reload rebuilt the snapshot).
+    pub fn reapply(&self) {
+        let weights = self.decisions.lock().unwrap_or_else(|p| p.into_inner()).weights.clone();
+        self.control.replace_weights(weights);
+    }
+
+    fn set_connected(&self, connected: bool, error: Option<String>) {
+        let mut link = self.lock_link();
+        if link.connected != connected {
+            link.connected = connected;
+            link.since_ms = unix_ms();
+            if connected {
+                tracing::info!(revision = link.revision, "fleet: connected to etcd");
+            } else {
+                tracing::warn!(error = ?error, revision = link.revision, "fleet: etcd unreachable; serving with the last decisions");
+            }
+        }
+        if error.is_some() {
+            link.last_error = error;
+        }
+        metrics::gauge!("splitgate_fleet_connected").set(if connected { 1.0 } else { 0.0 });
+    }
+
+    /// Sets (`Some`) or clears (`None`) weight overrides of several sites in one etcd
+    /// transaction, and returns once this member has applied it.
+    pub async fn write_weights(&self, changes: &[(String, Option<i64>)]) -> Result<(), FleetError> {
+        let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let connected = self.lock_link().connected;
+        let Some(mut client) = client.filter(|_| connected) else {
+            return Err(FleetError::Unavailable("disconnected".into()));
+        };
+        let ops: Vec<etcd_client::TxnOp> = changes
+            .iter()
+            .map(|(site, weight)| {
+                let key = self.weight_key(site);
+                match weight {
+                    Some(w) => etcd_client::TxnOp::put(key, (*w).clamp(0, MAX_WEIGHT).to_string(), None),
+                    None => etcd_client::TxnOp::delete(key, None),
+                }
+            })
+            .collect();
+        let txn = etcd_client::Txn::new().and_then(ops);
+        let response = tokio::time::timeout(APPLY_WAIT, client.txn(txn))
+            .await
+            .map_err(|_| FleetError::Unavailable("etcd did not answer in time".into()))?
+            .map_err(|e| {
+                self.set_connected(false, Some(e.to_string()));
+                FleetError::Unavailable(e.to_string())
+            })?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        let mut applied = self.applied.subscribe();
+        let _ = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|&r| r >= revision)).await;
+        Ok(())
+    }
+
+    fn weight_key(&self, site: &str) -> String {
+        format!("{}/sites/{site}/weight", self.settings.prefix)
+    }
+
+    /// `"fleet": {"connected", "revision", "members", ...}` for `/status`.
+    pub fn status(&self) -> Value {
+        let link = self.lock_link();
+        json!({
+            "name": self.name,
+            "connected": link.connected,
+            "since": rfc3339(link.since_ms),
+            "revision": link.revision,
+            "members": link.members.keys().collect::<Vec<_>>(),
+            "member_states": link.members,
+            "last_error": link.last_error,
+        })
+    }
+}

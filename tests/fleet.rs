@@ -1,0 +1,344 @@
+//! A fleet of proxies sharing decisions through a real etcd (Debian's `etcd-server`,
+//! started here on ephemeral loopback ports with a temporary data directory): a drain
+//! on one member reaches every member, so does a value written with etcdctl; with etcd
+//! down members keep serving, refuse writes, and a member restarted meanwhile comes up
+//! with the last decisions; a burst of multi-site changes is never applied half.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+use common::process::{free_port, ProxyProcess};
+use common::{client, config, get, site, Backend, TestProxy};
+
+const ETCD: &str = "/usr/bin/etcd";
+const ETCDCTL: &str = "/usr/bin/etcdctl";
+
+struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    /// A fresh single-node etcd, or `None` (skip) where it is not installed outside CI.
+    fn start() -> Option<Etcd> {
+        if !std::path::Path::new(ETCD).exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must install etcd-server (.ci/run)"
+            );
+            eprintln!("skipped: etcd not installed (apt-get install etcd-server etcd-client)");
+            return None;
+        }
+        let mut etcd = Etcd {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        etcd.run();
+        Some(etcd)
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn run(&mut self) {
+        let (client, peer) = (self.endpoint(), format!("http://127.0.0.1:{}", self.peer_port));
+        let child = Command::new(ETCD)
+            .args(["--name", "t", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        self.child = Some(child);
+        let start = Instant::now();
+        while !self.ctl(&["put", "/ready", "1"]) {
+            assert!(start.elapsed() < Duration::from_secs(20), "etcd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> bool {
+        Command::new(ETCDCTL)
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint(), "--dial-timeout", "1s"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn fleet_section(etcd: &Etcd, name: &str, prefix: &str) -> String {
+    format!(
+        "[fleet]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nname = \"{name}\"\n",
+        etcd.endpoint()
+    )
+}
+
+async fn members(etcd: &Etcd, prefix: &str, a: &Backend, b: &Backend) -> Vec<TestProxy> {
+    let mut all = Vec::new();
+    for n in 1..=3 {
+        let text = config(
+            &fleet_section(etcd, &format!("edge-{n}"), prefix),
+            &[site("a", 50, 0, &[a.addr]), site("b", 50, 0, &[b.addr])],
+        );
+        all.push(TestProxy::start(&text).await);
+    }
+    for member in &all {
+        wait(Duration::from_secs(10), || connected(member))
+            .await
+            .expect("member connects to etcd");
+    }
+    all
+}
+
+fn connected(member: &TestProxy) -> bool {
+    member.server.fleet_status().is_some_and(|s| s["connected"] == true)
+}
+
+fn weight_override(member: &TestProxy, site: &str) -> Option<u32> {
+    member
+        .server
+        .control()
+        .current()
+        .sites
+        .iter()
+        .find(|s| s.name == site)
+        .and_then(|s| s.weight_override)
+}
+
+async fn wait(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+async fn put(url: String, body: &'static str) -> (u16, Value) {
+    let request = Request::builder()
+        .method(Method::PUT)
+        .uri(url)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_on_one_member_and_an_etcdctl_write_reach_every_member_within_a_second() {
+    let Some(etcd) = Etcd::start() else { return };
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let fleet = members(&etcd, "/sg/t1", &a, &b).await;
+    let started = Instant::now();
+    let (status, answer) = put(fleet[0].admin_url("/sites/b/weight"), r#"{"weight": 0}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    let all = wait(Duration::from_secs(5), || {
+        fleet.iter().all(|m| weight_override(m, "b") == Some(0))
+    })
+    .await;
+    println!(
+        "drain applied by all 3 members {:?} after the PUT began",
+        all.map(|_| started.elapsed())
+    );
+    assert!(
+        all.is_some() && started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // Traffic follows on every member.
+    for member in &fleet {
+        let (code, body) = get(&client(), &member.url("/")).await.unwrap();
+        assert_eq!((code.as_u16(), body.as_str()), (200, "a"));
+    }
+    let started = Instant::now();
+    assert!(etcd.ctl(&["put", "/sg/t1/sites/a/weight", "30"]));
+    let all = wait(Duration::from_secs(5), || {
+        fleet.iter().all(|m| weight_override(m, "a") == Some(30))
+    })
+    .await;
+    println!(
+        "etcdctl write applied by all 3 members {:?} after etcdctl began",
+        all.map(|_| started.elapsed())
+    );
+    assert!(
+        all.is_some() && started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // An invalid value is ignored and counted; the decision in force stays.
+    assert!(etcd.ctl(&["put", "/sg/t1/sites/a/weight", "lots"]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fleet.iter().all(|m| weight_override(m, "a") == Some(30)));
+    let status = fleet[1].server.fleet_status().unwrap();
+    let names: Vec<&str> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["edge-1", "edge-2", "edge-3"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_down_members_serve_refuse_writes_restart_with_the_last_decisions_and_catch_up() {
+    let Some(mut etcd) = Etcd::start() else { return };
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let fleet = members(&etcd, "/sg/t2", &a, &b).await;
+    let state = tempfile::tempdir().unwrap();
+    let state_file = state.path().join("edge-9.json");
+    let sites = [site("a", 50, 0, &[a.addr]), site("b", 50, 0, &[b.addr])].join("\n");
+    let section = fleet_section(&etcd, "edge-9", "/sg/t2");
+    let text = |listen, admin| {
+        format!(
+            "[[listener]]\nbind = \"{listen}\"\n[admin]\nbind = \"{admin}\"\n{section}state = \"{}\"\n{sites}",
+            state_file.display()
+        )
+    };
+    let process = ProxyProcess::start(text);
+    assert_eq!(
+        put(fleet[0].admin_url("/weights"), r#"{"a": 100, "b": 0}"#).await.0,
+        200
+    );
+    let seen = wait(Duration::from_secs(5), || state_file.exists()).await;
+    assert!(seen.is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    etcd.kill();
+    assert!(
+        wait(Duration::from_secs(15), || fleet.iter().all(|m| !connected(m)))
+            .await
+            .is_some(),
+        "members notice"
+    );
+    for member in &fleet {
+        let (code, body) = get(&client(), &member.url("/")).await.unwrap();
+        assert_eq!(
+            (code.as_u16(), body.as_str()),
+            (200, "a"),
+            "serving with the last decisions"
+        );
+        let (status, answer) = put(member.admin_url("/sites/b/weight"), r#"{"weight": 50}"#).await;
+        assert_eq!(status, 503, "{answer}");
+    }
+    drop(process);
+    let restarted = ProxyProcess::start(text);
+    let (code, body) = get(&client(), &format!("http://{}/", restarted.addr)).await.unwrap();
+    assert_eq!(
+        (code.as_u16(), body.as_str()),
+        (200, "a"),
+        "restarted during the outage with the decisions"
+    );
+
+    let back = Instant::now();
+    etcd.run();
+    let caught_up = wait(Duration::from_secs(10), || fleet.iter().all(connected)).await;
+    println!("members connected again {:?} after etcd was restarted", back.elapsed());
+    assert!(
+        caught_up.is_some() && back.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        back.elapsed()
+    );
+    assert!(etcd.ctl(&["put", "/sg/t2/sites/b/weight", "7"]));
+    assert!(wait(Duration::from_secs(3), || fleet
+        .iter()
+        .all(|m| weight_override(m, "b") == Some(7)))
+    .await
+    .is_some());
+    let (_, page) = get(&client(), &format!("http://{}/status", restarted.admin))
+        .await
+        .unwrap();
+    let page: Value = serde_json::from_str(&page).unwrap();
+    assert_eq!(page["fleet"]["connected"], true, "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_a_thousand_two_site_changes_is_never_applied_half() {
+    let Some(etcd) = Etcd::start() else { return };
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let fleet = Arc::new(members(&etcd, "/sg/t3", &a, &b).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (fleet, stop) = (fleet.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut samples = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                for member in fleet.iter() {
+                    let snapshot = member.server.control().current();
+                    let of = |name| {
+                        snapshot
+                            .sites
+                            .iter()
+                            .find(|s| s.name == name)
+                            .and_then(|s| s.weight_override)
+                    };
+                    if let (Some(x), Some(y)) = (of("a"), of("b")) {
+                        assert_eq!(x + y, 1000, "half of a change applied");
+                        samples += 1;
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            samples
+        })
+    };
+    let mut writer = etcd_client::Client::connect([etcd.endpoint()], None).await.unwrap();
+    let started = Instant::now();
+    for i in 1..=1000u32 {
+        let txn = etcd_client::Txn::new().and_then(vec![
+            etcd_client::TxnOp::put("/sg/t3/sites/a/weight", i.to_string(), None),
+            etcd_client::TxnOp::put("/sg/t3/sites/b/weight", (1000 - i).to_string(), None),
+        ]);
+        writer.txn(txn).await.unwrap();
+    }
+    let wrote = started.elapsed();
+    let done = wait(Duration::from_secs(10), || {
+        fleet
+            .iter()
+            .all(|m| weight_override(m, "a") == Some(1000) && weight_override(m, "b") == Some(0))
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let samples = watcher.await.expect("no half-applied change was seen");
+    println!(
+        "1000 transactions written in {wrote:?}; all members final {:?} later; {samples} samples",
+        done
+    );
+    assert!(done.is_some());
+}
