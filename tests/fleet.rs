@@ -150,8 +150,12 @@ async fn wait(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Du
 }
 
 async fn put(url: String, body: &'static str) -> (u16, Value) {
+    admin(url, Method::PUT, body).await
+}
+
+async fn admin(url: String, method: Method, body: &'static str) -> (u16, Value) {
     let request = Request::builder()
-        .method(Method::PUT)
+        .method(method)
         .uri(url)
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .unwrap();
@@ -206,6 +210,50 @@ async fn a_drain_on_one_member_and_an_etcdctl_write_reach_every_member_within_a_
     assert!(etcd.ctl(&["put", "/sg/t1/sites/a/weight", "lots"]));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(fleet.iter().all(|m| weight_override(m, "a") == Some(30)));
+    // A drill started on one member runs on every member; ended on another, it ends everywhere.
+    let drilled = |m: &TestProxy| {
+        m.server
+            .control()
+            .current()
+            .sites
+            .iter()
+            .any(|s| s.name == "a" && s.drilled)
+    };
+    let started = Instant::now();
+    let (status, answer) = admin(
+        fleet[1].admin_url("/sites/a/drill"),
+        Method::POST,
+        r#"{"duration": "30s"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["drill"].as_u64().is_some());
+    let all = wait(Duration::from_secs(5), || fleet.iter().all(drilled)).await;
+    println!(
+        "drill running on all 3 members {:?} after the POST began",
+        all.map(|_| started.elapsed())
+    );
+    assert!(all.is_some() && started.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        admin(
+            fleet[0].admin_url("/sites/a/drill"),
+            Method::POST,
+            r#"{"duration": "1s"}"#
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        admin(fleet[2].admin_url("/sites/a/drill"), Method::DELETE, "").await.0,
+        200
+    );
+    assert!(
+        wait(Duration::from_secs(2), || fleet.iter().all(|m| !drilled(m)))
+            .await
+            .is_some(),
+        "ended everywhere"
+    );
     let status = fleet[1].server.fleet_status().unwrap();
     let names: Vec<&str> = status["members"]
         .as_array()

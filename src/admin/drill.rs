@@ -12,13 +12,32 @@ use hyper::body::Incoming;
 use super::{error, json, AdminResponse};
 use crate::config::parse_duration;
 use crate::control::{Control, DrillError};
+use crate::fleet::Fleet;
 
 /// The longest drill accepted.
 const MAX_DRILL: Duration = Duration::from_secs(24 * 3600);
 
-pub async fn handle(request: Request<Incoming>, control: &Arc<Control>, site: &str, peer: SocketAddr) -> AdminResponse {
+pub async fn handle(
+    request: Request<Incoming>,
+    control: &Arc<Control>,
+    fleet: Option<Arc<Fleet>>,
+    site: &str,
+    peer: SocketAddr,
+) -> AdminResponse {
+    let known = control.current().sites.iter().any(|s| s.name == site);
+    let running = control.drills().into_iter().find(|(s, _)| s == site).map(|(_, d)| d.id);
     if request.method() == Method::DELETE {
         tracing::info!(client = %peer, site, "drill end requested through the admin API");
+        if let Some(fleet) = fleet {
+            return match (known, running) {
+                (false, _) => refusal(&DrillError::UnknownSite(site.into())),
+                (true, None) => refusal(&DrillError::NotRunning(site.into())),
+                (true, Some(id)) => match fleet.write_drill(site, None).await {
+                    Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ended": id })),
+                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+                },
+            };
+        }
         return match control.end_drill(site) {
             Ok(id) => json(StatusCode::OK, &serde_json::json!({ "ended": id })),
             Err(e) => refusal(&e),
@@ -47,6 +66,21 @@ pub async fn handle(request: Request<Incoming>, control: &Arc<Control>, site: &s
         }
     };
     tracing::info!(client = %peer, site, ?duration, "drill requested through the admin API");
+    if let Some(fleet) = fleet {
+        if !known {
+            return refusal(&DrillError::UnknownSite(site.into()));
+        }
+        if running.is_some() {
+            return refusal(&DrillError::AlreadyRunning(site.into()));
+        }
+        if let Err(e) = fleet.write_drill(site, Some(duration)).await {
+            return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+        }
+        return match control.drills().into_iter().find(|(s, _)| s == site) {
+            Some((_, drill)) => json(StatusCode::OK, &serde_json::json!({ "drill": drill.id })),
+            None => error(StatusCode::SERVICE_UNAVAILABLE, "written to etcd, not yet applied here"),
+        };
+    }
     match control.start_drill(site, duration) {
         Ok(id) => json(StatusCode::OK, &serde_json::json!({ "drill": id })),
         Err(e) => refusal(&e),

@@ -129,7 +129,7 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
             if let Some(denied) = authorize(&request, server) {
                 return denied;
             }
-            drill::handle(request, server.control(), &name, peer).await
+            drill::handle(request, server.control(), server.fleet(), &name, peer).await
         }
         (Method::PUT, ["weights"]) => {
             if let Some(denied) = authorize(&request, server) {

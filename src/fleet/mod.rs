@@ -96,10 +96,12 @@ impl Fleet {
         self.link.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies a whole set of decisions at a revision: one snapshot swap.
+    /// Applies a whole set of decisions at a revision: one snapshot swap for the
+    /// weights; drills that appeared start here, drills that were removed end.
     fn apply(&self, decisions: Decisions) {
         let revision = decisions.revision;
         self.control.replace_weights(decisions.weights.clone());
+        self.sync_drills(&decisions.drills);
         if let Some(path) = &self.state_file {
             if let Err(e) = state::save(path, &decisions) {
                 tracing::warn!(path = %path.display(), error = %e, "fleet: cannot keep the decisions on disk");
@@ -109,6 +111,33 @@ impl Fleet {
         self.lock_link().revision = revision;
         metrics::gauge!("splitgate_fleet_revision").set(revision as f64);
         self.applied.send_replace(revision);
+    }
+
+    fn sync_drills(&self, drills: &std::collections::HashMap<String, u64>) {
+        let now = unix_ms();
+        let running: Vec<String> = self.control.drills().into_iter().map(|(site, _)| site).collect();
+        for (site, &until) in drills {
+            if until > now && !running.contains(site) {
+                let _ = self.control.start_drill(site, Duration::from_millis(until - now));
+            }
+        }
+        for site in running.iter().filter(|s| !drills.contains_key(*s)) {
+            let _ = self.control.end_drill(site);
+        }
+    }
+
+    /// Starts (`Some(duration)`) or ends (`None`) a drill on every member: one etcd
+    /// write, applied by each member from its watch.
+    pub async fn write_drill(&self, site: &str, duration: Option<Duration>) -> Result<(), FleetError> {
+        let key = format!("{}/sites/{site}/drill", self.settings.prefix);
+        let op = match duration {
+            Some(d) => {
+                let until = unix_ms() + d.as_millis() as u64;
+                etcd_client::TxnOp::put(key, json!({ "until": until, "by": self.name }).to_string(), None)
+            }
+            None => etcd_client::TxnOp::delete(key, None),
+        };
+        self.commit(vec![op]).await
     }
 
     /// Re-applies the fleet's decisions (after a config reload rebuilt the snapshot).
@@ -137,11 +166,6 @@ impl Fleet {
     /// Sets (`Some`) or clears (`None`) weight overrides of several sites in one etcd
     /// transaction, and returns once this member has applied it.
     pub async fn write_weights(&self, changes: &[(String, Option<i64>)]) -> Result<(), FleetError> {
-        let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let connected = self.lock_link().connected;
-        let Some(mut client) = client.filter(|_| connected) else {
-            return Err(FleetError::Unavailable("disconnected".into()));
-        };
         let ops: Vec<etcd_client::TxnOp> = changes
             .iter()
             .map(|(site, weight)| {
@@ -152,6 +176,16 @@ impl Fleet {
                 }
             })
             .collect();
+        self.commit(ops).await
+    }
+
+    /// One transaction; returns once this member's watch has applied it.
+    async fn commit(&self, ops: Vec<etcd_client::TxnOp>) -> Result<(), FleetError> {
+        let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let connected = self.lock_link().connected;
+        let Some(mut client) = client.filter(|_| connected) else {
+            return Err(FleetError::Unavailable("disconnected".into()));
+        };
         let txn = etcd_client::Txn::new().and_then(ops);
         let response = tokio::time::timeout(APPLY_WAIT, client.txn(txn))
             .await

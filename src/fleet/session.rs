@@ -71,6 +71,12 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                 }
                 None => state::invalid(&key, kv.value()),
             },
+            Key::Drill(site) => match state::drill(kv.value()) {
+                Some(until) => {
+                    decisions.drills.insert(site.to_string(), until);
+                }
+                None => state::invalid(&key, kv.value()),
+            },
             Key::Member(name) => {
                 members.insert(
                     name.to_string(),
@@ -137,6 +143,11 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                             None => { state::invalid(&key, kv.value()); valid = false; }
                         },
                         (Key::Weight(site), EventType::Delete) => { next.weights.remove(site); }
+                        (Key::Drill(site), EventType::Put) => match state::drill(kv.value()) {
+                            Some(until) => { next.drills.insert(site.to_string(), until); }
+                            None => { state::invalid(&key, kv.value()); valid = false; }
+                        },
+                        (Key::Drill(site), EventType::Delete) => { next.drills.remove(site); }
                         (Key::Member(name), EventType::Put) => {
                             link_members.insert(name.to_string(), serde_json::from_slice(kv.value()).unwrap_or(json!(null)));
                         }
@@ -148,7 +159,7 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                 revision = header.revision();
                 next.revision = revision;
                 // A revision with an invalid value is left out whole: never half of it.
-                if valid && next.weights != decisions.weights {
+                if valid && (next.weights != decisions.weights || next.drills != decisions.drills) {
                     decisions = next;
                     fleet.apply(decisions.clone());
                 } else {

@@ -16,12 +16,16 @@ pub struct Decisions {
     pub revision: i64,
     /// Weight overrides by site.
     pub weights: HashMap<String, u32>,
+    /// Drills by site: until when (Unix ms).
+    #[serde(default)]
+    pub drills: HashMap<String, u64>,
 }
 
 /// What one key under the prefix means.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Key<'a> {
     Weight(&'a str),
+    Drill(&'a str),
     Member(&'a str),
     Other,
 }
@@ -35,6 +39,11 @@ pub fn key<'a>(prefix: &str, key: &'a str) -> Key<'a> {
             return Key::Weight(site);
         }
     }
+    if let Some(site) = rest.strip_prefix("sites/").and_then(|r| r.strip_suffix("/drill")) {
+        if !site.is_empty() && !site.contains('/') {
+            return Key::Drill(site);
+        }
+    }
     match rest.strip_prefix("members/") {
         Some(name) if !name.is_empty() => Key::Member(name),
         _ => Key::Other,
@@ -46,6 +55,12 @@ pub fn weight(value: &[u8]) -> Option<u32> {
     let text = std::str::from_utf8(value).ok()?.trim();
     let number: i64 = text.parse().ok()?;
     (0..=MAX_WEIGHT).contains(&number).then_some(number as u32)
+}
+
+/// A drill value: `{"until": UNIX_MS}`.
+pub fn drill(value: &[u8]) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_slice(value).ok()?;
+    value["until"].as_u64()
 }
 
 pub fn invalid(key: &str, value: &[u8]) {
@@ -80,6 +95,9 @@ mod tests {
     fn keys_and_values_are_read_strictly() {
         assert_eq!(key("/sg", "/sg/sites/idc-a/weight"), Key::Weight("idc-a"));
         assert_eq!(key("/sg", "/sg/members/edge-1"), Key::Member("edge-1"));
+        assert_eq!(key("/sg", "/sg/sites/b/drill"), Key::Drill("b"));
+        assert_eq!(drill(br#"{"until": 5}"#), Some(5));
+        assert_eq!(drill(b"soon"), None);
         assert_eq!(key("/sg", "/sgx/sites/a/weight"), Key::Other);
         assert_eq!(key("/sg", "/sg/sites/a/b/weight"), Key::Other);
         assert_eq!(weight(b"70"), Some(70));
@@ -96,6 +114,7 @@ mod tests {
         let decisions = Decisions {
             revision: 42,
             weights: HashMap::from([("a".to_string(), 0)]),
+            drills: HashMap::from([("b".to_string(), 1_800_000_000_000)]),
         };
         save(&path, &decisions).unwrap();
         assert_eq!(load(&path), Some(decisions));
