@@ -8,11 +8,12 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
+use crate::clock::{unix_ms_of, Rfc3339};
 use crate::config::{AccessLog as AccessLogConfig, LogFormat, LogTarget};
 use crate::telemetry;
 
@@ -189,7 +190,7 @@ fn format_record(record: &Record, format: LogFormat, line: &mut Vec<u8>) {
             let _ = write!(
                 line,
                 "{} {} \"{} {} {}\" {} site={} backend={} attempts={} upstream_ms={} total_ms={:.3} bytes={}",
-                Rfc3339(record.time),
+                Rfc3339(unix_ms_of(record.time)),
                 record.client,
                 Escaped(&record.method),
                 Escaped(&record.host),
@@ -207,50 +208,22 @@ fn format_record(record: &Record, format: LogFormat, line: &mut Vec<u8>) {
     line.push(b'\n');
 }
 
-/// UTC time as `2026-11-25T08:00:00.123Z`.
-struct Rfc3339(SystemTime);
-
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = since.as_secs();
-        let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rest / 3600,
-            rest / 60 % 60,
-            rest % 60,
-            since.subsec_millis()
-        )
-    }
-}
-
 fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&Rfc3339(*time))
+    serializer.collect_str(&Rfc3339(unix_ms_of(*time)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn times_are_written_in_utc_rfc3339() {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
-        assert_eq!(Rfc3339(t).to_string(), "2026-11-18T11:06:40.123Z");
-        assert_eq!(Rfc3339(UNIX_EPOCH).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Rfc3339(unix_ms_of(t)).to_string(), "2026-11-18T11:06:40.123Z");
+        assert_eq!(Rfc3339(unix_ms_of(UNIX_EPOCH)).to_string(), "1970-01-01T00:00:00.000Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(Rfc3339(leap).to_string(), "2000-02-29T00:00:00.000Z");
+        assert_eq!(Rfc3339(unix_ms_of(leap)).to_string(), "2000-02-29T00:00:00.000Z");
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use splitgate::clock::unix_ms;
 use splitgate::config::{self, Config};
-use splitgate::events::{history::History, time};
+use splitgate::events::history::History;
 use splitgate::server::Server;
 use splitgate::{demo, rehearsal, report, signals, telemetry};
 
@@ -129,7 +130,7 @@ fn report(path: &std::path::Path, days: u64, json: bool) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    let built = History::open(&file).and_then(|h| report::build(&h, days.max(1), time::unix_ms()));
+    let built = History::open(&file).and_then(|h| report::build(&h, days.max(1), unix_ms()));
     match built {
         Ok(report) if json => {
             println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());

@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::clock::rfc3339;
 use crate::events::history::{History, Run};
-use crate::events::time::rfc3339;
 use crate::events::{Event, Kind};
 
 const DAY_MS: u64 = 86_400_000;

@@ -266,3 +266,41 @@ async fn a_command_notifier_gets_each_event_as_json_on_stdin() {
     assert_eq!(first["kind"], "drill_started");
     assert_eq!(first["site"], "a");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splitgate_drill_runs_a_drill_and_prints_what_clients_saw() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let proxy = TestProxy::start(&config(
+        HEALTH,
+        &[site("a", 50, 0, &[a.addr]), site("b", 50, 0, &[b.addr])],
+    ))
+    .await;
+    let load = Load::start(proxy.url("/"), 4);
+    let admin = proxy.server.admin_addr().unwrap().to_string();
+    let output = tokio::process::Command::new(common::process::BINARY)
+        .args(["drill", "--admin", &admin, "--site", "b", "--for", "500ms"])
+        .output()
+        .await
+        .unwrap();
+    let tally = load.stop().await;
+    let text = String::from_utf8_lossy(&output.stdout);
+    println!("{text}");
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("drill on b") && text.contains("client errors      0"),
+        "{text}"
+    );
+    assert!(text.contains("out for            5"), "{text}");
+    assert_eq!(tally.errors, 0, "{:?}", tally.error_samples);
+    let refused = tokio::process::Command::new(common::process::BINARY)
+        .args(["drill", "--admin", &admin, "--site", "nowhere", "--for", "1s"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("404"));
+}

@@ -138,7 +138,7 @@ fn thirty_days_of_history_report_in_under_a_second_with_the_grade_and_why() {
          [[site]]\nname = \"b\"\nweight = 1\nbackends = [\"127.0.0.1:3\"]\n",
     )
     .unwrap();
-    let now = splitgate::events::time::unix_ms();
+    let now = splitgate::clock::unix_ms();
     let day = 86_400_000;
     let history = History::open(&db).unwrap();
     history

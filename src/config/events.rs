@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::file::{EventsFile, NotifyFile};
 use super::model::{EventsConfig, Notify, NotifyTarget};
-use super::validate::Problems;
+use super::problems::Problems;
 
 pub(super) fn validate_events(file: Option<&EventsFile>, base: &Path, problems: &mut Problems) -> EventsConfig {
     let default = EventsConfig::default();

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::file::FleetFile;
 use super::model::Fleet;
-use super::validate::Problems;
+use super::problems::Problems;
 
 pub(super) fn validate_fleet(file: &FleetFile, base: &Path, problems: &mut Problems) -> Fleet {
     if file.etcd.is_empty() {

@@ -7,6 +7,7 @@ mod file;
 mod fleet;
 mod model;
 mod pinned;
+mod problems;
 mod routes;
 mod tls;
 mod validate;
@@ -19,8 +20,8 @@ pub use model::{
     AccessLog, Admin, AffinityKey, Backend, Config, EventsConfig, Fleet, HealthCheck, HostPattern, Limits, Listener,
     ListenerTls, LogFormat, LogTarget, Logging, Notify, NotifyTarget, Retry, Route, Site, SiteTls, Timeouts,
 };
+pub use problems::{Problem, MAX_WEIGHT};
 pub use routes::path_matches;
-pub use validate::{Problem, MAX_WEIGHT};
 
 /// Why a config could not be used. `Display` writes one line per problem, each naming
 /// the file and the key, as `splitgate check` prints them.

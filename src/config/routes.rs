@@ -8,7 +8,7 @@ use http::HeaderName;
 
 use super::file::RouteFile;
 use super::model::{AffinityKey, HostPattern, Route, Site};
-use super::validate::{Problems, MAX_WEIGHT};
+use super::problems::{Problems, MAX_WEIGHT};
 
 /// `"header:NAME"`, `"cookie:NAME"` or `"client_ip"`.
 pub(super) fn affinity(key: &str, text: &str, problems: &mut Problems) -> Option<AffinityKey> {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::Control;
 use crate::clock::now_ms;
-use crate::events::time::{rfc3339, unix_ms, unix_of};
+use crate::clock::{rfc3339, unix_ms, unix_of};
 use crate::events::{Kind, Outage, Pending};
 
 /// A drill running on one site.

@@ -12,8 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use super::time::unix_ms;
 use super::{Event, Kind, Sink};
+use crate::clock::unix_ms;
 
 /// How often a running proxy stamps its run as still alive.
 const HEARTBEAT: Duration = Duration::from_secs(5);

@@ -8,7 +8,6 @@
 
 pub mod history;
 pub mod notify;
-pub mod time;
 mod watch;
 
 use std::collections::VecDeque;
@@ -72,7 +71,7 @@ impl Event {
         object.insert("id".into(), self.id.into());
         object.insert("kind".into(), self.kind.name().into());
         object.insert("site".into(), self.site.clone().map_or(Value::Null, Value::String));
-        object.insert("at".into(), time::rfc3339(self.at_ms).into());
+        object.insert("at".into(), crate::clock::rfc3339(self.at_ms).into());
         object.extend(self.detail.clone());
         Value::Object(object)
     }

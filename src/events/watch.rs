@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use super::time::{rfc3339, unix_ms, unix_of};
 use super::{Events, Kind, Outage, Pending};
 use crate::clock::now_ms;
+use crate::clock::{rfc3339, unix_ms, unix_of};
 use crate::routing::{Mode, Routing, SiteRoute};
 
 #[derive(Default)]

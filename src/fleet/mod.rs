@@ -18,9 +18,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::clock::{rfc3339, unix_ms};
 use crate::config::{self, MAX_WEIGHT};
 use crate::control::Control;
-use crate::events::time::{rfc3339, unix_ms};
 
 pub use state::Decisions;
 
