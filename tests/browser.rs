@@ -112,15 +112,8 @@ impl Driver {
 }
 
 async fn site_state(driver: &Driver, session: &str, site: &str) -> Option<String> {
-    let script = format!("var e = document.getElementById('site-{site}'); return e ? e.dataset.state : null;");
-    let answer = driver
-        .call(
-            Method::POST,
-            &format!("/session/{session}/execute/sync"),
-            Some(json!({"script": script, "args": []})),
-        )
-        .await;
-    answer["value"].as_str().map(str::to_string)
+    let code = format!("var e = document.getElementById('site-{site}'); return e ? e.dataset.state : null;");
+    script(driver, session, &code).await.as_str().map(str::to_string)
 }
 
 async fn script(driver: &Driver, session: &str, script: &str) -> Value {

@@ -132,15 +132,7 @@ async fn a_killed_site_is_reported_to_a_webhook_within_a_second_with_its_figures
 }
 
 async fn admin(proxy: &TestProxy, method: Method, path: &str, body: &'static str) -> (u16, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(proxy.admin_url(path))
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap();
-    let response = client().request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    common::admin_call(method, proxy.admin_url(path), body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

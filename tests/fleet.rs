@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
+use http::Method;
 use serde_json::Value;
 
 use common::process::{free_port, ProxyProcess};
@@ -154,15 +152,7 @@ async fn put(url: String, body: &'static str) -> (u16, Value) {
 }
 
 async fn admin(url: String, method: Method, body: &'static str) -> (u16, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(url)
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap();
-    let response = client().request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    common::admin_call(method, url, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

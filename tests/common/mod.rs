@@ -47,6 +47,19 @@ pub async fn get(client: &TestClient, url: &str) -> Result<(StatusCode, String),
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// An admin call: `method url` with a JSON `body`; the status and the JSON answer.
+pub async fn admin_call(method: http::Method, url: String, body: &'static str) -> (u16, serde_json::Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("admin request");
+    let response = client().request(request).await.expect("admin answers");
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.expect("admin body").to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
 /// A `[[site]]` block.
 pub fn site(name: &str, weight: u32, priority: u32, backends: &[SocketAddr]) -> String {
     let list: Vec<String> = backends.iter().map(|a| format!("\"{a}\"")).collect();
