@@ -207,3 +207,46 @@ affinity = { key = "cookie:" }
         );
     }
 }
+
+#[test]
+fn bad_fleet_events_and_notify_settings_are_named_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[listener]]
+bind = "127.0.0.1:8080"
+[[site]]
+name = "a"
+weight = 1
+backends = ["127.0.0.1:9001"]
+[fleet]
+etcd = ["https://127.0.0.1:2379", "etcd:2379"]
+prefix = "nope"
+username = "u"
+[events]
+history = "missing-dir/h.db"
+keep = "0s"
+[[notify]]
+url = "ftp://example"
+[[notify]]
+timeout = "1s"
+"#,
+    )
+    .unwrap();
+    let (ok, text) = check(&path);
+    assert!(!ok);
+    for key in [
+        "fleet.etcd[0]",
+        "fleet.etcd[1]",
+        "fleet.prefix",
+        "fleet.username",
+        "events.history",
+        "events.keep",
+        "notify[0].url",
+        "notify[1]",
+    ] {
+        assert!(text.contains(&format!(": {key}: ")), "{key} missing in:\n{text}");
+    }
+}

@@ -25,11 +25,17 @@ struct Etcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// HTTPS with client certificates: (CA, server and client certificate, its key).
+    tls: Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Etcd {
     /// A fresh single-node etcd, or `None` (skip) where it is not installed outside CI.
     fn start() -> Option<Etcd> {
+        Self::start_with(None)
+    }
+
+    fn start_with(tls: Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)>) -> Option<Etcd> {
         if !std::path::Path::new(ETCD).exists() {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -43,13 +49,36 @@ impl Etcd {
             dir: tempfile::tempdir().unwrap(),
             client_port: free_port(),
             peer_port: free_port(),
+            tls,
         };
         etcd.run();
         Some(etcd)
     }
 
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    fn tls_args(&self, server: bool) -> Vec<String> {
+        let Some((ca, cert, key)) = &self.tls else {
+            return Vec::new();
+        };
+        let (ca, cert, key) = (ca.display(), cert.display(), key.display());
+        if server {
+            vec![
+                format!("--trusted-ca-file={ca}"),
+                format!("--cert-file={cert}"),
+                format!("--key-file={key}"),
+                "--client-cert-auth".into(),
+            ]
+        } else {
+            vec![
+                format!("--cacert={ca}"),
+                format!("--cert={cert}"),
+                format!("--key={key}"),
+            ]
+        }
     }
 
     fn run(&mut self) {
@@ -60,6 +89,7 @@ impl Etcd {
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("t={peer}")])
+            .args(self.tls_args(true))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -76,6 +106,7 @@ impl Etcd {
         Command::new(ETCDCTL)
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoint(), "--dial-timeout", "1s"])
+            .args(self.tls_args(false))
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -379,4 +410,32 @@ async fn a_burst_of_a_thousand_two_site_changes_is_never_applied_half() {
         done
     );
     assert!(done.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_reaches_etcd_over_tls_with_a_client_certificate() {
+    let pki = common::tls::Pki::new("etcd");
+    let leaf = pki.leaf("etcd", &["localhost", "127.0.0.1"]);
+    let Some(etcd) = Etcd::start_with(Some((pki.ca_path.clone(), leaf.cert.clone(), leaf.key.clone()))) else {
+        return;
+    };
+    let a = Backend::start("a").await;
+    let fleet = format!(
+        "{}tls = {{ ca = \"{}\", client_cert = \"{}\", client_key = \"{}\" }}\n",
+        fleet_section(&etcd, "edge-tls", "/sg/tls"),
+        pki.ca_path.display(),
+        leaf.cert.display(),
+        leaf.key.display()
+    );
+    let member = TestProxy::start(&config(&fleet, &[site("a", 50, 0, &[a.addr])])).await;
+    assert!(
+        wait(Duration::from_secs(10), || connected(&member)).await.is_some(),
+        "{:?}",
+        member.server.fleet_status()
+    );
+    assert_eq!(
+        put(member.admin_url("/sites/a/weight"), r#"{"weight": 5}"#).await.0,
+        200
+    );
+    assert_eq!(weight_override(&member, "a"), Some(5));
 }

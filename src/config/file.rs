@@ -44,6 +44,16 @@ pub struct FleetFile {
     pub password: Option<String>,
     /// Where the last decisions seen are kept for a restart during an etcd outage.
     pub state: Option<String>,
+    pub tls: Option<FleetTlsFile>,
+}
+
+/// `tls = { ca, client_cert, client_key }`: HTTPS to etcd, PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetTlsFile {
+    pub ca: String,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 /// `[events]`: where failover events and site availability are kept.

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::file::FleetFile;
-use super::model::Fleet;
+use super::model::{Fleet, FleetTls};
 use super::problems::Problems;
 
 pub(super) fn validate_fleet(file: &FleetFile, base: &Path, problems: &mut Problems) -> Fleet {
@@ -14,22 +14,42 @@ pub(super) fn validate_fleet(file: &FleetFile, base: &Path, problems: &mut Probl
             "needs at least one etcd endpoint, e.g. [\"http://127.0.0.1:2379\"]",
         );
     }
+    let scheme = if file.tls.is_some() { "https" } else { "http" };
     for (i, endpoint) in file.etcd.iter().enumerate() {
         let ok = endpoint
             .parse::<http::Uri>()
-            .is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some_and(|a| a.port_u16().is_some()));
+            .is_ok_and(|u| u.scheme_str() == Some(scheme) && u.authority().is_some_and(|a| a.port_u16().is_some()));
         if !ok {
-            let hint = if endpoint.starts_with("https://") {
-                " (TLS to etcd is not supported yet)"
+            let hint = if file.tls.is_some() {
+                " ([fleet] tls is set)"
             } else {
-                ""
+                " (https needs [fleet] tls)"
             };
             problems.add(
                 format!("fleet.etcd[{i}]"),
-                format!("\"{endpoint}\" is not an http://host:port endpoint{hint}"),
+                format!("\"{endpoint}\" is not a {scheme}://host:port endpoint{hint}"),
             );
         }
     }
+    let tls = file.tls.as_ref().and_then(|t| {
+        let mut read = |key: &str, path: &str| match crate::config::read_bounded(&base.join(path)) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                problems.add(format!("fleet.tls.{key}"), format!("{path}: cannot read: {e}"));
+                None
+            }
+        };
+        let ca = read("ca", &t.ca)?;
+        let identity = match (&t.client_cert, &t.client_key) {
+            (Some(cert), Some(key)) => Some((read("client_cert", cert)?, read("client_key", key)?)),
+            (None, None) => None,
+            _ => {
+                problems.add("fleet.tls", "client_cert and client_key go together");
+                None
+            }
+        };
+        Some(FleetTls { ca, identity })
+    });
     let prefix = file.prefix.clone().unwrap_or_else(|| "/splitgate".into());
     let prefix = prefix.trim_end_matches('/').to_string();
     if !prefix.starts_with('/') || prefix.len() < 2 {
@@ -61,5 +81,6 @@ pub(super) fn validate_fleet(file: &FleetFile, base: &Path, problems: &mut Probl
         name,
         credentials,
         state: file.state.as_ref().map(|s| base.join(s)),
+        tls,
     }
 }

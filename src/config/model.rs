@@ -41,6 +41,15 @@ pub struct Fleet {
     pub credentials: Option<(String, String)>,
     /// The last decisions seen, kept for a restart during an etcd outage.
     pub state: Option<std::path::PathBuf>,
+    pub tls: Option<FleetTls>,
+}
+
+/// HTTPS to etcd: the CA that signs its certificate, and this member's client
+/// certificate and key (PEM, read at validation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetTls {
+    pub ca: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// `[events]`: the history file (none = memory only) and how long it keeps events.

@@ -7,7 +7,9 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions, WatchOptions,
+};
 use serde_json::json;
 
 use super::state::{self, Decisions, Key};
@@ -47,6 +49,13 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
     if let Some((user, password)) = &settings.credentials {
         options = options.with_user(user.clone(), password.clone());
+    }
+    if let Some(tls) = &settings.tls {
+        let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca));
+        if let Some((cert, key)) = &tls.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        options = options.with_tls(config);
     }
     let mut client = Client::connect(&settings.etcd, Some(options))
         .await
