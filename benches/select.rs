@@ -66,7 +66,7 @@ fn affinity_and_routes(c: &mut Criterion) {
     let (parts, _) = request.into_parts();
     let client = std::net::IpAddr::from([192, 0, 2, 10]);
     c.bench_function("affinity: plan + pick, key from a cookie (3 sites)", |b| {
-        b.iter(|| black_box(r.pick_for(r.plan(black_box(&parts), client), &[])))
+        b.iter(|| black_box(r.pick_for(&r.plan(black_box(&parts), client), &[])))
     });
     // 50 routes, none matching: the worst case of the first-match scan.
     let mut routes = String::new();

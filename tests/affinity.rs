@@ -347,3 +347,52 @@ async fn start_all<const N: usize>(names: [&str; N]) -> Vec<Backend> {
     }
     out
 }
+
+/// GET with `cookie`; which backend answered, and the Set-Cookie given, if any.
+async fn with_cookie(client: &TestClient, url: &str, cookie: Option<&str>) -> (String, Option<String>) {
+    let mut request = Request::get(url);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = client
+        .request(request.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let set = response
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (String::from_utf8(body.to_vec()).unwrap(), set)
+}
+
+#[tokio::test]
+async fn an_inserted_signed_cookie_keeps_a_new_client_where_it_landed_and_a_forged_one_is_replaced() {
+    let (a1, a2, b1) = (
+        Backend::start("a1").await,
+        Backend::start("a2").await,
+        Backend::start("b1").await,
+    );
+    let proxy = TestProxy::start(&config(
+        "[affinity]\nkey = \"cookie:sg\"\ninsert = true\nsecret = \"a-long-shared-secret\"\nmax_age = \"1h\"\n",
+        &[site("a", 50, 0, &[a1.addr, a2.addr]), site("b", 50, 0, &[b1.addr])],
+    ))
+    .await;
+    let client = client();
+    let mut landed = HashMap::new();
+    for _ in 0..30 {
+        let (first, set) = with_cookie(&client, &proxy.url("/"), None).await;
+        let set = set.expect("a client without the cookie is given one");
+        assert!(set.contains("HttpOnly") && set.contains("Max-Age=3600"), "{set}");
+        let cookie = set.split(';').next().unwrap().to_string();
+        for _ in 0..3 {
+            let (again, set_again) = with_cookie(&client, &proxy.url("/"), Some(&cookie)).await;
+            assert_eq!(again, first, "{cookie} moved");
+            assert_eq!(set_again, None, "a valid cookie is kept");
+        }
+        *landed.entry(first).or_insert(0) += 1;
+    }
+    assert_eq!(landed.len(), 3, "new clients spread over every backend: {landed:?}");
+    let (_, replaced) = with_cookie(&client, &proxy.url("/"), Some("sg=0000000000000001.0123456789abcdef")).await;
+    assert!(replaced.is_some(), "a made-up cookie is not honoured");
+}

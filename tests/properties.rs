@@ -138,7 +138,7 @@ proptest! {
         }
         let (parts, ()) = request.body(()).unwrap().into_parts();
         let plan = routing.plan(&parts, [127, 0, 0, 1].into());
-        let pick = routing.pick_for(plan, &[]);
+        let pick = routing.pick_for(&plan, &[]);
         prop_assert!(pick.is_some());
         if plan.route().is_some() {
             prop_assert_eq!(pick.unwrap().site, 0, "the route sends only to s0");

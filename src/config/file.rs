@@ -84,6 +84,12 @@ pub struct NotifyFile {
 pub struct AffinityFile {
     /// "header:NAME", "cookie:NAME" or "client_ip".
     pub key: String,
+    /// With a cookie key: give clients without a valid one a signed cookie.
+    pub insert: Option<bool>,
+    /// The signing secret for inserted cookies (shared by a fleet).
+    pub secret: Option<String>,
+    /// Max-Age of inserted cookies; default: a session cookie.
+    pub max_age: Option<String>,
 }
 
 /// `[[route]]`: requests matching `host` and `path_prefix` get their own split.

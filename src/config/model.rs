@@ -93,6 +93,17 @@ pub enum AffinityKey {
     Header(http::HeaderName),
     Cookie(String),
     ClientIp,
+    /// A cookie the proxy gives to clients that have no valid one, signed so that a
+    /// client cannot make one up (HAProxy's `cookie ... insert`).
+    SignedCookie(CookieSigner),
+}
+
+/// How inserted affinity cookies are named, signed and kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieSigner {
+    pub name: String,
+    pub secret: Vec<u8>,
+    pub max_age: Option<Duration>,
 }
 
 /// A request host pattern, lower-case, without a port.

@@ -6,12 +6,61 @@ use std::collections::{HashMap, HashSet};
 
 use http::HeaderName;
 
-use super::file::RouteFile;
-use super::model::{AffinityKey, HostPattern, Route, Site};
+use super::file::{AffinityFile, RouteFile};
+use super::model::{AffinityKey, CookieSigner, HostPattern, Route, Site};
 use super::problems::{Problems, MAX_WEIGHT};
 
+/// `{ key = "header:NAME" | "cookie:NAME" | "client_ip", insert, secret, max_age }`.
+pub(super) fn affinity(prefix: &str, file: &AffinityFile, problems: &mut Problems) -> Option<AffinityKey> {
+    let key = parse_key(&format!("{prefix}.key"), &file.key, problems)?;
+    if file.insert != Some(true) {
+        if file.secret.is_some() || file.max_age.is_some() {
+            problems.add(
+                format!("{prefix}.insert"),
+                "secret and max_age apply only with insert = true",
+            );
+        }
+        return Some(key);
+    }
+    let AffinityKey::Cookie(name) = key else {
+        problems.add(
+            format!("{prefix}.insert"),
+            "insert = true needs a key of the form \"cookie:NAME\"",
+        );
+        return None;
+    };
+    let secret = match file.secret.as_deref() {
+        Some(s) if s.len() >= 16 => s.as_bytes().to_vec(),
+        _ => {
+            problems.add(
+                format!("{prefix}.secret"),
+                "insert = true needs a secret of at least 16 characters (the same on every proxy of a fleet)",
+            );
+            return None;
+        }
+    };
+    let max_age = file
+        .max_age
+        .as_deref()
+        .and_then(|text| match super::parse_duration(text) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                problems.add(
+                    format!("{prefix}.max_age"),
+                    "must be more than 0; remove it for a session cookie",
+                );
+                None
+            }
+            Err(e) => {
+                problems.add(format!("{prefix}.max_age"), e);
+                None
+            }
+        });
+    Some(AffinityKey::SignedCookie(CookieSigner { name, secret, max_age }))
+}
+
 /// `"header:NAME"`, `"cookie:NAME"` or `"client_ip"`.
-pub(super) fn affinity(key: &str, text: &str, problems: &mut Problems) -> Option<AffinityKey> {
+fn parse_key(key: &str, text: &str, problems: &mut Problems) -> Option<AffinityKey> {
     let hint = "use \"header:NAME\", \"cookie:NAME\" or \"client_ip\"";
     let parsed = match text.split_once(':') {
         None if text == "client_ip" => Ok(AffinityKey::ClientIp),
@@ -71,7 +120,7 @@ pub(super) fn validate_routes(routes: &[RouteFile], sites: &[Site], problems: &m
         let affinity = file
             .affinity
             .as_ref()
-            .and_then(|a| affinity(&format!("{key}.affinity.key"), &a.key, problems));
+            .and_then(|a| affinity(&format!("{key}.affinity"), a, problems));
         let route = Route {
             name,
             host,

@@ -99,7 +99,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
     let affinity = file
         .affinity
         .as_ref()
-        .and_then(|a| routes::affinity("affinity.key", &a.key, &mut problems));
+        .and_then(|a| routes::affinity("affinity", a, &mut problems));
     let routes = routes::validate_routes(&file.route, &sites, &mut problems);
     let events = events::validate_events(file.events.as_ref(), base, &mut problems);
     let notify = events::validate_notify(&file.notify, &mut problems);

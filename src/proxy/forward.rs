@@ -101,7 +101,7 @@ impl Proxy {
         let retry = &routing.config.retry;
         let attempts = (retry.attempts as usize).clamp(1, MAX_ATTEMPTS);
         let (mut parts, body) = request.into_parts();
-        let plan = routing.plan(&parts, client.addr);
+        let mut plan = routing.plan(&parts, client.addr);
         let upgrade = upgrade_request(&parts);
         let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
         prepare_request(&mut parts, client, upgrade.as_ref());
@@ -131,7 +131,7 @@ impl Proxy {
         };
         let mut last_error: Option<SendError> = None;
         for attempt in 0..attempts {
-            let Some(pick) = routing.pick_for(plan, &tried[..attempt]) else {
+            let Some(pick) = routing.pick_for(&plan, &tried[..attempt]) else {
                 break;
             };
             let Some(mut request) = pending.take() else {
@@ -160,6 +160,9 @@ impl Proxy {
                     // A connection taken over by an upgrade never returns to the pool.
                     outcome.lease = lease.filter(|_| !switching);
                     prepare_response(response.headers_mut(), switching);
+                    if let Some(cookie) = plan.set_cookie.take() {
+                        response.headers_mut().append(header::SET_COOKIE, cookie);
+                    }
                     return (response.map(Either::Left), outcome);
                 }
                 Err(Failure { error, request: back }) => {

@@ -9,10 +9,12 @@
 //! the same way (std's `DefaultHasher` promises no stability across Rust releases).
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::{header, HeaderMap};
+use http::{header, HeaderMap, HeaderValue};
+use ring::hmac;
 
-use crate::config::AffinityKey;
+use crate::config::{AffinityKey, CookieSigner};
 
 /// The key's hash, when the request carries one (empty values count as none).
 pub fn key_hash(key: &AffinityKey, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
@@ -26,6 +28,12 @@ pub fn key_hash(key: &AffinityKey, headers: &HeaderMap, client: IpAddr) -> Optio
             .iter()
             .find_map(|line| cookie_value(line.as_bytes(), name.as_bytes()))
             .map(hash),
+        AffinityKey::SignedCookie(signer) => headers
+            .get_all(header::COOKIE)
+            .iter()
+            .find_map(|line| cookie_value(line.as_bytes(), signer.name.as_bytes()))
+            .and_then(|value| signer.verified_id(value))
+            .map(hash),
         AffinityKey::ClientIp => Some(match client {
             IpAddr::V4(ip) => hash(&ip.octets()),
             IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
@@ -34,6 +42,57 @@ pub fn key_hash(key: &AffinityKey, headers: &HeaderMap, client: IpAddr) -> Optio
             },
         }),
     }
+}
+
+/// Bytes of the tag kept in an inserted cookie (64 bits of HMAC-SHA256).
+const TAG_BYTES: usize = 8;
+
+impl CookieSigner {
+    fn tag(&self, id: &[u8]) -> [u8; TAG_BYTES] {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.secret);
+        let full = hmac::sign(&key, id);
+        let mut tag = [0u8; TAG_BYTES];
+        tag.copy_from_slice(&full.as_ref()[..TAG_BYTES]);
+        tag
+    }
+
+    /// The id of a cookie value `ID.TAG` whose tag is right; `None` for a made-up one.
+    pub fn verified_id<'a>(&self, value: &'a [u8]) -> Option<&'a [u8]> {
+        let dot = value.iter().position(|&b| b == b'.')?;
+        let (id, tag) = (&value[..dot], &value[dot + 1..]);
+        let expected = hex(&self.tag(id));
+        let same =
+            tag.len() == expected.len() && tag.iter().zip(expected.as_bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
+        same.then_some(id)
+    }
+
+    /// A new cookie: its id (what placement hashes) and the `Set-Cookie` value.
+    pub fn issue(&self) -> (String, Option<HeaderValue>) {
+        let id = format!("{:016x}", new_id());
+        let mut cookie = format!(
+            "{}={id}.{}; Path=/; HttpOnly; SameSite=Lax",
+            self.name,
+            hex(&self.tag(id.as_bytes()))
+        );
+        if let Some(age) = self.max_age {
+            cookie.push_str(&format!("; Max-Age={}", age.as_secs().max(1)));
+        }
+        (id, HeaderValue::from_str(&cookie).ok())
+    }
+}
+
+/// A fresh 64-bit id: a process-random seed and a counter, mixed. Unpredictable enough
+/// for placement; the tag, not the id, is what stops a client choosing its site.
+fn new_id() -> u64 {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(crate::clock::unix_ms()));
+    mix(seed ^ mix(COUNTER.fetch_add(1, Ordering::Relaxed)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The value of cookie `name` in one `Cookie` header line, if present and non-empty.
@@ -94,6 +153,25 @@ mod tests {
         headers.clear();
         headers.append(header::COOKIE, HeaderValue::from_static("sid=; other=1"));
         assert_eq!(key_hash(&key, &headers, ip), None, "an empty cookie is no key");
+    }
+
+    #[test]
+    fn an_inserted_cookie_verifies_and_a_made_up_one_does_not() {
+        let signer = CookieSigner {
+            name: "sg".into(),
+            secret: b"0123456789abcdef".to_vec(),
+            max_age: Some(std::time::Duration::from_secs(3600)),
+        };
+        let (id, cookie) = signer.issue();
+        let cookie = cookie.unwrap();
+        let text = cookie.to_str().unwrap();
+        assert!(text.ends_with("; Max-Age=3600") && text.contains("HttpOnly"), "{text}");
+        let value = text.split(';').next().unwrap().strip_prefix("sg=").unwrap();
+        assert_eq!(signer.verified_id(value.as_bytes()), Some(id.as_bytes()));
+        let forged = format!("{}.{}", "0000000000000001", &value[17..]);
+        assert_eq!(signer.verified_id(forged.as_bytes()), None);
+        assert_eq!(signer.verified_id(b"0000000000000001"), None);
+        assert_ne!(signer.issue().0, id, "ids differ");
     }
 
     #[test]

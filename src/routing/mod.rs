@@ -217,20 +217,20 @@ impl Routing {
     }
 
     /// The split a plan names: the default one or a route's.
-    pub fn split(&self, plan: Plan) -> &Split {
+    pub fn split(&self, plan: &Plan) -> &Split {
         plan.route().map_or(&self.default, |r| &self.routes[r])
     }
 
     /// Chooses a backend for one try of the default split (no route, no key).
     pub fn pick(&self, tried: &[Pick]) -> Option<Pick> {
-        self.pick_for(Plan::default(), tried)
+        self.pick_for(&Plan::default(), tried)
     }
 
     /// Chooses a backend for one try, never one in `tried`. A first try with an
     /// affinity key goes where the key hashes; without one it follows the weighted
     /// table exactly. Retries walk on from there to other backends and sites of the
     /// split, then to any healthy backend of another tier, then to any backend at all.
-    pub fn pick_for(&self, plan: Plan, tried: &[Pick]) -> Option<Pick> {
+    pub fn pick_for(&self, plan: &Plan, tried: &[Pick]) -> Option<Pick> {
         let split = self.split(plan);
         if split.is_empty() {
             return None;

@@ -5,17 +5,20 @@
 
 use std::net::IpAddr;
 
-use http::{header, request::Parts};
+use http::{header, request::Parts, HeaderValue};
 
-use super::affinity::key_hash;
+use super::affinity::{hash, key_hash};
 use super::Routing;
+use crate::config::AffinityKey;
 
 /// The split and key of one request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// 0 = the default split; r + 1 = route r.
     route: u32,
     key: Option<u64>,
+    /// A signed affinity cookie to give the client (it had no valid one).
+    pub set_cookie: Option<HeaderValue>,
 }
 
 impl Plan {
@@ -46,14 +49,22 @@ impl Routing {
         let affinity = route
             .and_then(|r| config.routes[r].affinity.as_ref())
             .or(config.affinity.as_ref());
+        let mut key = affinity.and_then(|key| key_hash(key, &parts.headers, client));
+        let mut set_cookie = None;
+        if let (None, Some(AffinityKey::SignedCookie(signer))) = (key, affinity) {
+            let (id, cookie) = signer.issue();
+            key = Some(hash(id.as_bytes()));
+            set_cookie = cookie;
+        }
         Plan {
             route: route.map_or(0, |r| r as u32 + 1),
-            key: affinity.and_then(|key| key_hash(key, &parts.headers, client)),
+            key,
+            set_cookie,
         }
     }
 
     /// The route's name for logs and tests: `None` for the default split.
-    pub fn route_name(&self, plan: Plan) -> Option<&str> {
+    pub fn route_name(&self, plan: &Plan) -> Option<&str> {
         plan.route().map(|r| self.config.routes[r].name.as_str())
     }
 }

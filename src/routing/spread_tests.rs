@@ -230,7 +230,7 @@ fn routes_match_by_path_segment_and_host_pattern_in_order() {
         config_with(&[("a", 70, 0, 1), ("b", 30, 0, 1)], ROUTES),
         &HealthRegistry::new(),
     );
-    let name = |host, uri| r.route_name(plan_of(&r, host, uri, None)).map(str::to_string);
+    let name = |host, uri| r.route_name(&plan_of(&r, host, uri, None)).map(str::to_string);
     assert_eq!(name("x", "/batch"), Some("batch".into()));
     assert_eq!(name("x", "/batch/jobs?id=1"), Some("batch".into()));
     assert_eq!(name("x", "/batchx"), None);
@@ -253,10 +253,10 @@ fn each_route_splits_by_its_own_weights_and_a_drain_reaches_every_route() {
     let cfg = config_with(&[("a", 70, 0, 1), ("b", 30, 0, 1)], ROUTES);
     let r = routing(cfg.clone(), &registry);
     let batch = plan_of(&r, "x", "/batch", None);
-    assert!((0..100).all(|_| r.pick_for(batch, &[]).unwrap().site == 1));
+    assert!((0..100).all(|_| r.pick_for(&batch, &[]).unwrap().site == 1));
     let mut to_a = 0;
     for _ in 0..100 {
-        to_a += usize::from(r.pick_for(Plan::default(), &[]).unwrap().site == 0);
+        to_a += usize::from(r.pick_for(&Plan::default(), &[]).unwrap().site == 0);
     }
     assert_eq!(to_a, 70);
     // A raised override changes the default split only; a drain empties b everywhere.
@@ -276,8 +276,8 @@ fn each_route_splits_by_its_own_weights_and_a_drain_reaches_every_route() {
     assert_eq!(raised.routes[0].weights, vec![0, 100]);
     let drained = build(&[("b", 0)]);
     assert_eq!(drained.routes[0].weights, vec![0, 0]);
-    assert_eq!(drained.pick_for(batch, &[]), None, "the batch route has nowhere to go");
-    assert_eq!(drained.pick_for(Plan::default(), &[]).unwrap().site, 0);
+    assert_eq!(drained.pick_for(&batch, &[]), None, "the batch route has nowhere to go");
+    assert_eq!(drained.pick_for(&Plan::default(), &[]).unwrap().site, 0);
 }
 
 #[test]
@@ -288,10 +288,10 @@ fn a_route_with_affinity_keeps_a_user_on_one_backend() {
     );
     let plan = plan_of(&r, "eu.admin.example", "/", Some("alice"));
     assert!(plan.key().is_some());
-    let first = r.pick_for(plan, &[]).unwrap();
-    assert!((0..50).all(|_| r.pick_for(plan, &[]) == Some(first)));
+    let first = r.pick_for(&plan, &[]).unwrap();
+    assert!((0..50).all(|_| r.pick_for(&plan, &[]) == Some(first)));
     // Without the key, the route's round-robin: both sites in turn.
     let anonymous = plan_of(&r, "eu.admin.example", "/", None);
-    let sites: std::collections::HashSet<usize> = (0..4).map(|_| r.pick_for(anonymous, &[]).unwrap().site).collect();
+    let sites: std::collections::HashSet<usize> = (0..4).map(|_| r.pick_for(&anonymous, &[]).unwrap().site).collect();
     assert_eq!(sites.len(), 2);
 }
