@@ -207,6 +207,17 @@ async fn a_drain_on_one_member_and_an_etcdctl_write_reach_every_member_within_a_
         "{:?}",
         started.elapsed()
     );
+    // A multi-site change naming an unknown site is refused whole, as without a fleet.
+    assert_eq!(
+        put(fleet[2].admin_url("/weights"), r#"{"a": 1, "nowhere": 2}"#).await.0,
+        400
+    );
+    assert_eq!(
+        put(fleet[2].admin_url("/sites/nowhere/weight"), r#"{"weight": 1}"#)
+            .await
+            .0,
+        404
+    );
     // Traffic follows on every member.
     for member in &fleet {
         let (code, body) = get(&client(), &member.url("/")).await.unwrap();

@@ -163,7 +163,7 @@ async fn set_weight(request: Request<Incoming>, server: &dyn Operator, site: &st
         }
     };
     tracing::info!(client = %peer, site, weight = ?weight, "weight change requested through the admin API");
-    let outcome = match fleet_write(server, &[(site.to_string(), weight)]).await {
+    let outcome = match fleet_write(server, &[(site.to_string(), weight)], StatusCode::NOT_FOUND).await {
         Some(Err(refused)) => return refused,
         Some(Ok(())) => Ok(()),
         None => server.control().set_weight(site, weight),
@@ -211,7 +211,8 @@ async fn set_weights(request: Request<Incoming>, server: &dyn Operator, peer: So
     };
     tracing::info!(client = %peer, ?weights, "weight changes requested through the admin API");
     let changes: Vec<(String, Option<i64>)> = weights.iter().map(|(s, w)| (s.clone(), Some(*w))).collect();
-    let outcome = match fleet_write(server, &changes).await {
+    // `PUT /weights` answers 400 for an unknown site (nothing changes), as without a fleet.
+    let outcome = match fleet_write(server, &changes, StatusCode::BAD_REQUEST).await {
         Some(Err(refused)) => return refused,
         Some(Ok(())) => Ok(()),
         None => server.control().set_weights(&weights),
@@ -231,13 +232,17 @@ fn full_status(server: &dyn Operator) -> Status {
 
 /// With a fleet, weight changes are the fleet's: checked here, written to etcd, and
 /// applied by every member from its watch. `None`: no fleet, change locally.
-async fn fleet_write(server: &dyn Operator, changes: &[(String, Option<i64>)]) -> Option<Result<(), AdminResponse>> {
+async fn fleet_write(
+    server: &dyn Operator,
+    changes: &[(String, Option<i64>)],
+    unknown_site: StatusCode,
+) -> Option<Result<(), AdminResponse>> {
     let fleet = server.fleet()?;
     let current = server.control().current();
     for (site, weight) in changes {
         if !current.sites.iter().any(|s| &s.name == site) {
             return Some(Err(error(
-                StatusCode::NOT_FOUND,
+                unknown_site,
                 &WeightError::UnknownSite(site.clone()).to_string(),
             )));
         }
