@@ -18,7 +18,9 @@ use super::Fleet;
 /// A member's key lives this long after its last keep-alive.
 const LEASE_TTL: i64 = 10;
 const KEEP_ALIVE: Duration = Duration::from_secs(3);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Back-off between sessions doubles from 0.2 s up to this (plus jitter): a member
+/// catches up within a few seconds of etcd coming back.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 pub async fn run(fleet: Weak<Fleet>) {
     let mut backoff = Duration::from_millis(200);
@@ -29,15 +31,16 @@ pub async fn run(fleet: Weak<Fleet>) {
         let outcome = session(&member).await;
         *member.client.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let error = outcome.err().unwrap_or_else(|| "session ended".into());
+        // A session that got connected starts the back-off over.
+        if member.lock_link().connected {
+            backoff = Duration::from_millis(200);
+        }
         member.set_connected(false, Some(error));
         drop(member);
         // Jitter from the clock's low bits: members do not reconnect in lockstep.
         let jitter = Duration::from_millis(crate::clock::now_ms() % 200);
         tokio::time::sleep(backoff + jitter).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
-        if fleet.upgrade().is_some_and(|m| m.lock_link().connected) {
-            backoff = Duration::from_millis(200);
-        }
     }
 }
 
