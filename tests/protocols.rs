@@ -134,6 +134,12 @@ async fn a_client_that_sends_no_headers_is_closed_after_client_header() {
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the proxy should close a slow client's connection");
+    let answer = String::from_utf8_lossy(&rest);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "a 408 first, as NGINX and HAProxy send: {answer:?}"
+    );
+    assert_eq!(a.hits(), 0);
 }
 
 #[tokio::test]

@@ -36,8 +36,19 @@ pub struct Activity {
     /// The HTTP/1 head being read carries a Content-Length line. hyper drops that line
     /// when the head also has Transfer-Encoding, so the proxy can only see it here.
     head_has_length: AtomicBool,
+    /// The head did not arrive within `client_header`: the next read answers 408 and
+    /// ends the connection.
+    timed_out: AtomicBool,
     opened: u64,
 }
+
+/// What a client whose request head did not arrive in time gets (as NGINX and HAProxy
+/// answer), before the connection closes.
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 22\r\n\r\nrequest head too slow\n";
+
+/// The reason `expired` gives when an HTTP/1 request head did not arrive in time.
+pub const CLIENT_HEADER_TIMEOUT: &str = "client header timeout";
 
 /// Marks one request in flight for as long as it lives; the proxy keeps it inside the
 /// response body, so it ends when the last byte of the response is sent.
@@ -87,6 +98,11 @@ impl Activity {
         }
     }
 
+    /// The client's head timed out: its connection answers 408 at the next read.
+    pub fn time_out_head(&self) {
+        self.timed_out.store(true, Ordering::Release);
+    }
+
     /// Resolves when the connection should be closed, with the reason.
     pub async fn expired(&self, timeouts: &Timeouts) -> &'static str {
         let millis = |d: Duration| d.as_millis() as u64;
@@ -109,7 +125,7 @@ impl Activity {
             } else {
                 match self.head_started.load(Ordering::Acquire) {
                     0 => (last_io + millis(timeouts.idle), "idle timeout"),
-                    started => (started + millis(timeouts.client_header), "client header timeout"),
+                    started => (started + millis(timeouts.client_header), CLIENT_HEADER_TIMEOUT),
                 }
             };
             if now >= deadline {
@@ -156,6 +172,8 @@ pub struct Watched<S> {
     stream: S,
     activity: Arc<Activity>,
     first_read: bool,
+    /// Bytes of the 408 answer written so far.
+    refusal_sent: usize,
     received: metrics::Counter,
     sent: metrics::Counter,
 }
@@ -166,6 +184,7 @@ impl<S> Watched<S> {
             stream,
             activity,
             first_read: true,
+            refusal_sent: 0,
             received,
             sent,
         }
@@ -179,8 +198,11 @@ impl<S> Watched<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.activity.timed_out.load(Ordering::Acquire) {
+            return self.refuse(cx);
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         let read = buf.filled().len() - before;
@@ -190,6 +212,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
             self.received.increment(read as u64);
         }
         polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Watched<S> {
+    /// Writes the 408 answer (hyper is waiting for the rest of a head, so nothing else
+    /// is being written), then reports the end of the stream so that hyper closes.
+    fn refuse(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.refusal_sent < REQUEST_TIMEOUT.len() {
+            match Pin::new(&mut self.stream).poll_write(cx, &REQUEST_TIMEOUT[self.refusal_sent..]) {
+                Poll::Ready(Ok(n)) if n > 0 => self.refusal_sent += n,
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match Pin::new(&mut self.stream).poll_flush(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderValue;
 use hyper::service::service_fn;
@@ -14,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::activity::{Activity, Watched};
+use super::activity::{Activity, Watched, CLIENT_HEADER_TIMEOUT};
 use super::headers::ClientInfo;
 use super::Proxy;
 use crate::config::Timeouts;
@@ -110,6 +111,12 @@ async fn serve<S>(
             }
             reason = activity.expired(&timeouts) => {
                 tracing::debug!(client = %peer, reason, "closing client connection");
+                if reason == CLIENT_HEADER_TIMEOUT {
+                    // hyper is waiting for the rest of the head: its next read answers
+                    // 408 and ends the connection (bounded, for a client that never reads).
+                    activity.time_out_head();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), connection.as_mut()).await;
+                }
                 return;
             }
         }
