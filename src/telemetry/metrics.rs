@@ -22,6 +22,9 @@ pub fn install_metrics() {
     PROMETHEUS.get_or_init(|| {
         let builder = PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS);
         let handle = builder.ok()?.install_recorder().ok()?;
+        // Failover histograms are listed (empty) before the first failover.
+        let _ = metrics::histogram!("splitgate_failover_detect_seconds");
+        let _ = metrics::histogram!("splitgate_failover_traffic_moved_seconds");
         let upkeep = handle.clone();
         let _ = std::thread::Builder::new()
             .name("metrics-upkeep".into())
