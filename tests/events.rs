@@ -31,6 +31,12 @@ struct Receiver {
 
 impl Receiver {
     async fn start(hang: bool) -> Receiver {
+        Self::start_with(hang, None).await
+    }
+
+    /// With `tls`, an HTTPS receiver.
+    async fn start_with(hang: bool, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -38,6 +44,7 @@ impl Receiver {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let store = store.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                         let store = store.clone();
@@ -55,9 +62,17 @@ impl Receiver {
                             Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -302,4 +317,26 @@ async fn splitgate_drill_runs_a_drill_and_prints_what_clients_saw() {
         .unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("404"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_verified_against_its_ca_gets_the_events() {
+    let pki = common::tls::Pki::new("hook");
+    let leaf = pki.leaf("hook", &["localhost"]);
+    let receiver = Receiver::start_with(false, Some(pki.server(&leaf, false))).await;
+    let a = Backend::start("a").await;
+    let notify = format!(
+        "[[notify]]\nurl = \"https://localhost:{}/hooks\"\nca = \"{}\"\n",
+        receiver.addr.port(),
+        pki.ca_path.display()
+    );
+    let proxy = TestProxy::start(&config(&notify, &[site("a", 1, 0, &[a.addr])])).await;
+    assert_eq!(
+        admin(&proxy, Method::POST, "/sites/a/drill", r#"{"duration": "100ms"}"#)
+            .await
+            .0,
+        200
+    );
+    let delivered = eventually(Duration::from_secs(5), || receiver.find("drill_ended", "a").is_some()).await;
+    assert!(delivered.is_some(), "the HTTPS webhook got the drill's events");
 }

@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::file::{EventsFile, NotifyFile};
+use super::file::{EventsFile, NotifyFile, SiteTlsFile};
 use super::model::{EventsConfig, Notify, NotifyTarget};
 use super::problems::Problems;
+use super::tls;
 
 pub(super) fn validate_events(file: Option<&EventsFile>, base: &Path, problems: &mut Problems) -> EventsConfig {
     let default = EventsConfig::default();
@@ -41,12 +42,12 @@ pub(super) fn validate_events(file: Option<&EventsFile>, base: &Path, problems: 
     }
 }
 
-pub(super) fn validate_notify(files: &[NotifyFile], problems: &mut Problems) -> Vec<Notify> {
+pub(super) fn validate_notify(files: &[NotifyFile], base: &Path, problems: &mut Problems) -> Vec<Notify> {
     let mut notify = Vec::new();
     for (i, file) in files.iter().enumerate() {
         let key = format!("notify[{i}]");
         let target = match (&file.url, &file.command) {
-            (Some(url), None) => webhook(&format!("{key}.url"), url, problems),
+            (Some(url), None) => webhook(&format!("{key}.url"), url, file.ca.as_deref(), base, problems),
             (None, Some(command)) if !command.is_empty() && !command[0].is_empty() => {
                 Some(NotifyTarget::Command(command.clone()))
             }
@@ -87,23 +88,39 @@ pub(super) fn validate_notify(files: &[NotifyFile], problems: &mut Problems) -> 
     notify
 }
 
-fn webhook(key: &str, text: &str, problems: &mut Problems) -> Option<NotifyTarget> {
-    match text.parse::<http::Uri>() {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some_and(|a| a.port_u16() != Some(0)) => {
-            Some(NotifyTarget::Webhook(uri))
-        }
-        Ok(uri) if uri.scheme_str() == Some("https") => {
-            problems.add(
-                key,
-                format!("\"{uri}\": https webhooks are not supported yet; use http:// (e.g. to a local relay)"),
-            );
-            None
-        }
+fn webhook(key: &str, text: &str, ca: Option<&str>, base: &Path, problems: &mut Problems) -> Option<NotifyTarget> {
+    let uri = match text.parse::<http::Uri>() {
+        Ok(uri) if uri.authority().is_some_and(|a| a.port_u16() != Some(0)) => uri,
         _ => {
             problems.add(
                 key,
-                format!("\"{text}\" is not an http:// URL, e.g. \"http://127.0.0.1:9000/hooks\""),
+                format!("\"{text}\" is not an http:// or https:// URL, e.g. \"http://127.0.0.1:9000/hooks\""),
             );
+            return None;
+        }
+    };
+    match uri.scheme_str() {
+        Some("http") => Some(NotifyTarget::Webhook(uri, None)),
+        Some("https") => {
+            let file = SiteTlsFile {
+                ca: ca.map(str::to_string),
+                server_name: None,
+                client_cert: None,
+                client_key: None,
+                protocol: None,
+            };
+            match tls::site_tls(&file, base) {
+                Ok(settings) => Some(NotifyTarget::Webhook(uri, Some(settings))),
+                Err(list) => {
+                    let prefix = key.trim_end_matches(".url");
+                    list.into_iter()
+                        .for_each(|(k, r)| problems.add(format!("{prefix}.{}", k.trim_start_matches("tls.")), r));
+                    None
+                }
+            }
+        }
+        _ => {
+            problems.add(key, format!("\"{text}\" must start with http:// or https://"));
             None
         }
     }

@@ -76,6 +76,8 @@ pub struct NotifyFile {
     pub timeout: Option<String>,
     /// Events that may wait for delivery; more are dropped and counted.
     pub queue: Option<i64>,
+    /// PEM CA file for an `https://` webhook (default: the system roots).
+    pub ca: Option<String>,
 }
 
 /// `[affinity]` (or a route's `affinity = { key }`): what keeps a client on one site.

@@ -71,8 +71,9 @@ impl Default for EventsConfig {
 /// Where one notifier delivers events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotifyTarget {
-    /// One JSON POST per event to this `http://` URL.
-    Webhook(http::Uri),
+    /// One JSON POST per event to this `http://` or `https://` URL (with the TLS
+    /// settings for `https`: the `ca` given, else the system roots).
+    Webhook(http::Uri, Option<SiteTls>),
     /// This program, run once per event with the event as JSON on stdin.
     Command(Vec<String>),
 }

@@ -48,6 +48,15 @@ pub struct SiteTls {
     pub fingerprint: u64,
 }
 
+/// Equal when every setting and file content is (the fingerprint covers them all).
+impl PartialEq for SiteTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint && self.server_name == other.server_name && self.http2 == other.http2
+    }
+}
+
+impl Eq for SiteTls {}
+
 impl fmt::Debug for SiteTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SiteTls(server_name: {:?}, http2: {})", self.server_name, self.http2)

@@ -102,7 +102,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
         .and_then(|a| routes::affinity("affinity", a, &mut problems));
     let routes = routes::validate_routes(&file.route, &sites, &mut problems);
     let events = events::validate_events(file.events.as_ref(), base, &mut problems);
-    let notify = events::validate_notify(&file.notify, &mut problems);
+    let notify = events::validate_notify(&file.notify, base, &mut problems);
     let fleet = file
         .fleet
         .as_ref()

@@ -14,7 +14,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::{Event, Sink};
-use crate::config::{Notify, NotifyTarget};
+use rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+
+use crate::config::{Notify, NotifyTarget, SiteTls};
 
 /// Tries per event: the first and up to four retries, 0.5 s to 4 s apart.
 const TRIES: u32 = 5;
@@ -37,7 +40,7 @@ pub fn sinks(notifiers: &[Notify]) -> Vec<Sink> {
 
 async fn deliver_all(notify: Notify, mut events: mpsc::Receiver<Arc<Event>>) {
     let target = match &notify.target {
-        NotifyTarget::Webhook(uri) => uri.to_string(),
+        NotifyTarget::Webhook(uri, _) => uri.to_string(),
         NotifyTarget::Command(argv) => argv[0].clone(),
     };
     while let Some(event) = events.recv().await {
@@ -69,23 +72,40 @@ async fn deliver_all(notify: Notify, mut events: mpsc::Receiver<Arc<Event>>) {
 
 async fn deliver(notify: &Notify, body: &str) -> Result<(), String> {
     match &notify.target {
-        NotifyTarget::Webhook(uri) => post(uri, notify.token.as_deref(), body).await,
+        NotifyTarget::Webhook(uri, tls) => post(uri, tls.as_ref(), notify.token.as_deref(), body).await,
         NotifyTarget::Command(argv) => run(argv, notify.token.as_deref(), body).await,
     }
 }
 
-async fn post(uri: &Uri, token: Option<&str>, body: &str) -> Result<(), String> {
+async fn post(uri: &Uri, tls: Option<&SiteTls>, token: Option<&str>, body: &str) -> Result<(), String> {
     let authority = uri.authority().ok_or("no host")?;
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
     let host = authority.host().trim_start_matches('[').trim_end_matches(']');
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(connection);
+    let mut sender = match tls {
+        None => {
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(connection);
+            sender
+        }
+        Some(tls) => {
+            let name = ServerName::try_from(host.to_string()).map_err(|e| format!("server name: {e}"))?;
+            let stream = TlsConnector::from(tls.client.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(connection);
+            sender
+        }
+    };
     let mut request = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(header::HOST, authority.as_str())
         .header(header::CONTENT_TYPE, "application/json")
