@@ -9,6 +9,7 @@ mod model;
 mod pinned;
 mod problems;
 mod routes;
+mod sites;
 mod tls;
 mod validate;
 

@@ -4,19 +4,13 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use http::uri::{Authority, PathAndQuery};
-
-use super::file::{AccessLogFile, FileConfig, HealthFile, LimitsFile, LogFile, SiteFile};
+use super::file::{AccessLogFile, FileConfig, LimitsFile, LogFile};
 use super::model::{
-    AccessLog, Admin, Backend, Config, HealthCheck, Limits, Listener, LogFormat, LogTarget, Logging, Retry, Site,
-    Timeouts,
+    AccessLog, Admin, Config, HealthCheck, Limits, Listener, LogFormat, LogTarget, Logging, Retry, Site, Timeouts,
 };
-use super::problems::{Problem, Problems, MAX_WEIGHT};
+use super::problems::{Problem, Problems};
+use super::sites::{health_check, overprovision, validate_site, DEFAULT_OVERPROVISION};
 use super::{events, fleet, routes, tls};
-
-/// Envoy's default overprovisioning factor: a site keeps its full weight while 1/1.4
-/// (71%) of its backends are healthy.
-const DEFAULT_OVERPROVISION: f64 = 1.4;
 
 /// Checks a parsed file; returns the model or every problem found. Relative TLS file
 /// paths are resolved against `base` (the config file's directory).
@@ -273,150 +267,5 @@ fn validate_retry(file: &FileConfig, problems: &mut Problems) -> Retry {
         attempts: problems.count("retry.attempts", r.attempts, d.attempts, (1, 10)),
         budget,
         min_per_second: problems.count("retry.min_per_second", r.min_per_second, d.min_per_second, (0, 100_000)),
-    }
-}
-
-fn health_check(file: &HealthFile, base: &HealthCheck, prefix: &str, problems: &mut Problems) -> HealthCheck {
-    let path = match &file.path {
-        None => base.path.clone(),
-        Some(p) if p.starts_with('/') => match p.parse::<PathAndQuery>() {
-            Ok(path) => path,
-            Err(_) => {
-                problems.add(format!("{prefix}.path"), format!("\"{p}\" is not a valid request path"));
-                base.path.clone()
-            }
-        },
-        Some(p) => {
-            problems.add(format!("{prefix}.path"), format!("\"{p}\" must start with '/'"));
-            base.path.clone()
-        }
-    };
-    let check = HealthCheck {
-        path,
-        interval: problems.duration(&format!("{prefix}.interval"), file.interval.as_ref(), base.interval),
-        timeout: problems.duration(&format!("{prefix}.timeout"), file.timeout.as_ref(), base.timeout),
-        fall: problems.count(&format!("{prefix}.fall"), file.fall, base.fall, (1, 1000)),
-        rise: problems.count(&format!("{prefix}.rise"), file.rise, base.rise, (1, 1000)),
-        slow_start: problems.duration(
-            &format!("{prefix}.slow_start"),
-            file.slow_start.as_ref(),
-            base.slow_start,
-        ),
-        consecutive_5xx: problems.count(
-            &format!("{prefix}.consecutive_5xx"),
-            file.consecutive_5xx,
-            base.consecutive_5xx,
-            (0, 1000),
-        ),
-    };
-    if check.interval.is_zero() {
-        problems.add(format!("{prefix}.interval"), "must be greater than zero");
-    }
-    if check.timeout.is_zero() {
-        problems.add(format!("{prefix}.timeout"), "must be greater than zero");
-    }
-    check
-}
-
-fn overprovision(file: &HealthFile, base: f64, prefix: &str, problems: &mut Problems) -> f64 {
-    match file.overprovision {
-        None => base,
-        Some(v) if (1.0..=100.0).contains(&v) => v,
-        Some(v) => {
-            problems.add(
-                format!("{prefix}.overprovision"),
-                format!("{v} is out of range; use 1.0 (scale with every lost backend) to 100.0"),
-            );
-            base
-        }
-    }
-}
-
-fn validate_site(
-    i: usize,
-    site: &SiteFile,
-    (health, overprovision_default): (&HealthCheck, f64),
-    base: &Path,
-    problems: &mut Problems,
-) -> Option<Site> {
-    let key = format!("site[{i}]");
-    let name = match site.name.as_deref().map(str::trim) {
-        None | Some("") => {
-            problems.add(format!("{key}.name"), "every site needs a non-empty name");
-            None
-        }
-        Some(n) if !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
-            problems.add(
-                format!("{key}.name"),
-                format!("\"{n}\" may hold only letters, digits, '-', '_' and '.'"),
-            );
-            None
-        }
-        Some(n) => Some(n.to_string()),
-    };
-    let weight = match site.weight {
-        None => {
-            problems.add(
-                format!("{key}.weight"),
-                format!("is required: a whole number from 0 (drained) to {MAX_WEIGHT}"),
-            );
-            0
-        }
-        Some(w) => problems.count(&format!("{key}.weight"), Some(w), 0, (0, MAX_WEIGHT)),
-    };
-    let priority = problems.count(&format!("{key}.priority"), site.priority, 0, (0, 1000));
-    if site.backends.is_empty() {
-        problems.add(format!("{key}.backends"), "needs at least one \"host:port\" backend");
-    }
-    let mut backends: Vec<Backend> = Vec::new();
-    let mut seen: HashSet<Backend> = HashSet::new();
-    for (j, text) in site.backends.iter().enumerate() {
-        let bkey = format!("{key}.backends[{j}]");
-        match parse_backend(text) {
-            Ok(backend) if !seen.insert(backend.clone()) => {
-                problems.add(bkey, format!("\"{text}\" is listed twice in this site"));
-            }
-            Ok(backend) => backends.push(backend),
-            Err(reason) => problems.add(bkey, reason),
-        }
-    }
-    let (health, overprovision) = match &site.health {
-        Some(over) => (
-            health_check(over, health, &format!("{key}.health"), problems),
-            overprovision(over, overprovision_default, &format!("{key}.health"), problems),
-        ),
-        None => (health.clone(), overprovision_default),
-    };
-    let tls = site.tls.as_ref().and_then(|t| {
-        tls::site_tls(t, base)
-            .map_err(|list| {
-                list.into_iter()
-                    .for_each(|(k, r)| problems.add(format!("{key}.{k}"), r))
-            })
-            .ok()
-    });
-    Some(Site {
-        name: name?,
-        weight,
-        priority,
-        backends,
-        health,
-        tls,
-        overprovision,
-    })
-}
-
-fn parse_backend(text: &str) -> Result<Backend, String> {
-    let hint = "write \"host:port\", e.g. \"10.0.0.5:8080\" or \"app.internal:80\" (no scheme, no path)";
-    let authority: Authority = text
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not a valid address; {hint}"))?;
-    if authority.as_str().contains('@') {
-        return Err(format!("\"{text}\" must not carry user info; {hint}"));
-    }
-    match authority.port_u16() {
-        Some(0) | None => Err(format!("\"{text}\" needs a port from 1 to 65535; {hint}")),
-        Some(_) if authority.host().is_empty() => Err(format!("\"{text}\" needs a host; {hint}")),
-        Some(_) => Ok(Backend { authority }),
     }
 }
