@@ -450,3 +450,18 @@ async fn a_member_reaches_etcd_over_tls_with_a_client_certificate() {
     );
     assert_eq!(weight_override(&member, "a"), Some(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_members_do_not_keep_writing_to_etcd() {
+    let Some(etcd) = Etcd::start() else { return };
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let fleet = members(&etcd, "/sg/t5", &a, &b).await;
+    let revision = |m: &TestProxy| m.server.fleet_status().unwrap()["revision"].as_i64().unwrap();
+    // Let every member announce itself once (keep-alive ticks every 3 s).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = revision(&fleet[0]);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let after = revision(&fleet[0]);
+    println!("etcd revision over 7 idle seconds: {before} -> {after}");
+    assert!(after - before <= 1, "idle members wrote {} revisions", after - before);
+}

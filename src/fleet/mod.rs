@@ -108,6 +108,11 @@ impl Fleet {
             }
         }
         *self.decisions.lock().unwrap_or_else(|p| p.into_inner()) = decisions;
+        self.advance(revision);
+    }
+
+    /// Everything up to `revision` is applied here.
+    fn advance(&self, revision: i64) {
         self.lock_link().revision = revision;
         metrics::gauge!("splitgate_fleet_revision").set(revision as f64);
         self.applied.send_replace(revision);

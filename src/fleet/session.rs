@@ -131,7 +131,10 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
         .await
         .map_err(|e| format!("watch: {e}"))?;
     let mut tick = tokio::time::interval(KEEP_ALIVE);
-    let mut announced = revision;
+    // A member announces the revision of the decisions it applied, not every revision
+    // it saw: members' own keys change revisions too, and announcing those would make
+    // every member rewrite its key after every other member's write, for ever.
+    let mut announced = decisions.revision;
     loop {
         tokio::select! {
             message = stream.message() => {
@@ -175,18 +178,18 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                     decisions = next;
                     fleet.apply(decisions.clone());
                 } else {
-                    decisions.revision = revision;
-                    fleet.lock_link().revision = revision;
-                    fleet.applied.send_replace(revision);
+                    // Nothing to apply (a member key, an unchanged value): the revision
+                    // still counts as applied, so a write waiting for it answers.
+                    fleet.advance(revision);
                 }
             }
             _ = tick.tick() => {
                 keeper.keep_alive().await.map_err(|e| format!("keep-alive: {e}"))?;
                 kept.message().await.map_err(|e| format!("keep-alive: {e}"))?.ok_or("lease lost")?;
-                if announced != revision {
-                    announced = revision;
+                if announced != decisions.revision {
+                    announced = decisions.revision;
                     client
-                        .put(member_key.as_str(), announce(revision), Some(PutOptions::new().with_lease(lease)))
+                        .put(member_key.as_str(), announce(announced), Some(PutOptions::new().with_lease(lease)))
                         .await
                         .map_err(|e| format!("member key: {e}"))?;
                 }
