@@ -68,6 +68,27 @@ fn affinity_and_routes(c: &mut Criterion) {
     c.bench_function("affinity: plan + pick, key from a cookie (3 sites)", |b| {
         b.iter(|| black_box(r.pick_for(&r.plan(black_box(&parts), client), &[])))
     });
+    // A signed cookie the proxy gave out: the tag is checked on every keyed request.
+    let signed = routing_with("[affinity]\nkey = \"cookie:sg\"\ninsert = true\nsecret = \"a-long-shared-secret\"\n");
+    let Some(splitgate::config::AffinityKey::SignedCookie(signer)) = &signed.config.affinity else {
+        panic!("bench config has a signed cookie");
+    };
+    let cookie = signer.issue().1.expect("a cookie");
+    let value = cookie
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_string();
+    let request = http::Request::get("/cart")
+        .header("cookie", value)
+        .body(())
+        .expect("bench request");
+    let (signed_parts, _) = request.into_parts();
+    c.bench_function("affinity: plan + pick, signed cookie checked (3 sites)", |b| {
+        b.iter(|| black_box(signed.pick_for(&signed.plan(black_box(&signed_parts), client), &[])))
+    });
     // 50 routes, none matching: the worst case of the first-match scan.
     let mut routes = String::new();
     for i in 0..50 {

@@ -13,7 +13,7 @@ use splitgate::events::history::{History, Run};
 use splitgate::events::{Event, Kind};
 
 use common::process::{ProxyProcess, BINARY};
-use common::{client, eventually, Backend};
+use common::{client, Backend};
 
 async fn admin_json(url: String, method: http::Method, body: &'static str) -> Value {
     let request = http::Request::builder()
@@ -92,12 +92,28 @@ async fn events_survive_a_restart_and_the_report_counts_them() {
         3,
         "ids continue"
     );
-    let ended = eventually(Duration::from_secs(5), || db.exists()).await;
-    assert!(ended.is_some());
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut now = Vec::new();
+    for _ in 0..100 {
+        now = kinds(&second).await;
+        if now.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(now.last(), Some(&(4, "drill_ended".to_string())), "{now:?}");
+    // The history writer has the events once the settle and its write are done.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (ok, text, _) = report(&second.config_path, &[]);
     assert!(ok, "{text}");
-    assert!(text.contains("site b") && text.contains("drill 2"), "{text}");
+    assert!(text.contains("site b"), "{text}");
+    let drills = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("drill ") && l.contains("client errors"));
+    assert_eq!(
+        drills.count(),
+        2,
+        "b's drill in the first run, a's in the second: {text}"
+    );
     let (ok, json_text, _) = report(&second.config_path, &["--json"]);
     assert!(ok, "{json_text}");
     let doc: Value = serde_json::from_str(&json_text).unwrap();

@@ -96,16 +96,38 @@ pub enum AffinityKey {
     ClientIp,
     /// A cookie the proxy gives to clients that have no valid one, signed so that a
     /// client cannot make one up (HAProxy's `cookie ... insert`).
-    SignedCookie(CookieSigner),
+    SignedCookie(Box<CookieSigner>),
 }
 
 /// How inserted affinity cookies are named, signed and kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CookieSigner {
     pub name: String,
-    pub secret: Vec<u8>,
+    /// HMAC-SHA256 under the secret, keyed once at config time.
+    pub key: ring::hmac::Key,
+    /// The secret itself, only to tell whether a reload changed it.
+    secret: Vec<u8>,
     pub max_age: Option<Duration>,
 }
+
+impl CookieSigner {
+    pub fn new(name: String, secret: &[u8], max_age: Option<Duration>) -> CookieSigner {
+        CookieSigner {
+            name,
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+            secret: secret.to_vec(),
+            max_age,
+        }
+    }
+}
+
+impl PartialEq for CookieSigner {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, &self.secret, self.max_age) == (&other.name, &other.secret, other.max_age)
+    }
+}
+
+impl Eq for CookieSigner {}
 
 /// A request host pattern, lower-case, without a port.
 #[derive(Debug, Clone, PartialEq, Eq)]

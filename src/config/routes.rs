@@ -56,7 +56,9 @@ pub(super) fn affinity(prefix: &str, file: &AffinityFile, problems: &mut Problem
                 None
             }
         });
-    Some(AffinityKey::SignedCookie(CookieSigner { name, secret, max_age }))
+    Some(AffinityKey::SignedCookie(Box::new(CookieSigner::new(
+        name, &secret, max_age,
+    ))))
 }
 
 /// `"header:NAME"`, `"cookie:NAME"` or `"client_ip"`.

@@ -84,11 +84,6 @@ impl Control {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The run-time decisions in force (weight overrides, drills).
-    pub fn decisions(&self) -> Decisions {
-        self.lock_state().decisions.clone()
-    }
-
     /// Publishes a new config as the next generation, keeping the health state and
     /// pools of backends that stay. An override survives unless the site is gone or
     /// the file now sets a different weight for it (the newer decision wins).

@@ -56,15 +56,6 @@ impl History {
         Ok(History { connection })
     }
 
-    pub fn last_id(&self) -> rusqlite::Result<u64> {
-        let id: Option<i64> = self
-            .connection
-            .query_row("SELECT max(id) FROM events", [], |row| row.get(0))
-            .optional()?
-            .flatten();
-        Ok(id.unwrap_or(0).max(0) as u64)
-    }
-
     /// The newest `n` events, oldest first (to refill the ring after a restart).
     pub fn recent(&self, n: usize) -> rusqlite::Result<Vec<Event>> {
         let from: Option<i64> = self

@@ -49,8 +49,7 @@ const TAG_BYTES: usize = 8;
 
 impl CookieSigner {
     fn tag(&self, id: &[u8]) -> [u8; TAG_BYTES] {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.secret);
-        let full = hmac::sign(&key, id);
+        let full = hmac::sign(&self.key, id);
         let mut tag = [0u8; TAG_BYTES];
         tag.copy_from_slice(&full.as_ref()[..TAG_BYTES]);
         tag
@@ -60,9 +59,8 @@ impl CookieSigner {
     pub fn verified_id<'a>(&self, value: &'a [u8]) -> Option<&'a [u8]> {
         let dot = value.iter().position(|&b| b == b'.')?;
         let (id, tag) = (&value[..dot], &value[dot + 1..]);
-        let expected = hex(&self.tag(id));
-        let same =
-            tag.len() == expected.len() && tag.iter().zip(expected.as_bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
+        let expected = hex_digits(&self.tag(id));
+        let same = tag.len() == expected.len() && tag.iter().zip(&expected).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
         same.then_some(id)
     }
 
@@ -72,7 +70,7 @@ impl CookieSigner {
         let mut cookie = format!(
             "{}={id}.{}; Path=/; HttpOnly; SameSite=Lax",
             self.name,
-            hex(&self.tag(id.as_bytes()))
+            String::from_utf8_lossy(&hex_digits(&self.tag(id.as_bytes())))
         );
         if let Some(age) = self.max_age {
             cookie.push_str(&format!("; Max-Age={}", age.as_secs().max(1)));
@@ -91,8 +89,15 @@ fn new_id() -> u64 {
     mix(seed ^ mix(COUNTER.fetch_add(1, Ordering::Relaxed)))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The tag as lower-case hex digits, on the stack (checked once per keyed request).
+fn hex_digits(tag: &[u8; TAG_BYTES]) -> [u8; 2 * TAG_BYTES] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 2 * TAG_BYTES];
+    for (i, b) in tag.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+    }
+    out
 }
 
 /// The value of cookie `name` in one `Cookie` header line, if present and non-empty.
@@ -157,11 +162,11 @@ mod tests {
 
     #[test]
     fn an_inserted_cookie_verifies_and_a_made_up_one_does_not() {
-        let signer = CookieSigner {
-            name: "sg".into(),
-            secret: b"0123456789abcdef".to_vec(),
-            max_age: Some(std::time::Duration::from_secs(3600)),
-        };
+        let signer = CookieSigner::new(
+            "sg".into(),
+            b"0123456789abcdef",
+            Some(std::time::Duration::from_secs(3600)),
+        );
         let (id, cookie) = signer.issue();
         let cookie = cookie.unwrap();
         let text = cookie.to_str().unwrap();

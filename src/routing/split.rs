@@ -67,11 +67,6 @@ impl Split {
         self.table.is_empty()
     }
 
-    /// The share of first tries that `site` gets (0..=1).
-    pub fn share(&self, site: usize) -> f64 {
-        self.members.iter().find(|(i, _)| *i == site).map_or(0.0, |m| m.1)
-    }
-
     /// The next site in the weighted round-robin, and the table position it came from.
     pub fn next_site(&self) -> (usize, usize) {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
