@@ -119,10 +119,15 @@ async fn http2_cookie_fields_reach_an_http1_backend_as_one_header() {
 async fn ambiguous_request_framing_is_refused_with_400() {
     let a = Backend::start("a").await;
     let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
-    let cases: [(&str, &[u8]); 8] = [
+    let cases: [(&str, &[u8]); 9] = [
         (
             "Content-Length with Transfer-Encoding",
             b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            // The first 24 bytes (what protocol sniffing reads alone) end inside the name.
+            "Content-Length cut by the first read, with Transfer-Encoding",
+            b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         ),
         (
             "Transfer-Encoding with Content-Length",
@@ -292,4 +297,23 @@ async fn a_chunked_upload_quoting_a_content_length_line_in_its_body_passes() {
     );
     let answer = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
     assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+}
+
+/// A chunk size no implementation could deliver (2^63 bytes: hyper accepts up to 2^64,
+/// NGINX and HAProxy refuse it) is an invalid chunk: 400, the connection closed, and the
+/// upstream request cut.
+#[tokio::test]
+async fn a_chunk_of_2_to_the_63_bytes_is_refused_with_400() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(b"8000000000000000\r\nabc").await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "the connection should close: {answer}");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 }

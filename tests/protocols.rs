@@ -142,6 +142,42 @@ async fn a_client_that_sends_no_headers_is_closed_after_client_header() {
     assert_eq!(a.hits(), 0);
 }
 
+/// A pipelined head cut short (behind a complete request, in the same write or while
+/// the first is answered) must complete within `client_header` too, not `idle`.
+#[tokio::test]
+async fn a_partial_head_pipelined_behind_a_request_is_closed_after_client_header() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config(
+        "[timeouts]\nclient_header = \"300ms\"\nidle = \"60s\"\n",
+        &[site("a", 1, 0, &[a.addr])],
+    ))
+    .await;
+    let same_write: &[&[u8]] = &[b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: sl"];
+    let while_answered: &[&[u8]] = &[b"GET /sleep/200 HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/1.1\r\nHo"];
+    for (variant, writes) in [same_write, while_answered].into_iter().enumerate() {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        for bytes in writes {
+            stream.write_all(bytes).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+        assert!(
+            read.is_ok(),
+            "the partial pipelined head should time out after client_header (case {variant})"
+        );
+        let answer = String::from_utf8_lossy(&rest);
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK\r\n"),
+            "the first request is answered: {answer:?}"
+        );
+        assert!(
+            answer.contains("HTTP/1.1 408 Request Timeout\r\n"),
+            "then a 408 for the partial one: {answer:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_idle() {
     let a = Backend::start("a").await;

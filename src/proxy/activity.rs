@@ -3,7 +3,8 @@
 //! request head until the end of its response body).
 //!
 //! Rules: with nothing in flight, a connection closes after `idle` without bytes, and
-//! an HTTP/1 request head must complete within `client_header`; with requests in
+//! an HTTP/1 request head must complete within `client_header` (a head pipelined
+//! behind a bodiless request too, from the moment that request ends); with requests in
 //! flight, it closes only when no byte moved for the longer of `idle` and `response`
 //! (a stalled upload or download). HTTP/2 frames that start no request (PINGs, a
 //! HEADERS frame trickled byte by byte) do not keep a connection open: with no stream
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::head_scan::HeadScan;
 use crate::clock::now_ms;
 use crate::config::Timeouts;
 
@@ -39,6 +41,14 @@ pub struct Activity {
     /// The head did not arrive within `client_header`: the next read answers 408 and
     /// ends the connection.
     timed_out: AtomicBool,
+    /// The HTTP/1 request in flight has no body, so bytes read now start the next head.
+    bodiless: AtomicBool,
+    /// The last head read with nothing in flight was followed by more bytes in the same
+    /// read: the start of a pipelined head, if its request has no body.
+    bytes_after_head: AtomicBool,
+    /// Part of a pipelined head waits in hyper's buffer: its `client_header` starts when
+    /// the request in flight ends.
+    pipelined: AtomicBool,
     opened: u64,
 }
 
@@ -74,27 +84,45 @@ impl Activity {
         Arc::new(activity)
     }
 
-    pub fn begin(self: &Arc<Self>) -> InFlight {
+    /// A request began; `bodiless`: it carries no body (HTTP/1: nothing may follow its
+    /// head but the next head).
+    pub fn begin(self: &Arc<Self>, bodiless: bool) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(0, Ordering::Release);
+        self.bodiless.store(bodiless, Ordering::Relaxed);
+        if self.bytes_after_head.swap(false, Ordering::AcqRel) && bodiless {
+            self.pipelined.store(true, Ordering::Release);
+        }
         self.last_request.store(now_ms(), Ordering::Relaxed);
         let had_length = self.head_has_length.swap(false, Ordering::AcqRel);
         InFlight(self.clone(), had_length)
     }
 
-    fn saw_read(&self, first_bytes: &[u8], first_read: bool) {
+    /// Notes a read of `bytes` (the first of the connection if `first_read`), and feeds
+    /// an HTTP/1 head read with nothing in flight, and its chunked body, to `scan`.
+    fn saw_read(&self, bytes: &[u8], first_read: bool, scan: &mut HeadScan) {
         let now = now_ms();
         self.last_io.store(now, Ordering::Relaxed);
-        if first_read && first_bytes.starts_with(b"PRI * HTTP/2.0") {
+        if first_read && bytes.starts_with(b"PRI * HTTP/2.0") {
             self.http2.store(true, Ordering::Relaxed);
         }
-        if !self.http2.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Acquire) == 0 {
+        if self.http2.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.in_flight.load(Ordering::Acquire) == 0 {
             if self.head_started.load(Ordering::Relaxed) == 0 {
                 self.head_started.store(now, Ordering::Release);
             }
-            if has_length_line(first_bytes) {
-                self.head_has_length.store(true, Ordering::Release);
+            if scan.ended && !scan.in_body() {
+                *scan = HeadScan::default();
             }
+            scan.feed(bytes);
+            self.head_has_length.store(scan.has_length, Ordering::Release);
+            self.bytes_after_head.store(scan.bytes_after, Ordering::Release);
+        } else if scan.in_body() {
+            scan.feed(bytes);
+        } else if self.bodiless.load(Ordering::Relaxed) && bytes.iter().any(|&b| b != b'\r' && b != b'\n') {
+            self.pipelined.store(true, Ordering::Release);
         }
     }
 
@@ -142,27 +170,15 @@ impl Activity {
     }
 }
 
-/// Whether `bytes` hold a head line starting with `Content-Length:` (any case); what
-/// follows the end of a head (a body, which may quote such lines) is not looked at.
-fn has_length_line(bytes: &[u8]) -> bool {
-    const NAME: &[u8] = b"content-length:";
-    let head_end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(bytes.len(), |end| end + 2);
-    let bytes = &bytes[..head_end];
-    bytes.iter().enumerate().filter(|&(_, &b)| b == b'\n').any(|(i, _)| {
-        bytes
-            .get(i + 1..i + 1 + NAME.len())
-            .is_some_and(|n| n.eq_ignore_ascii_case(NAME))
-    })
-}
-
 impl Drop for InFlight {
     fn drop(&mut self) {
         let now = now_ms();
         self.0.last_io.store(now, Ordering::Relaxed);
         self.0.last_request.store(now, Ordering::Relaxed);
+        if self.0.pipelined.swap(false, Ordering::AcqRel) {
+            // hyper reads the buffered part of the next head now: its timer starts.
+            self.0.head_started.store(now, Ordering::Release);
+        }
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -172,6 +188,7 @@ pub struct Watched<S> {
     stream: S,
     activity: Arc<Activity>,
     first_read: bool,
+    scan: HeadScan,
     /// Bytes of the 408 answer written so far.
     refusal_sent: usize,
     received: metrics::Counter,
@@ -184,6 +201,7 @@ impl<S> Watched<S> {
             stream,
             activity,
             first_read: true,
+            scan: HeadScan::default(),
             refusal_sent: 0,
             received,
             sent,
@@ -208,7 +226,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<S> {
         let read = buf.filled().len() - before;
         if matches!(polled, Poll::Ready(Ok(()))) && read > 0 {
             let first_read = std::mem::replace(&mut self.first_read, false);
-            self.activity.saw_read(&buf.filled()[before..], first_read);
+            let this = &mut *self;
+            this.activity
+                .saw_read(&buf.filled()[before..], first_read, &mut this.scan);
+            if this.scan.oversized_chunk {
+                // As hyper fails a malformed chunk: the body errs, the upstream request
+                // is cut and the client gets 400.
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "chunk size too large")));
+            }
             self.received.increment(read as u64);
         }
         polled
@@ -264,19 +289,5 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::has_length_line;
-
-    #[test]
-    fn a_content_length_line_is_found_in_the_head_only() {
-        assert!(has_length_line(b"POST / HTTP/1.1\r\nCONTENT-length: 4\r\n\r\n"));
-        assert!(!has_length_line(b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\n\r\n"));
-        assert!(!has_length_line(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n--b\r\nContent-Length: 3\r\n"
-        ));
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
+use http_body::Body as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -92,7 +93,10 @@ async fn serve<S>(
     ));
     let service = {
         let activity = activity.clone();
-        service_fn(move |request| proxy.clone().forward(request, client.clone(), activity.begin()))
+        service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let in_flight = activity.begin(request.body().is_end_stream());
+            proxy.clone().forward(request, client.clone(), in_flight)
+        })
     };
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
