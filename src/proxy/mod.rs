@@ -5,7 +5,7 @@
 mod activity;
 mod connection;
 mod forward;
-mod head_scan;
+pub mod head_scan;
 pub mod headers;
 mod listener;
 mod response_body;
