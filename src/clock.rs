@@ -6,10 +6,19 @@
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+static START: OnceLock<Instant> = OnceLock::new();
+
 /// Milliseconds since the process started; 0 never occurs after startup.
 pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// `now_ms` of an instant already read (no second clock read).
+pub fn ms_of(instant: Instant) -> u64 {
+    instant
+        .saturating_duration_since(*START.get_or_init(Instant::now))
+        .as_millis() as u64
+        + 1
 }
 
 /// Unix milliseconds now.

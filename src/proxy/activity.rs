@@ -84,16 +84,16 @@ impl Activity {
         Arc::new(activity)
     }
 
-    /// A request began; `bodiless`: it carries no body (HTTP/1: nothing may follow its
-    /// head but the next head).
-    pub fn begin(self: &Arc<Self>, bodiless: bool) -> InFlight {
+    /// A request began at `now_ms`; `bodiless`: it carries no body (HTTP/1: nothing may
+    /// follow its head but the next head).
+    pub fn begin(self: &Arc<Self>, bodiless: bool, now_ms: u64) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(0, Ordering::Release);
         self.bodiless.store(bodiless, Ordering::Relaxed);
         if self.bytes_after_head.swap(false, Ordering::AcqRel) && bodiless {
             self.pipelined.store(true, Ordering::Release);
         }
-        self.last_request.store(now_ms(), Ordering::Relaxed);
+        self.last_request.store(now_ms, Ordering::Relaxed);
         let had_length = self.head_has_length.swap(false, Ordering::AcqRel);
         InFlight(self.clone(), had_length)
     }

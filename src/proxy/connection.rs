@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use http_body::Body as _;
@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use super::activity::{Activity, Watched, CLIENT_HEADER_TIMEOUT};
 use super::headers::ClientInfo;
 use super::Proxy;
+use crate::clock::ms_of;
 use crate::config::Timeouts;
 use crate::shutdown::fired;
 
@@ -94,8 +95,10 @@ async fn serve<S>(
     let service = {
         let activity = activity.clone();
         service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            let in_flight = activity.begin(request.body().is_end_stream());
-            proxy.clone().forward(request, client.clone(), in_flight)
+            // The request's one clock read: arrival, in-flight mark and first try share it.
+            let arrived = Instant::now();
+            let in_flight = activity.begin(request.body().is_end_stream(), ms_of(arrived));
+            proxy.clone().forward(request, client.clone(), in_flight, arrived)
         })
     };
     let connection = builder.serve_connection_with_upgrades(io, service);

@@ -20,7 +20,7 @@ use super::Proxy;
 use super::{InFlight, PendingLog, ResponseBody};
 use crate::access_log::Record;
 use crate::body::{is_too_large, Replay, RequestBody};
-use crate::clock::now_ms;
+use crate::clock::{ms_of, now_ms};
 use crate::health::Backend;
 use crate::retry::{costs_budget, is_idempotent, may_retry};
 use crate::routing::{Pick, Routing};
@@ -46,10 +46,10 @@ impl Proxy {
         request: Request<Incoming>,
         client: Arc<ClientInfo>,
         in_flight: InFlight,
+        started: Instant,
     ) -> Result<Response<ResponseBody>, Infallible> {
-        let started = Instant::now();
         let routing = self.routing.load_full();
-        let arrived_ms = now_ms();
+        let arrived_ms = ms_of(started);
         self.budget.record_request(arrived_ms);
         if request.method() == Method::CONNECT {
             // A forward-proxy tunnel request: not something a reverse proxy serves.
@@ -74,7 +74,7 @@ impl Proxy {
             .access_log
             .is_enabled()
             .then(|| Box::new(log_record(&request, &client)));
-        let (response, mut outcome) = self.try_backends(&routing, request, &client, arrived_ms).await;
+        let (response, mut outcome) = self.try_backends(&routing, request, &client, started).await;
         let lease = outcome.lease.take();
         let site = outcome.last_pick.map(|p| &routing.sites[p.site]);
         let counter = site.map(|s| s.metrics.response_bytes.clone());
@@ -98,7 +98,7 @@ impl Proxy {
         routing: &Routing,
         request: Request<Incoming>,
         client: &ClientInfo,
-        arrived_ms: u64,
+        arrived: Instant,
     ) -> (Response<Either<Incoming, Full<Bytes>>>, Outcome) {
         let retry = &routing.config.retry;
         let attempts = (retry.attempts as usize).clamp(1, MAX_ATTEMPTS);
@@ -145,9 +145,9 @@ impl Proxy {
             let (site, backend) = (&routing.sites[pick.site], routing.backend(pick));
             let last_try = attempt + 1 == attempts;
             fit_request(&mut request, backend, host.as_ref(), &path);
-            // The first try reuses the arrival stamp: one clock read less per request.
-            backend.outage.sent(if attempt == 0 { arrived_ms } else { now_ms() });
-            let sent = Instant::now();
+            // The first try reuses the arrival's clock read (the pick took microseconds).
+            let sent = if attempt == 0 { arrived } else { Instant::now() };
+            backend.outage.sent(ms_of(sent));
             match backend.pool.send(request, routing.config.timeouts.response).await {
                 Ok((mut response, lease)) => {
                     let waited = sent.elapsed();

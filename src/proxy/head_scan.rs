@@ -75,6 +75,18 @@ impl HeadScan {
                 bytes = self.body_step(bytes);
                 continue;
             }
+            if self.line_len > self.line.len() {
+                // The rest of a long line tells nothing: on to its end.
+                match bytes.iter().position(|&b| b == b'\n') {
+                    Some(end) => bytes = &bytes[end..],
+                    None => return,
+                }
+                if let Some((&b, rest)) = bytes.split_first() {
+                    self.head_byte(b);
+                    bytes = rest;
+                }
+                continue;
+            }
             self.head_byte(b);
             bytes = rest;
         }
@@ -108,8 +120,11 @@ impl HeadScan {
                 self.line_len += 1;
                 if !self.request_line {
                     let line = &self.line[..self.line_len.min(self.line.len())];
-                    self.has_length |= line == CONTENT_LENGTH;
-                    self.has_transfer_encoding |= line == TRANSFER_ENCODING;
+                    match self.line_len {
+                        n if n == CONTENT_LENGTH.len() => self.has_length |= line == CONTENT_LENGTH,
+                        n if n == TRANSFER_ENCODING.len() => self.has_transfer_encoding |= line == TRANSFER_ENCODING,
+                        _ => {}
+                    }
                 }
             }
         }

@@ -106,7 +106,9 @@ impl Pool {
             },
             None => request,
         };
-        let sender = match self.connect_fresh().await {
+        // Boxed: connecting (TCP, TLS handshake) is the cold path, and inline its state
+        // would make every request's future larger (moved at least once per request).
+        let sender = match Box::pin(self.connect_fresh()).await {
             Ok(sender) => sender,
             Err(error) => {
                 return Err(Failure {
