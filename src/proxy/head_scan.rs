@@ -16,14 +16,14 @@ const MAX_CHUNK_DIGITS: u8 = 15;
 
 #[derive(Default)]
 pub struct HeadScan {
-    /// A byte other than CR and LF was seen (clients may send empty lines before a head).
+    /// The request line was seen (clients may send empty lines before a head).
     started: bool,
     /// The first bytes of the current line, lower case.
     line: [u8; TRANSFER_ENCODING.len()],
-    /// Bytes of the current line other than CR.
+    /// Bytes of the current line so far.
     line_len: usize,
-    /// The current line is the request line.
-    request_line: bool,
+    /// The current line has a byte other than CR.
+    line_has_text: bool,
     /// This head has a `Content-Length` line.
     pub has_length: bool,
     has_transfer_encoding: bool,
@@ -65,69 +65,60 @@ impl HeadScan {
 
     /// Scans the next bytes of a head and whatever follows it.
     pub fn feed(&mut self, mut bytes: &[u8]) {
-        while let Some((&b, rest)) = bytes.split_first() {
+        while !bytes.is_empty() {
             if self.ended {
                 if !self.in_body() {
-                    self.bytes_after |= rest.iter().chain([b].iter()).any(|&b| b != b'\r' && b != b'\n');
+                    self.bytes_after |= bytes.iter().any(|&b| b != b'\r' && b != b'\n');
                     return;
                 }
-                self.bytes_after |= b != b'\r' && b != b'\n';
+                self.bytes_after |= bytes[0] != b'\r' && bytes[0] != b'\n';
                 bytes = self.body_step(bytes);
                 continue;
             }
-            if self.line_len > self.line.len() {
-                // The rest of a long line tells nothing: on to its end.
-                match bytes.iter().position(|&b| b == b'\n') {
-                    Some(end) => bytes = &bytes[end..],
-                    None => return,
-                }
-                if let Some((&b, rest)) = bytes.split_first() {
-                    self.head_byte(b);
-                    bytes = rest;
-                }
-                continue;
+            let newline = bytes.iter().position(|&b| b == b'\n');
+            let (line, rest) = match newline {
+                Some(end) => (&bytes[..end], &bytes[end + 1..]),
+                None => (bytes, &[][..]),
+            };
+            self.line_part(line);
+            if newline.is_some() {
+                self.line_end();
             }
-            self.head_byte(b);
             bytes = rest;
         }
     }
 
-    fn head_byte(&mut self, b: u8) {
-        match b {
-            b'\r' => {}
-            b'\n' if self.line_len == 0 => {
-                self.ended = self.started;
-                if self.ended && self.has_transfer_encoding {
-                    self.body = Chunked::Size {
-                        size: 0,
-                        digits: 0,
-                        any: false,
-                    };
-                }
-            }
-            b'\n' => {
-                self.line_len = 0;
-                self.request_line = false;
-            }
-            _ => {
-                if !self.started {
-                    self.started = true;
-                    self.request_line = true;
-                }
-                if let Some(slot) = self.line.get_mut(self.line_len) {
-                    *slot = b.to_ascii_lowercase();
-                }
-                self.line_len += 1;
-                if !self.request_line {
-                    let line = &self.line[..self.line_len.min(self.line.len())];
-                    match self.line_len {
-                        n if n == CONTENT_LENGTH.len() => self.has_length |= line == CONTENT_LENGTH,
-                        n if n == TRANSFER_ENCODING.len() => self.has_transfer_encoding |= line == TRANSFER_ENCODING,
-                        _ => {}
-                    }
-                }
+    /// The next bytes of the current line (no line feed among them).
+    fn line_part(&mut self, part: &[u8]) {
+        if let Some(room) = self.line.get_mut(self.line_len..) {
+            for (slot, &b) in room.iter_mut().zip(part) {
+                *slot = b.to_ascii_lowercase();
             }
         }
+        self.line_len = self.line_len.saturating_add(part.len());
+        self.line_has_text |= part.iter().any(|&b| b != b'\r');
+    }
+
+    fn line_end(&mut self) {
+        let line = &self.line[..self.line_len.min(self.line.len())];
+        if !self.line_has_text {
+            // An empty line: the head's end, or one a client sent before its head.
+            self.ended = self.started;
+            if self.ended && self.has_transfer_encoding {
+                self.body = Chunked::Size {
+                    size: 0,
+                    digits: 0,
+                    any: false,
+                };
+            }
+        } else if !self.started {
+            self.started = true; // the request line, never a header line
+        } else {
+            self.has_length |= line.starts_with(CONTENT_LENGTH);
+            self.has_transfer_encoding |= line.starts_with(TRANSFER_ENCODING);
+        }
+        self.line_len = 0;
+        self.line_has_text = false;
     }
 
     /// Follows the chunked body over `bytes` (which start with a byte of it); returns
@@ -239,6 +230,10 @@ mod tests {
     #[test]
     fn a_content_length_line_is_found_however_the_reads_split_it() {
         all(b"POST / HTTP/1.1\r\nCONTENT-length: 4\r\n\r\n", (true, true, false));
+        all(
+            b"POST / HTTP/1.1\r\nHost: a-rather-long-name\r\nContent-Length: 1234567890\r\n\r\n",
+            (true, true, false),
+        );
         all(b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\n\r\n", (false, true, false));
         all(b"POST /content-length: HTTP/1.1\r\nHost: x\r\n", (false, false, false));
     }
