@@ -80,6 +80,22 @@ async fn a_response_with_both_content_length_and_chunked_reaches_the_client_whol
     }
 }
 
+/// A `Connection` header naming `Host` must not take the client's host away (the
+/// backend would get its own address as `Host`): Host is end to end and required.
+#[tokio::test]
+async fn a_connection_header_naming_host_keeps_the_host() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let answer = raw_exchange(
+        proxy.addr,
+        b"GET /headers HTTP/1.1\r\nHost: shop.example\r\nConnection: Host, close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\nhost: shop.example\n"), "{answer}");
+}
+
 #[tokio::test]
 async fn two_host_headers_are_refused_before_reaching_a_backend() {
     let a = Backend::start("a").await;

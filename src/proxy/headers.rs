@@ -23,16 +23,41 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Removes Connection and every header it names, plus the fixed hop-by-hop set.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of these: one pass over the names (enum compares for
-    // standard headers) instead of a hash lookup per hop-by-hop header.
-    let mut present = [false; HOP_BY_HOP.len()];
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
-            present[i] = true;
+/// What one pass over a message's header names found: which hop-by-hop headers (in
+/// `HOP_BY_HOP` order) and which of the headers the rules look at are present, so that
+/// the rules look up only what is there (most messages carry no hop-by-hop header).
+#[derive(Default)]
+struct Survey {
+    hop: [bool; HOP_BY_HOP.len()],
+    host: bool,
+    forwarded_for: bool,
+}
+
+impl Survey {
+    fn of(headers: &HeaderMap) -> Survey {
+        let mut survey = Survey::default();
+        for name in headers.keys() {
+            match name.as_str() {
+                "connection" => survey.hop[0] = true,
+                "te" => survey.hop[1] = true,
+                "keep-alive" => survey.hop[2] = true,
+                "transfer-encoding" => survey.hop[3] = true,
+                "upgrade" => survey.hop[4] = true,
+                "proxy-connection" => survey.hop[5] = true,
+                "proxy-authenticate" => survey.hop[6] = true,
+                "proxy-authorization" => survey.hop[7] = true,
+                "host" => survey.host = true,
+                "x-forwarded-for" => survey.forwarded_for = true,
+                _ => {}
+            }
         }
+        survey
     }
+}
+
+/// Removes Connection and every header it names, plus those of the fixed hop-by-hop
+/// set a survey found `present`.
+fn strip_present(headers: &mut HeaderMap, mut present: [bool; HOP_BY_HOP.len()]) {
     if present[1]
         && headers
             .get_all(header::TE)
@@ -49,7 +74,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .flat_map(|list| list.split(','))
             .map(str::trim)
             .filter(|token| {
-                !["keep-alive", "close", "upgrade", ""]
+                // Host is end to end and required: a Connection header never removes it.
+                !["keep-alive", "close", "upgrade", "host", ""]
                     .iter()
                     .any(|t| token.eq_ignore_ascii_case(t))
             })
@@ -102,20 +128,27 @@ pub fn prepare_request(parts: &mut Parts, client: &ClientInfo, upgrade: Option<&
     if parts.version == Version::HTTP_2 {
         join_cookies(headers);
     }
-    if !headers.contains_key(header::HOST) {
-        if let Some(host) = parts
+    let survey = Survey::of(headers);
+    let host = match survey.host {
+        true => headers.get(header::HOST).cloned(),
+        false => parts
             .uri
             .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.insert(header::HOST, host);
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    strip_present(headers, survey.hop);
+    if let Some(host) = host {
+        if !survey.host {
+            headers.insert(header::HOST, host.clone());
         }
-    }
-    strip_hop_by_hop(headers);
-    if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
-    append_forwarded_for(headers, &client.ip);
+    match survey.forwarded_for {
+        true => append_forwarded_for(headers, &client.ip),
+        false => {
+            headers.insert(X_FORWARDED_FOR.clone(), client.ip.clone());
+        }
+    }
     headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
     headers.append(header::VIA, received);
     if let Some(protocol) = upgrade {
@@ -194,11 +227,12 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
 /// A Content-Length received with a Transfer-Encoding is removed (RFC 9112 6.3: the
 /// body was framed by the transfer coding, and the length would cut it short).
 pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
+    let survey = Survey::of(headers);
     let upgrade = switching.then(|| headers.get(header::UPGRADE).cloned()).flatten();
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if survey.hop[3] {
         headers.remove(header::CONTENT_LENGTH);
     }
-    strip_hop_by_hop(headers);
+    strip_present(headers, survey.hop);
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
