@@ -106,6 +106,8 @@ async fn serve<S>(
     let mut draining = false;
     loop {
         tokio::select! {
+            // In order, with the connection first: no random draw on every wake-up.
+            biased;
             result = connection.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(client = %peer, error = %e, "client connection ended with an error");

@@ -67,22 +67,28 @@ fn strip_present(headers: &mut HeaderMap, mut present: [bool; HOP_BY_HOP.len()])
         present[1] = false;
     }
     if present[0] {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|list| list.split(','))
-            .map(str::trim)
-            .filter(|token| {
-                // Host is end to end and required: a Connection header never removes it.
-                !["keep-alive", "close", "upgrade", "host", ""]
-                    .iter()
-                    .any(|t| token.eq_ignore_ascii_case(t))
-            })
-            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+        let named = || {
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|list| list.split(','))
+                .map(str::trim)
+                .filter(|token| {
+                    // Host is end to end and required: a Connection header never removes it.
+                    !["keep-alive", "close", "upgrade", "host", ""]
+                        .iter()
+                        .any(|t| token.eq_ignore_ascii_case(t))
+                })
+        };
+        // Most say only `keep-alive` or `close`: nothing to collect then.
+        if named().next().is_some() {
+            let named: Vec<HeaderName> = named()
+                .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+                .collect();
+            for name in named {
+                headers.remove(name);
+            }
         }
     }
     for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
