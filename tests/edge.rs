@@ -333,3 +333,22 @@ async fn a_chunk_of_2_to_the_63_bytes_is_refused_with_400() {
     assert!(read.is_ok(), "the connection should close: {answer}");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 }
+
+/// The same size arriving in the very read that carries the head: hyper has not
+/// finished the head, so the connection closes without an answer, and nothing of the
+/// request reaches a backend.
+#[tokio::test]
+async fn a_chunk_of_2_to_the_63_bytes_with_its_head_never_reaches_a_backend() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let hits = a.hits();
+    let request = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n8000000000000000\r\nabc";
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(proxy.addr, request, Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the connection should close"
+    );
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(a.hits(), hits, "nothing of it reached the backend");
+}

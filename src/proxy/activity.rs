@@ -28,7 +28,8 @@ use crate::config::Timeouts;
 #[derive(Default)]
 pub struct Activity {
     last_io: AtomicU64,
-    /// When the first byte of a request head arrived with nothing in flight; 0 = none.
+    /// When the first byte of a request head arrived with nothing in flight, or when the
+    /// request ended that a partial pipelined head waited behind; 0 = none.
     head_started: AtomicU64,
     in_flight: AtomicUsize,
     /// HTTP/2 frames (PING, WINDOW_UPDATE) are not request heads: no header timer.
@@ -66,8 +67,9 @@ pub struct InFlight(Arc<Activity>, bool);
 
 impl InFlight {
     /// The request's head had a Content-Length line (seen in the bytes read while no
-    /// request was in flight; a pipelined head is not scanned, and hyper then closes
-    /// the connection after a head with both framings anyway).
+    /// request was in flight; a head pipelined in the same read as the one before it is
+    /// not scanned, and hyper then closes the connection after a head with both
+    /// framings anyway).
     pub fn head_had_content_length(&self) -> bool {
         self.1
     }
@@ -231,7 +233,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<S> {
                 .saw_read(&buf.filled()[before..], first_read, &mut this.scan);
             if this.scan.oversized_chunk {
                 // As hyper fails a malformed chunk: the body errs, the upstream request
-                // is cut and the client gets 400.
+                // is cut and the client gets 400. When the size came in the read that
+                // carried the head, hyper fails the head: the connection closes unanswered
+                // and nothing of the request leaves.
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "chunk size too large")));
             }
             self.received.increment(read as u64);

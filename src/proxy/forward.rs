@@ -145,7 +145,9 @@ impl Proxy {
             let (site, backend) = (&routing.sites[pick.site], routing.backend(pick));
             let last_try = attempt + 1 == attempts;
             fit_request(&mut request, backend, host.as_ref(), &path);
-            // The first try reuses the arrival's clock read (the pick took microseconds).
+            // The first try reuses the arrival's clock read: its upstream latency then
+            // includes the planning and header rules before it (microseconds), and,
+            // under load, any wait for the task to run.
             let sent = if attempt == 0 { arrived } else { Instant::now() };
             backend.outage.sent(ms_of(sent));
             match backend.pool.send(request, routing.config.timeouts.response).await {
