@@ -340,4 +340,15 @@ mod tests {
         assert_eq!(p.headers["connection"], "upgrade");
         assert_eq!(p.headers["upgrade"], "websocket");
     }
+
+    #[test]
+    fn the_survey_marks_each_hop_by_hop_header_at_its_own_place() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            headers.insert(name.clone(), HeaderValue::from_static("x"));
+            let hop = Survey::of(&headers).hop;
+            let marked: Vec<usize> = (0..hop.len()).filter(|&j| hop[j]).collect();
+            assert_eq!(marked, [i], "{name}");
+        }
+    }
 }
