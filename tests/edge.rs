@@ -352,3 +352,18 @@ async fn a_chunk_of_2_to_the_63_bytes_with_its_head_never_reaches_a_backend() {
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(a.hits(), hits, "nothing of it reached the backend");
 }
+
+/// A head pipelined behind another, with both framings: refused like any other, and it
+/// never reaches the backend (the scan follows the stream from head to head).
+#[tokio::test]
+async fn a_pipelined_head_with_both_framings_is_refused_with_400() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let hits = a.hits();
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\
+        POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let answer = raw_exchange(proxy.addr, request, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("HTTP/1.1 400"), "{answer}");
+    assert_eq!(a.hits(), hits + 1, "only the first request reached the backend");
+}

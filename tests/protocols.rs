@@ -154,7 +154,9 @@ async fn a_partial_head_pipelined_behind_a_request_is_closed_after_client_header
     .await;
     let same_write: &[&[u8]] = &[b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: sl"];
     let while_answered: &[&[u8]] = &[b"GET /sleep/200 HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/1.1\r\nHo"];
-    for (variant, writes) in [same_write, while_answered].into_iter().enumerate() {
+    let behind_a_body: &[&[u8]] =
+        &[b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHo"];
+    for (variant, writes) in [same_write, while_answered, behind_a_body].into_iter().enumerate() {
         let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
         for bytes in writes {
             stream.write_all(bytes).await.unwrap();

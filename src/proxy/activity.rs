@@ -4,7 +4,7 @@
 //!
 //! Rules: with nothing in flight, a connection closes after `idle` without bytes, and
 //! an HTTP/1 request head must complete within `client_header` (a head pipelined
-//! behind a bodiless request too, from the moment that request ends); with requests in
+//! behind another too, from the moment that request ends); with requests in
 //! flight, it closes only when no byte moved for the longer of `idle` and `response`
 //! (a stalled upload or download). HTTP/2 frames that start no request (PINGs, a
 //! HEADERS frame trickled byte by byte) do not keep a connection open: with no stream
@@ -13,7 +13,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -36,20 +36,21 @@ pub struct Activity {
     http2: AtomicBool,
     /// When a request last began or ended; 0 = none yet (then: when the connection opened).
     last_request: AtomicU64,
-    /// The HTTP/1 head being read carries a Content-Length line. hyper drops that line
-    /// when the head also has Transfer-Encoding, so the proxy can only see it here.
-    head_has_length: AtomicBool,
+    /// For each HTTP/1 head scanned and not yet begun, oldest in the lowest bit: it had
+    /// a Content-Length line. hyper drops that line when the head also has
+    /// Transfer-Encoding, so the proxy can only see it here. (HTTP/1 is served by the
+    /// connection's one task: these are read and written in turn, never at once.)
+    heads: AtomicU64,
+    /// How many heads `heads` holds (at most 64; a deeper pipeline's later heads count
+    /// as having no Content-Length line).
+    heads_queued: AtomicU32,
     /// The head did not arrive within `client_header`: the next read answers 408 and
     /// ends the connection.
     timed_out: AtomicBool,
-    /// The HTTP/1 request in flight has no body, so bytes read now start the next head.
-    bodiless: AtomicBool,
-    /// The last head read with nothing in flight was followed by more bytes in the same
-    /// read: the start of a pipelined head, if its request has no body.
-    bytes_after_head: AtomicBool,
-    /// Part of a pipelined head waits in hyper's buffer: its `client_header` starts when
-    /// the request in flight ends.
-    pipelined: AtomicBool,
+    /// Part of a head has been read and not its end (while a request is in flight: a
+    /// pipelined head waiting in hyper's buffer; its `client_header` starts when the
+    /// request in flight ends).
+    partial_head: AtomicBool,
     opened: u64,
 }
 
@@ -66,10 +67,7 @@ pub const CLIENT_HEADER_TIMEOUT: &str = "client header timeout";
 pub struct InFlight(Arc<Activity>, bool);
 
 impl InFlight {
-    /// The request's head had a Content-Length line (seen in the bytes read while no
-    /// request was in flight; a head pipelined in the same read as the one before it is
-    /// not scanned, and hyper then closes the connection after a head with both
-    /// framings anyway).
+    /// The request's head had a Content-Length line.
     pub fn head_had_content_length(&self) -> bool {
         self.1
     }
@@ -86,22 +84,38 @@ impl Activity {
         Arc::new(activity)
     }
 
-    /// A request began at `now_ms`; `bodiless`: it carries no body (HTTP/1: nothing may
-    /// follow its head but the next head).
-    pub fn begin(self: &Arc<Self>, bodiless: bool, now_ms: u64) -> InFlight {
+    /// A request began at `now_ms`.
+    pub fn begin(self: &Arc<Self>, now_ms: u64) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(0, Ordering::Release);
-        self.bodiless.store(bodiless, Ordering::Relaxed);
-        if self.bytes_after_head.swap(false, Ordering::AcqRel) && bodiless {
-            self.pipelined.store(true, Ordering::Release);
-        }
         self.last_request.store(now_ms, Ordering::Relaxed);
-        let had_length = self.head_has_length.swap(false, Ordering::AcqRel);
-        InFlight(self.clone(), had_length)
+        InFlight(self.clone(), self.next_head_had_length())
+    }
+
+    /// Queues the verdict of a head the scan saw end.
+    fn head_ended(&self, had_length: bool) {
+        let queued = self.heads_queued.load(Ordering::Relaxed);
+        if queued < u64::BITS {
+            let heads = self.heads.load(Ordering::Relaxed) | (u64::from(had_length) << queued);
+            self.heads.store(heads, Ordering::Relaxed);
+            self.heads_queued.store(queued + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// The verdict of the oldest head not begun yet (none scanned: no length line seen).
+    fn next_head_had_length(&self) -> bool {
+        let queued = self.heads_queued.load(Ordering::Relaxed);
+        if queued == 0 {
+            return false;
+        }
+        let heads = self.heads.load(Ordering::Relaxed);
+        self.heads.store(heads >> 1, Ordering::Relaxed);
+        self.heads_queued.store(queued - 1, Ordering::Relaxed);
+        heads & 1 == 1
     }
 
     /// Notes a read of `bytes` (the first of the connection if `first_read`), and feeds
-    /// an HTTP/1 head read with nothing in flight, and its chunked body, to `scan`.
+    /// HTTP/1 bytes to `scan`.
     fn saw_read(&self, bytes: &[u8], first_read: bool, scan: &mut HeadScan) {
         let now = now_ms();
         self.last_io.store(now, Ordering::Relaxed);
@@ -115,17 +129,14 @@ impl Activity {
             if self.head_started.load(Ordering::Relaxed) == 0 {
                 self.head_started.store(now, Ordering::Release);
             }
-            if scan.ended && !scan.in_body() {
+            if scan.lost() {
+                // It lost the thread: what comes with nothing in flight starts a head.
                 *scan = HeadScan::default();
+                self.heads_queued.store(0, Ordering::Relaxed);
             }
-            scan.feed(bytes);
-            self.head_has_length.store(scan.has_length, Ordering::Release);
-            self.bytes_after_head.store(scan.bytes_after, Ordering::Release);
-        } else if scan.in_body() {
-            scan.feed(bytes);
-        } else if self.bodiless.load(Ordering::Relaxed) && bytes.iter().any(|&b| b != b'\r' && b != b'\n') {
-            self.pipelined.store(true, Ordering::Release);
         }
+        scan.feed(bytes, |had_length| self.head_ended(had_length));
+        self.partial_head.store(scan.in_head(), Ordering::Relaxed);
     }
 
     /// The client's head timed out: its connection answers 408 at the next read.
@@ -177,7 +188,7 @@ impl Drop for InFlight {
         let now = now_ms();
         self.0.last_io.store(now, Ordering::Relaxed);
         self.0.last_request.store(now, Ordering::Relaxed);
-        if self.0.pipelined.swap(false, Ordering::AcqRel) {
+        if self.0.partial_head.load(Ordering::Relaxed) {
             // hyper reads the buffered part of the next head now: its timer starts.
             self.0.head_started.store(now, Ordering::Release);
         }

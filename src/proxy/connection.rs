@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
-use http_body::Body as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -97,7 +96,7 @@ async fn serve<S>(
         service_fn(move |request: http::Request<hyper::body::Incoming>| {
             // The request's one clock read: arrival, in-flight mark and first try share it.
             let arrived = Instant::now();
-            let in_flight = activity.begin(request.body().is_end_stream(), ms_of(arrived));
+            let in_flight = activity.begin(ms_of(arrived));
             proxy.clone().forward(request, client.clone(), in_flight, arrived)
         })
     };

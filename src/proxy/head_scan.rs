@@ -1,95 +1,130 @@
-//! What the proxy needs to know of an HTTP/1 request's framing that hyper does not
-//! tell it, learnt from the bytes as hyper reads them: whether the head has a
-//! `Content-Length` line (hyper drops that line when the head also has
-//! `Transfer-Encoding`), whether more than empty lines follow the head in the same
-//! reads (a pipelined head, or a body), and whether a chunked body declares a chunk no
-//! implementation could deliver (2^60 bytes or more: hyper accepts sizes up to 2^64,
-//! HAProxy and NGINX refuse them). The bytes arrive in reads of any size (hyper's
-//! protocol sniffing reads the first 24 bytes alone), so the scan carries its state
-//! from one read to the next. It never decides framing: when the chunked body looks
-//! unlike what it expects, it stops watching and hyper's own parser has the last word.
+//! What the proxy needs to know of an HTTP/1 client's request framing that hyper does
+//! not tell it, learnt from the bytes as hyper reads them: for each request head in
+//! turn, whether it has a `Content-Length` line (hyper drops that line when the head
+//! also has `Transfer-Encoding`); whether a head has begun and not ended (part of a
+//! pipelined head waiting in hyper's buffer); and whether a chunked body declares a
+//! chunk no implementation could deliver (2^60 bytes or more: hyper accepts sizes up to
+//! 2^64, HAProxy and NGINX refuse them).
+//!
+//! The scan follows the byte stream as hyper does: a head, then its body by its
+//! framing (chunked, a `Content-Length`, or none), then the next head. The bytes arrive
+//! in reads of any size (hyper's protocol sniffing reads the first 24 bytes alone), so
+//! the scan carries its state from one read to the next. It never decides framing:
+//! when the bytes look unlike what it expects, it is `lost` and hyper's parser has the
+//! last word (such a request is refused or its connection closed anyway); the caller
+//! then starts afresh at the next head.
 
 const CONTENT_LENGTH: &[u8] = b"content-length:";
 const TRANSFER_ENCODING: &[u8] = b"transfer-encoding:";
 /// Significant hex digits of the largest chunk size accepted (2^60 - 1).
 const MAX_CHUNK_DIGITS: u8 = 15;
+/// Bytes of a line kept: a `Content-Length` line with its value fits.
+const LINE_KEPT: usize = 64;
 
-#[derive(Default)]
 pub struct HeadScan {
-    /// The request line was seen (clients may send empty lines before a head).
-    started: bool,
-    /// The first bytes of the current line, lower case.
-    line: [u8; TRANSFER_ENCODING.len()],
+    state: State,
+    /// The first bytes of the current head line, lower case.
+    line: [u8; LINE_KEPT],
     /// Bytes of the current line so far.
     line_len: usize,
     /// The current line has a byte other than CR.
     line_has_text: bool,
-    /// This head has a `Content-Length` line.
-    pub has_length: bool,
-    has_transfer_encoding: bool,
-    /// The blank line that ends the head was seen.
-    pub ended: bool,
-    /// Bytes other than CR and LF came after the end of the head.
-    pub bytes_after: bool,
-    body: Chunked,
+    /// The head being read: its request line was seen.
+    started: bool,
+    /// The head being read: its `Content-Length` value (`Some(None)`: one it cannot read).
+    length: Option<Option<u64>>,
+    /// The head being read has a `Transfer-Encoding` line.
+    chunked: bool,
     /// A chunk size of 2^60 bytes or more: the body is invalid.
     pub oversized_chunk: bool,
 }
 
-/// Where a chunked body's scan stands.
-#[derive(Default, Clone, Copy)]
-enum Chunked {
-    /// Not a chunked body, or its end was seen, or it looked unexpected.
-    #[default]
-    Off,
-    Size {
+/// Where the scan stands in the byte stream.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum State {
+    Head,
+    /// A `Content-Length` body: bytes left.
+    Body(u64),
+    ChunkSize {
         size: u64,
         digits: u8,
         any: bool,
     },
-    Extension {
+    ChunkExtension {
         size: u64,
     },
-    Data(u64),
-    DataEnd,
+    ChunkData(u64),
+    ChunkDataEnd,
     Trailer {
         line_len: usize,
     },
+    Lost,
+}
+
+impl Default for HeadScan {
+    fn default() -> Self {
+        HeadScan {
+            state: State::Head,
+            line: [0; LINE_KEPT],
+            line_len: 0,
+            line_has_text: false,
+            started: false,
+            length: None,
+            chunked: false,
+            oversized_chunk: false,
+        }
+    }
 }
 
 impl HeadScan {
-    /// Whether a chunked body is still being followed (then the scan must not restart).
-    pub fn in_body(&self) -> bool {
-        !matches!(self.body, Chunked::Off)
+    /// The bytes looked unlike HTTP/1 framing: the scan knows no more.
+    pub fn lost(&self) -> bool {
+        self.state == State::Lost
     }
 
-    /// Scans the next bytes of a head and whatever follows it.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
+    /// A head has begun (its request line seen) and not ended.
+    pub fn in_head(&self) -> bool {
+        self.state == State::Head && self.started
+    }
+
+    /// Scans the next bytes read; `head_ended` hears of each head that ends, in order,
+    /// with whether it had a `Content-Length` line.
+    pub fn feed(&mut self, mut bytes: &[u8], mut head_ended: impl FnMut(bool)) {
         while !bytes.is_empty() {
-            if self.ended {
-                if !self.in_body() {
-                    self.bytes_after |= bytes.iter().any(|&b| b != b'\r' && b != b'\n');
-                    return;
+            bytes = match self.state {
+                State::Lost => return,
+                State::Head => self.head(bytes, &mut head_ended),
+                State::Body(left) => {
+                    let skip = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+                    let left = left - skip as u64;
+                    self.state = if left == 0 { State::Head } else { State::Body(left) };
+                    &bytes[skip..]
                 }
-                self.bytes_after |= bytes[0] != b'\r' && bytes[0] != b'\n';
-                bytes = self.body_step(bytes);
-                continue;
-            }
-            let newline = bytes.iter().position(|&b| b == b'\n');
-            let (line, rest) = match newline {
-                Some(end) => (&bytes[..end], &bytes[end + 1..]),
-                None => (bytes, &[][..]),
+                State::ChunkData(left) => {
+                    let skip = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+                    let left = left - skip as u64;
+                    self.state = if left == 0 {
+                        State::ChunkDataEnd
+                    } else {
+                        State::ChunkData(left)
+                    };
+                    &bytes[skip..]
+                }
+                _ => {
+                    self.state = self.chunk_byte(bytes[0]);
+                    &bytes[1..]
+                }
             };
-            self.line_part(line);
-            if newline.is_some() {
-                self.line_end();
-            }
-            bytes = rest;
         }
     }
 
-    /// The next bytes of the current line (no line feed among them).
-    fn line_part(&mut self, part: &[u8]) {
+    /// Scans head bytes up to the end of the current line; returns what is left.
+    fn head<'a>(&mut self, bytes: &'a [u8], head_ended: &mut impl FnMut(bool)) -> &'a [u8] {
+        let newline = bytes.iter().position(|&b| b == b'\n');
+        let (part, rest) = match newline {
+            Some(end) => (&bytes[..end], &bytes[end + 1..]),
+            None => (bytes, &[][..]),
+        };
         if let Some(room) = self.line.get_mut(self.line_len..) {
             for (slot, &b) in room.iter_mut().zip(part) {
                 *slot = b.to_ascii_lowercase();
@@ -97,163 +132,191 @@ impl HeadScan {
         }
         self.line_len = self.line_len.saturating_add(part.len());
         self.line_has_text |= part.iter().any(|&b| b != b'\r');
+        if newline.is_some() {
+            self.line_end(head_ended);
+        }
+        rest
     }
 
-    fn line_end(&mut self) {
-        let line = &self.line[..self.line_len.min(self.line.len())];
+    fn line_end(&mut self, head_ended: &mut impl FnMut(bool)) {
+        let kept = &self.line[..self.line_len.min(LINE_KEPT)];
+        let whole = self.line_len <= LINE_KEPT;
         if !self.line_has_text {
             // An empty line: the head's end, or one a client sent before its head.
-            self.ended = self.started;
-            if self.ended && self.has_transfer_encoding {
-                self.body = Chunked::Size {
-                    size: 0,
-                    digits: 0,
-                    any: false,
+            if self.started {
+                head_ended(self.length.is_some());
+                self.state = match (self.chunked, self.length) {
+                    (true, _) => State::ChunkSize {
+                        size: 0,
+                        digits: 0,
+                        any: false,
+                    },
+                    (false, None) => State::Head,
+                    (false, Some(Some(0))) => State::Head,
+                    (false, Some(Some(n))) => State::Body(n),
+                    (false, Some(None)) => State::Lost,
                 };
+                self.started = false;
+                self.length = None;
+                self.chunked = false;
             }
         } else if !self.started {
             self.started = true; // the request line, never a header line
-        } else {
-            self.has_length |= line.starts_with(CONTENT_LENGTH);
-            self.has_transfer_encoding |= line.starts_with(TRANSFER_ENCODING);
+        } else if let Some(value) = kept.strip_prefix(CONTENT_LENGTH) {
+            let value = whole.then(|| parse_length(value)).flatten();
+            self.length = match self.length {
+                None => Some(value),
+                Some(prior) if prior == value => Some(value),
+                Some(_) => Some(None),
+            };
+        } else if kept.starts_with(TRANSFER_ENCODING) {
+            self.chunked = true;
         }
         self.line_len = 0;
         self.line_has_text = false;
     }
 
-    /// Follows the chunked body over `bytes` (which start with a byte of it); returns
-    /// what is left to scan.
-    fn body_step<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
-        let (b, rest) = match bytes.split_first() {
-            Some((&b, rest)) => (b, rest),
-            None => return bytes,
-        };
-        self.body = match self.body {
-            Chunked::Off => Chunked::Off,
-            Chunked::Data(left) => {
-                let skip = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
-                let left = left - skip as u64;
-                self.body = if left == 0 {
-                    Chunked::DataEnd
-                } else {
-                    Chunked::Data(left)
-                };
-                return &bytes[skip..];
-            }
-            Chunked::Size { size, digits, any } => match (b as char).to_digit(16) {
+    /// One byte of a chunked body outside chunk data: the next state.
+    fn chunk_byte(&mut self, b: u8) -> State {
+        match self.state {
+            State::ChunkSize { size, digits, any } => match (b as char).to_digit(16) {
                 Some(d) => {
                     let digits = digits + u8::from(digits > 0 || d > 0);
                     if digits > MAX_CHUNK_DIGITS {
                         self.oversized_chunk = true;
-                        Chunked::Off
+                        State::Lost
                     } else {
-                        Chunked::Size {
+                        State::ChunkSize {
                             size: size * 16 + u64::from(d),
                             digits,
                             any: true,
                         }
                     }
                 }
-                None if !any => Chunked::Off,
+                None if !any => State::Lost,
                 None => match b {
-                    b';' | b' ' | b'\t' => Chunked::Extension { size },
-                    b'\r' => Chunked::Extension { size },
+                    b';' | b' ' | b'\t' | b'\r' => State::ChunkExtension { size },
                     b'\n' => after_size_line(size),
-                    _ => Chunked::Off,
+                    _ => State::Lost,
                 },
             },
-            Chunked::Extension { size } => match b {
+            State::ChunkExtension { size } => match b {
                 b'\n' => after_size_line(size),
-                _ => Chunked::Extension { size },
+                _ => State::ChunkExtension { size },
             },
-            Chunked::DataEnd => match b {
-                b'\r' => Chunked::DataEnd,
-                b'\n' => Chunked::Size {
+            State::ChunkDataEnd => match b {
+                b'\r' => State::ChunkDataEnd,
+                b'\n' => State::ChunkSize {
                     size: 0,
                     digits: 0,
                     any: false,
                 },
-                _ => Chunked::Off,
+                _ => State::Lost,
             },
-            Chunked::Trailer { line_len } => match b {
-                b'\r' => Chunked::Trailer { line_len },
-                b'\n' if line_len == 0 => Chunked::Off,
-                b'\n' => Chunked::Trailer { line_len: 0 },
-                _ => Chunked::Trailer { line_len: line_len + 1 },
+            State::Trailer { line_len } => match b {
+                b'\r' => State::Trailer { line_len },
+                b'\n' if line_len == 0 => State::Head,
+                b'\n' => State::Trailer { line_len: 0 },
+                _ => State::Trailer {
+                    line_len: line_len.saturating_add(1),
+                },
             },
-        };
-        rest
+            other => other,
+        }
     }
 }
 
-fn after_size_line(size: u64) -> Chunked {
+fn after_size_line(size: u64) -> State {
     match size {
-        0 => Chunked::Trailer { line_len: 0 },
-        n => Chunked::Data(n),
+        0 => State::Trailer { line_len: 0 },
+        n => State::ChunkData(n),
     }
+}
+
+/// A `Content-Length` value: digits between optional blanks (and a final CR).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::HeadScan;
 
-    /// Scans `bytes` split at every position into two reads.
-    fn all(bytes: &[u8], expected: (bool, bool, bool)) {
-        for split in 0..=bytes.len() {
-            let mut scan = HeadScan::default();
-            scan.feed(&bytes[..split]);
-            scan.feed(&bytes[split..]);
-            let got = (scan.has_length, scan.ended, scan.bytes_after);
+    /// What a scan of `bytes` found, split into two reads at every position (and the
+    /// same verdict at every split): each ended head's Content-Length flag, whether a
+    /// head is unfinished, whether a chunk was too large.
+    fn scan(bytes: &[u8]) -> (Vec<bool>, bool, bool) {
+        let verdicts: Vec<(Vec<bool>, bool, bool)> = (0..=bytes.len())
+            .map(|split| {
+                let mut scan = HeadScan::default();
+                let mut heads = Vec::new();
+                scan.feed(&bytes[..split], |had| heads.push(had));
+                scan.feed(&bytes[split..], |had| heads.push(had));
+                (heads, scan.in_head(), scan.oversized_chunk)
+            })
+            .collect();
+        for (split, verdict) in verdicts.iter().enumerate() {
             assert_eq!(
-                got,
-                expected,
+                verdict,
+                &verdicts[0],
                 "split at {split} of {:?}",
                 String::from_utf8_lossy(bytes)
             );
         }
-    }
-
-    /// Whether a chunk too large is seen, whichever way the reads split `bytes`.
-    fn oversized(bytes: &[u8]) -> bool {
-        let verdicts: Vec<bool> = (0..=bytes.len())
-            .map(|split| {
-                let mut scan = HeadScan::default();
-                scan.feed(&bytes[..split]);
-                scan.feed(&bytes[split..]);
-                scan.oversized_chunk
-            })
-            .collect();
-        assert!(verdicts.iter().all(|&v| v == verdicts[0]), "{verdicts:?}");
-        verdicts[0]
+        verdicts[0].clone()
     }
 
     #[test]
     fn a_content_length_line_is_found_however_the_reads_split_it() {
-        all(b"POST / HTTP/1.1\r\nCONTENT-length: 4\r\n\r\n", (true, true, false));
-        all(
-            b"POST / HTTP/1.1\r\nHost: a-rather-long-name\r\nContent-Length: 1234567890\r\n\r\n",
-            (true, true, false),
+        assert_eq!(
+            scan(b"POST / HTTP/1.1\r\nCONTENT-length: 0\r\n\r\n"),
+            (vec![true], false, false)
         );
-        all(b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\n\r\n", (false, true, false));
-        all(b"POST /content-length: HTTP/1.1\r\nHost: x\r\n", (false, false, false));
+        let long = b"POST / HTTP/1.1\r\nHost: a-rather-long-name\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(scan(long), (vec![true], false, false));
+        assert_eq!(
+            scan(b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\n\r\n"),
+            (vec![false], false, false)
+        );
+        assert_eq!(
+            scan(b"POST /content-length: HTTP/1.1\r\nHost: x\r\n"),
+            (vec![], true, false)
+        );
     }
 
     #[test]
-    fn lines_after_the_head_are_not_header_lines() {
-        all(
-            b"POST / HTTP/1.1\r\nHost: x\r\n\r\n20\r\n--b\r\nContent-Length: 3\r\n",
-            (false, true, true),
+    fn bodies_are_skipped_by_their_framing_and_the_next_head_is_scanned() {
+        let body = "x\r\nContent-Length: 3\r\n\r\nabc";
+        let request = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            body.len()
         );
+        assert_eq!(scan(request.as_bytes()), (vec![true, false], false, false));
+        let part = "--b\r\nContent-Length: 3\r\n\r\nabc\r\n--b--\r\n";
+        let chunked = format!(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{part}\r\n0\r\nX-T: 1\r\n\r\n\
+             POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            part.len()
+        );
+        assert_eq!(scan(chunked.as_bytes()), (vec![false, true], false, false));
     }
 
     #[test]
-    fn what_follows_the_head_is_noticed_but_not_empty_lines() {
-        all(
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo",
-            (false, true, true),
+    fn a_pipelined_head_cut_short_is_unfinished_but_empty_lines_are_not() {
+        let cut = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo";
+        assert_eq!(scan(cut), (vec![false], true, false));
+        assert_eq!(
+            scan(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\r\n"),
+            (vec![false], false, false)
         );
-        all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\r\n", (false, true, false));
-        all(b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", (false, true, false));
+        assert_eq!(
+            scan(b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (vec![false], false, false)
+        );
     }
 
     const CHUNKED: &str = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -266,10 +329,8 @@ mod tests {
             "ffffffffffffffff",
             "00001000000000000000",
         ] {
-            assert!(
-                oversized(format!("{CHUNKED}5\r\nhello\r\n{size}\r\nabc").as_bytes()),
-                "{size}"
-            );
+            let (_, _, oversized) = scan(format!("{CHUNKED}5\r\nhello\r\n{size}\r\nabc").as_bytes());
+            assert!(oversized, "{size}");
         }
     }
 
@@ -283,9 +344,10 @@ mod tests {
             "14\r\nffffffffffffffffffff\r\n3\r\nabc\r\n0\r\n\r\n",
         ];
         for body in bodies {
-            assert!(!oversized(format!("{CHUNKED}{body}").as_bytes()), "{body:?}");
+            let (_, _, oversized) = scan(format!("{CHUNKED}{body}").as_bytes());
+            assert!(!oversized, "{body:?}");
         }
         let not_chunked = "POST / HTTP/1.1\r\nContent-Length: 20\r\n\r\nffffffffffffffffffff";
-        assert!(!oversized(not_chunked.as_bytes()));
+        assert!(!scan(not_chunked.as_bytes()).2);
     }
 }
