@@ -110,7 +110,10 @@ async fn an_upgrade_is_tunnelled_both_ways() {
     let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: echo"), "{head}");
-    for message in [&b"hello"[..], b"through the tunnel", &[0u8, 255, 1, 254]] {
+    // Tunnelled bytes are not HTTP/1 to the proxy, even when they look like it (here: a
+    // chunk size the head scanner would refuse in a request body).
+    let http_inside = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8000000000000000\r\n";
+    for message in [&b"hello"[..], b"through the tunnel", &[0u8, 255, 1, 254], http_inside] {
         stream.write_all(message).await.unwrap();
         let mut echoed = vec![0u8; message.len()];
         tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))

@@ -51,6 +51,8 @@ pub struct Activity {
     /// pipelined head waiting in hyper's buffer; its `client_header` starts when the
     /// request in flight ends).
     partial_head: AtomicBool,
+    /// The connection is a tunnel now (after a 101): its bytes are not scanned.
+    tunnel: AtomicBool,
     opened: u64,
 }
 
@@ -70,6 +72,12 @@ impl InFlight {
     /// The request's head had a Content-Length line.
     pub fn head_had_content_length(&self) -> bool {
         self.1
+    }
+
+    /// The connection became a tunnel (a 101 answer): what follows is not HTTP/1, so
+    /// the head scan stops.
+    pub fn tunnelled(&self) {
+        self.0.tunnel.store(true, Ordering::Relaxed);
     }
 }
 
@@ -122,7 +130,7 @@ impl Activity {
         if first_read && bytes.starts_with(b"PRI * HTTP/2.0") {
             self.http2.store(true, Ordering::Relaxed);
         }
-        if self.http2.load(Ordering::Relaxed) {
+        if self.http2.load(Ordering::Relaxed) || self.tunnel.load(Ordering::Relaxed) {
             return;
         }
         if self.in_flight.load(Ordering::Acquire) == 0 {

@@ -75,6 +75,9 @@ impl Proxy {
             .is_enabled()
             .then(|| Box::new(log_record(&request, &client)));
         let (response, mut outcome) = self.try_backends(&routing, request, &client, started).await;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            in_flight.tunnelled();
+        }
         let lease = outcome.lease.take();
         let site = outcome.last_pick.map(|p| &routing.sites[p.site]);
         let counter = site.map(|s| s.metrics.response_bytes.clone());

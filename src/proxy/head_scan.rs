@@ -95,20 +95,18 @@ impl HeadScan {
                 State::Lost => return,
                 State::Head => self.head(bytes, &mut head_ended),
                 State::Body(left) => {
-                    let skip = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
-                    let left = left - skip as u64;
+                    let (left, rest) = skip(left, bytes);
                     self.state = if left == 0 { State::Head } else { State::Body(left) };
-                    &bytes[skip..]
+                    rest
                 }
                 State::ChunkData(left) => {
-                    let skip = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
-                    let left = left - skip as u64;
+                    let (left, rest) = skip(left, bytes);
                     self.state = if left == 0 {
                         State::ChunkDataEnd
                     } else {
                         State::ChunkData(left)
                     };
-                    &bytes[skip..]
+                    rest
                 }
                 _ => {
                     self.state = self.chunk_byte(bytes[0]);
@@ -224,6 +222,12 @@ impl HeadScan {
             other => other,
         }
     }
+}
+
+/// Skips up to `left` bytes of body data: what is still to come, and the rest of `bytes`.
+fn skip(left: u64, bytes: &[u8]) -> (u64, &[u8]) {
+    let skipped = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+    (left - skipped as u64, &bytes[skipped..])
 }
 
 fn after_size_line(size: u64) -> State {
