@@ -76,14 +76,17 @@ async fn probe(backend: &Backend, path: &PathAndQuery, timeout: Duration) -> Res
         headers.insert(header::HOST, host);
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let response = match sender {
-        Sender::Http1(mut sender) => tokio::time::timeout(timeout, sender.send_request(request)).await,
-        Sender::Http2(mut sender) => tokio::time::timeout(timeout, sender.send_request(request)).await,
-    };
-    match response {
-        Err(_) => Err(SendError::Timeout),
-        Ok(Err(e)) => Err(SendError::Failed(Box::new(e))),
-        Ok(Ok(response)) => Ok(response.status()),
+    match sender {
+        Sender::Http1(conn) => match tokio::time::timeout(timeout, conn.status_of(request)).await {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Err(e)) => Err(SendError::Failed(e)),
+            Ok(Ok(status)) => Ok(status),
+        },
+        Sender::Http2(mut sender) => match tokio::time::timeout(timeout, sender.send_request(request)).await {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Err(e)) => Err(SendError::Failed(Box::new(e))),
+            Ok(Ok(response)) => Ok(response.status()),
+        },
     }
 }
 

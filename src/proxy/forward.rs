@@ -25,7 +25,7 @@ use crate::health::Backend;
 use crate::retry::{costs_budget, is_idempotent, may_retry};
 use crate::routing::{Pick, Routing};
 use crate::telemetry;
-use crate::upstream::{Failure, Lease, SendError};
+use crate::upstream::{Failure, SendError, UpstreamBody};
 
 /// Upper bound of `[retry].attempts`, so tried backends fit in a fixed array.
 const MAX_ATTEMPTS: usize = 10;
@@ -35,8 +35,6 @@ struct Outcome {
     last_pick: Option<Pick>,
     attempts: u32,
     upstream: Option<std::time::Duration>,
-    /// The upstream connection, back to its pool once the response body has ended.
-    lease: Option<Lease>,
 }
 
 impl Proxy {
@@ -74,11 +72,10 @@ impl Proxy {
             .access_log
             .is_enabled()
             .then(|| Box::new(log_record(&request, &client)));
-        let (response, mut outcome) = self.try_backends(&routing, request, &client, started).await;
+        let (response, outcome) = self.try_backends(&routing, request, &client, started).await;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             in_flight.tunnelled();
         }
-        let lease = outcome.lease.take();
         let site = outcome.last_pick.map(|p| &routing.sites[p.site]);
         let counter = site.map(|s| s.metrics.response_bytes.clone());
         let log = log.map(|mut record| {
@@ -93,7 +90,7 @@ impl Proxy {
                 sink: self.access_log.clone(),
             }
         });
-        Ok(response.map(|body| ResponseBody::new(body, counter, log, in_flight).with_lease(lease)))
+        Ok(response.map(|body| ResponseBody::new(body, counter, log, in_flight)))
     }
 
     async fn try_backends(
@@ -102,7 +99,7 @@ impl Proxy {
         request: Request<Incoming>,
         client: &ClientInfo,
         arrived: Instant,
-    ) -> (Response<Either<Incoming, Full<Bytes>>>, Outcome) {
+    ) -> (Response<Either<UpstreamBody, Full<Bytes>>>, Outcome) {
         let retry = &routing.config.retry;
         let attempts = (retry.attempts as usize).clamp(1, MAX_ATTEMPTS);
         let (mut parts, body) = request.into_parts();
@@ -132,7 +129,6 @@ impl Proxy {
             last_pick: None,
             attempts: 0,
             upstream: None,
-            lease: None,
         };
         let mut last_error: Option<SendError> = None;
         for attempt in 0..attempts {
@@ -154,19 +150,18 @@ impl Proxy {
             let sent = if attempt == 0 { arrived } else { Instant::now() };
             backend.outage.sent(ms_of(sent));
             match backend.pool.send(request, routing.config.timeouts.response).await {
-                Ok((mut response, lease)) => {
+                Ok(mut response) => {
                     let waited = sent.elapsed();
                     outcome.upstream = Some(waited);
                     site.metrics.upstream_latency.record(waited.as_secs_f64());
                     backend.record_response(response.status());
                     backend.metrics.record(&method, response.status());
                     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-                    if let (true, Some(client_side)) = (switching, client_upgrade) {
-                        let backend_side = hyper::upgrade::on(&mut response);
+                    // A connection taken over by an upgrade never returns to the pool.
+                    let backend_side = response.body_mut().take_upgrade();
+                    if let (Some(client_side), Some(backend_side)) = (client_upgrade, backend_side) {
                         spawn_tunnel(client_side, backend_side, self.tracker.token());
                     }
-                    // A connection taken over by an upgrade never returns to the pool.
-                    outcome.lease = lease.filter(|_| !switching);
                     prepare_response(response.headers_mut(), switching);
                     if let Some(cookie) = plan.set_cookie.take() {
                         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -326,7 +321,7 @@ fn failure_response(
     error: Option<&SendError>,
     method: &Method,
     path: &PathAndQuery,
-) -> Response<Either<Incoming, Full<Bytes>>> {
+) -> Response<Either<UpstreamBody, Full<Bytes>>> {
     let (status, text) = match error {
         None => (StatusCode::BAD_GATEWAY, "no healthy backend\n"),
         Some(SendError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
@@ -345,7 +340,7 @@ fn failure_response(
 }
 
 /// A short plain-text answer made by the proxy itself.
-fn text_response(status: StatusCode, text: &'static str) -> Response<Either<Incoming, Full<Bytes>>> {
+fn text_response(status: StatusCode, text: &'static str) -> Response<Either<UpstreamBody, Full<Bytes>>> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(text.as_bytes()))));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -1,6 +1,8 @@
 //! The proxy's response body: streams the backend's answer (or a short error text) to
 //! the client and, when it ends or is dropped, counts the bytes, submits the
-//! access-log record and marks the request no longer in flight.
+//! access-log record and marks the request no longer in flight. (An HTTP/1.1 upstream
+//! connection goes back to its pool from the backend's body itself, when read to its
+//! end.)
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,12 +11,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 use super::activity::InFlight;
 use crate::access_log::{AccessLog, Record};
 use crate::body::BoxError;
-use crate::upstream::Lease;
+use crate::upstream::UpstreamBody;
 
 /// An access-log record waiting for its response body to end.
 pub struct PendingLog {
@@ -27,19 +28,17 @@ pub struct PendingLog {
 /// client. When it ends (or is dropped, e.g. the client left) it counts its bytes and
 /// submits the access-log record.
 pub struct ResponseBody {
-    inner: Either<Incoming, Full<Bytes>>,
+    inner: Either<UpstreamBody, Full<Bytes>>,
     bytes: u64,
     counter: Option<metrics::Counter>,
     log: Option<PendingLog>,
     /// The request counts as in flight (for the connection's timeouts) until this drops.
     in_flight: Option<InFlight>,
-    /// The upstream connection: back to its pool when the body ended cleanly.
-    lease: Option<Lease>,
 }
 
 impl ResponseBody {
     pub fn new(
-        inner: Either<Incoming, Full<Bytes>>,
+        inner: Either<UpstreamBody, Full<Bytes>>,
         counter: Option<metrics::Counter>,
         log: Option<PendingLog>,
         in_flight: InFlight,
@@ -50,22 +49,11 @@ impl ResponseBody {
             counter,
             log,
             in_flight: Some(in_flight),
-            lease: None,
         }
     }
 
-    pub fn with_lease(mut self, lease: Option<Lease>) -> Self {
-        self.lease = lease;
-        self
-    }
-
-    /// `ended`: the body was read to its end, so its connection can be reused.
-    fn finish(&mut self, ended: bool) {
-        if let Some(lease) = self.lease.take() {
-            if ended || self.inner.is_end_stream() {
-                lease.release();
-            }
-        }
+    /// The body ended, failed or was dropped: count, log, and no longer in flight.
+    fn finish(&mut self) {
         self.in_flight = None;
         if let Some(counter) = self.counter.take() {
             counter.increment(self.bytes);
@@ -94,11 +82,7 @@ impl Body for ResponseBody {
                     self.bytes += data.len() as u64;
                 }
             }
-            Poll::Ready(None) => self.finish(true),
-            Poll::Ready(Some(Err(_))) => {
-                self.lease = None;
-                self.finish(false);
-            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
             Poll::Pending => {}
         }
         polled
@@ -115,6 +99,6 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        self.finish(false);
+        self.finish();
     }
 }

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::Authority;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics::Gauge;
 use rustls::pki_types::ServerName;
@@ -19,13 +19,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::h1::{H1Conn, Io};
 use super::SendError;
 use crate::body::RequestBody;
 use crate::config::SiteTls;
-
-/// Largest read buffer of one upstream HTTP/1 connection: bounds the memory of a
-/// streamed response per connection (hyper's default grows to ~400 KB).
-const READ_BUFFER: usize = 64 * 1024;
 
 /// How a site's backends are reached; shared by all backends of the site.
 pub struct Connector {
@@ -40,9 +37,10 @@ struct TlsSettings {
     server_name: Option<ServerName<'static>>,
 }
 
-/// A request sender on one open connection.
+/// A request sender on one open connection: HTTP/1.1 is ours (run in the caller's
+/// task), HTTP/2 is hyper's (its connection task is spawned).
 pub(crate) enum Sender {
-    Http1(http1::SendRequest<RequestBody>),
+    Http1(H1Conn),
     Http2(http2::SendRequest<RequestBody>),
 }
 
@@ -74,8 +72,8 @@ impl Connector {
         self.http2
     }
 
-    /// Connects and handshakes within `limit`; the connection's task is spawned on the
-    /// current runtime and ends when the connection closes.
+    /// Connects and handshakes within `limit`; an HTTP/2 connection's task is spawned on
+    /// the current runtime and ends when the connection closes.
     pub(crate) async fn connect(&self, authority: &Authority, limit: Duration) -> Result<Sender, SendError> {
         match tokio::time::timeout(limit, self.open_connection(authority)).await {
             Ok(result) => result,
@@ -101,7 +99,7 @@ impl Connector {
             ack_now: false,
         };
         match &self.tls {
-            None => handshake(conn, false).await,
+            None => Ok(Sender::Http1(H1Conn::new(Io::Plain(conn)))),
             Some(tls) => {
                 let name = match &tls.server_name {
                     Some(name) => name.clone(),
@@ -113,42 +111,31 @@ impl Connector {
                     .connect(name, conn)
                     .await
                     .map_err(|e| SendError::Connect(Box::new(e)))?;
-                handshake(stream, self.http2).await
+                if self.http2 {
+                    handshake_http2(stream).await
+                } else {
+                    Ok(Sender::Http1(H1Conn::new(Io::Tls(Box::new(stream)))))
+                }
             }
         }
     }
 }
 
-async fn handshake<S>(io: S, http2: bool) -> Result<Sender, SendError>
+async fn handshake_http2<S>(io: S) -> Result<Sender, SendError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(io);
-    if http2 {
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(io)
-            .await
-            .map_err(|e| SendError::Connect(Box::new(e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
-            }
-        });
-        Ok(Sender::Http2(sender))
-    } else {
-        let (sender, connection) = http1::Builder::new()
-            .max_buf_size(READ_BUFFER)
-            .handshake(io)
-            .await
-            .map_err(|e| SendError::Connect(Box::new(e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(Sender::Http1(sender))
-    }
+    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| SendError::Connect(Box::new(e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+        }
+    });
+    Ok(Sender::Http2(sender))
 }
 
 /// A TCP connection to a backend that lowers the gauge when it closes, and asks the
@@ -159,7 +146,7 @@ where
 /// Plain HTTP/1.1 pauses after a line end ("\r\n": a head, a chunk); a read that ends
 /// inside a body is followed by more without a wait, so no ACK is forced there (an
 /// immediate ACK costs a packet). Under TLS the bytes say nothing: every wait re-arms.
-struct Conn {
+pub(crate) struct Conn {
     tcp: TcpStream,
     open: Gauge,
     tls: bool,

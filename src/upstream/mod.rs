@@ -1,16 +1,23 @@
-//! Connections to backends: one `Pool` per backend over hyper's connection-level client
-//! (`connect`: TCP, TLS, HTTP/1.1 or h2 by the site's settings; `pool`: idle lists and
-//! the shared h2 connection). Failures are typed (`SendError`: what the retry rules
+//! Connections to backends: one `Pool` per backend (`connect`: TCP, TLS, HTTP/1.1 or
+//! h2 by the site's settings; `pool`: idle lists and the shared h2 connection). HTTP/1.1
+//! is our own client, run in the request's task (`h1`, `h1_body`, `idle`); HTTP/2 is
+//! hyper's connection-level client. Failures are typed (`SendError`: what the retry rules
 //! need, plus the source), and formatted only when someone logs them.
 
 mod connect;
+mod h1;
+mod h1_body;
+mod idle;
 mod pool;
+mod response;
 
 use std::fmt;
 
 pub use connect::Connector;
 pub(crate) use connect::Sender;
-pub use pool::{Failure, Lease, Pool};
+pub(crate) use h1::H1Conn;
+pub use pool::{Failure, Pool};
+pub use response::UpstreamBody;
 
 use crate::body::BoxError;
 

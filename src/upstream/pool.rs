@@ -1,27 +1,25 @@
-//! One backend's connections: idle HTTP/1.1 connections in a LIFO list (the warmest
-//! first), or one shared HTTP/2 connection. A request that never left (no connection
-//! could be made, or a pooled one was found closed) comes back whole to the caller.
-//! An HTTP/1.1 connection returns to the list when its response body has been read to
-//! the end (`Lease`). Closing the pool drops every idle connection at once.
+//! One backend's connections: idle HTTP/1.1 connections (`idle`, the warmest first),
+//! or one shared HTTP/2 connection. HTTP/1.1 requests run in the caller's task on our
+//! own client (`h1`); HTTP/2 goes through hyper. A request that never left (no
+//! connection could be made, or a pooled one was found closed) comes back whole to the
+//! caller. Closing the pool drops every idle connection at once.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::uri::Authority;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use http::{Method, Request, Response};
+use hyper::client::conn::http2;
 
 use super::connect::{Connector, Sender};
+use super::h1::{BodyEnd, H1Conn, WriteError};
+use super::h1_body::H1Body;
+use super::idle::Idle;
+use super::response::UpstreamBody;
 use super::SendError;
 use crate::body::RequestBody;
-use crate::clock::now_ms;
-
-/// Idle connections kept per backend; more are closed when they come back.
-const MAX_IDLE: usize = 1024;
-/// An idle connection unused for this long is closed.
-const IDLE_TIMEOUT_MS: u64 = 90_000;
+use http_body::Body as _;
 
 pub struct Pool {
     authority: Authority,
@@ -31,18 +29,6 @@ pub struct Pool {
     idle: Arc<Idle>,
     /// The shared connection of an HTTP/2 backend.
     shared: Mutex<Option<http2::SendRequest<RequestBody>>>,
-}
-
-struct Idle {
-    list: Mutex<Vec<(http1::SendRequest<RequestBody>, u64)>>,
-    closed: AtomicBool,
-}
-
-/// An HTTP/1.1 connection busy with a response body; `release` it when the body has
-/// been read to its end, drop it otherwise (the connection then closes).
-pub struct Lease {
-    sender: http1::SendRequest<RequestBody>,
-    idle: Arc<Idle>,
 }
 
 /// A try that failed; `request` is the request itself when none of it was sent.
@@ -57,10 +43,7 @@ impl Pool {
             authority,
             connector,
             connect_timeout_ms: AtomicU64::new(connect_timeout.as_millis() as u64),
-            idle: Arc::new(Idle {
-                list: Mutex::new(Vec::new()),
-                closed: AtomicBool::new(false),
-            }),
+            idle: Arc::default(),
             shared: Mutex::new(None),
         }
     }
@@ -95,21 +78,61 @@ impl Pool {
         &self,
         request: Request<RequestBody>,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<Lease>), Failure> {
-        let request = match self.checkout() {
-            Some(sender) => match send_on(sender, request, timeout).await {
+    ) -> Result<Response<UpstreamBody>, Failure> {
+        if self.connector.is_http2() {
+            return self.send_http2(request, timeout).await;
+        }
+        let request = match self.idle.take() {
+            Some(conn) => match exchange(conn, request, timeout, &self.idle).await {
                 // The pooled connection had closed before the request left: go fresh.
                 Err(Failure {
                     request: Some(back), ..
                 }) => back,
-                done => return done.map(|sent| self.lease(sent)),
+                done => return done,
             },
             None => request,
         };
-        // Boxed: connecting (TCP, TLS handshake) is the cold path, and inline its state
-        // would make every request's future larger (moved at least once per request).
-        let sender = match Box::pin(self.connect_fresh()).await {
-            Ok(sender) => sender,
+        match self.connect_boxed().await {
+            Ok(Sender::Http1(conn)) => exchange(conn, request, timeout, &self.idle).await,
+            Ok(Sender::Http2(_)) => Err(Failure {
+                error: SendError::Connect("HTTP/2 connection for an HTTP/1.1 site".into()),
+                request: Some(request),
+            }),
+            Err(error) => Err(Failure {
+                error,
+                request: Some(request),
+            }),
+        }
+    }
+
+    /// Boxed: connecting (TCP, TLS handshake) is the cold path, and inline its state
+    /// would make every request's future larger (moved at least once per request).
+    async fn connect_boxed(&self) -> Result<Sender, SendError> {
+        Box::pin(self.connect_fresh()).await
+    }
+
+    async fn send_http2(
+        &self,
+        request: Request<RequestBody>,
+        timeout: Duration,
+    ) -> Result<Response<UpstreamBody>, Failure> {
+        let request = match self.shared_http2() {
+            Some(sender) => match send_http2(sender, request, timeout).await {
+                Err(Failure {
+                    request: Some(back), ..
+                }) => back,
+                done => return done,
+            },
+            None => request,
+        };
+        let sender = match self.connect_boxed().await {
+            Ok(Sender::Http2(sender)) => sender,
+            Ok(Sender::Http1(_)) => {
+                return Err(Failure {
+                    error: SendError::Connect("HTTP/1.1 connection for an HTTP/2 site".into()),
+                    request: Some(request),
+                })
+            }
             Err(error) => {
                 return Err(Failure {
                     error,
@@ -117,116 +140,110 @@ impl Pool {
                 })
             }
         };
-        if let Sender::Http2(sender) = &sender {
-            self.share(sender);
-        }
-        send_on(sender, request, timeout).await.map(|sent| self.lease(sent))
-    }
-
-    fn lease(
-        &self,
-        (response, sender): (Response<Incoming>, Option<http1::SendRequest<RequestBody>>),
-    ) -> (Response<Incoming>, Option<Lease>) {
-        let lease = sender.map(|sender| Lease {
-            sender,
-            idle: self.idle.clone(),
-        });
-        (response, lease)
-    }
-
-    fn checkout(&self) -> Option<Sender> {
-        if self.connector.is_http2() {
-            let mut shared = self.shared.lock().ok()?;
-            match shared.as_ref() {
-                Some(sender) if !sender.is_closed() => return Some(Sender::Http2(sender.clone())),
-                _ => *shared = None,
-            }
-            return None;
-        }
-        let mut list = self.idle.list.lock().ok()?;
-        while let Some((sender, _)) = list.pop() {
-            if !sender.is_closed() {
-                return Some(Sender::Http1(sender));
+        if let Ok(mut shared) = self.shared.lock() {
+            if !self.idle.is_closed() {
+                *shared = Some(sender.clone());
             }
         }
-        None
+        send_http2(sender, request, timeout).await
+    }
+
+    fn shared_http2(&self) -> Option<http2::SendRequest<RequestBody>> {
+        let mut shared = self.shared.lock().ok()?;
+        match shared.as_ref() {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            _ => {
+                *shared = None;
+                None
+            }
+        }
     }
 
     /// Closes idle connections unused for longer than the idle timeout. Called by the
     /// backend's prober; never waits for the list.
     pub fn close_expired(&self) {
-        let now = now_ms();
-        if let Ok(mut list) = self.idle.list.try_lock() {
-            list.retain(|(sender, since)| !sender.is_closed() && now.saturating_sub(*since) < IDLE_TIMEOUT_MS);
-        }
+        self.idle.close_expired();
     }
 
     /// The backend left the config: idle connections close now, busy ones when done.
     pub fn close(&self) {
-        self.idle.closed.store(true, Ordering::Release);
-        if let Ok(mut list) = self.idle.list.lock() {
-            list.clear();
-        }
+        self.idle.close();
         if let Ok(mut shared) = self.shared.lock() {
             *shared = None;
         }
     }
-
-    /// Keeps a new HTTP/2 connection for the requests that follow.
-    fn share(&self, sender: &http2::SendRequest<RequestBody>) {
-        if let Ok(mut shared) = self.shared.lock() {
-            if !self.idle.closed.load(Ordering::Acquire) {
-                *shared = Some(sender.clone());
-            }
-        }
-    }
 }
 
-impl Lease {
-    /// The response was read to its end: the connection can take the next request.
-    pub fn release(self) {
-        if self.sender.is_closed() || self.idle.closed.load(Ordering::Acquire) {
-            return;
-        }
-        if let Ok(mut list) = self.idle.list.lock() {
-            if list.len() < MAX_IDLE {
-                list.push((self.sender, now_ms()));
-            }
-        }
-    }
-}
-
-/// Sends on one connection, under the response timeout; an HTTP/1.1 sender comes back
-/// with the response for its lease.
-async fn send_on(
-    sender: Sender,
+/// One request on one HTTP/1.1 connection: head, body (an early answer from the backend
+/// ends the upload), then the response head within the response timeout. The body
+/// that comes back owns the connection and returns it to `idle` when read to its end.
+async fn exchange(
+    mut conn: H1Conn,
     request: Request<RequestBody>,
     timeout: Duration,
-) -> Result<(Response<Incoming>, Option<http1::SendRequest<RequestBody>>), Failure> {
+    idle: &Arc<Idle>,
+) -> Result<Response<UpstreamBody>, Failure> {
+    let (parts, mut body) = request.into_parts();
+    let chunked = match conn.write_head(&parts, &body).await {
+        Ok(chunked) => chunked,
+        Err(WriteError {
+            error,
+            nothing_sent: true,
+        }) => {
+            return Err(Failure {
+                error: SendError::Connect(Box::new(error)),
+                request: Some(Request::from_parts(parts, body)),
+            })
+        }
+        Err(WriteError { error, .. }) => return Err(failed(Box::new(error))),
+    };
+    let mut reusable = true;
+    if !body.is_end_stream() {
+        match conn.send_body(&mut body, chunked).await {
+            Ok(BodyEnd::Sent) => {}
+            Ok(BodyEnd::Answered) => reusable = false,
+            Err(Ok(client)) => {
+                return Err(Failure {
+                    error: SendError::ClientBody(client),
+                    request: None,
+                })
+            }
+            Err(Err(error)) => return Err(failed(Box::new(error))),
+        }
+    }
+    drop(body);
+    let head = match tokio::time::timeout(timeout, conn.read_head(parts.method == Method::HEAD)).await {
+        Ok(Ok(head)) => head,
+        Ok(Err(error)) => return Err(failed(error)),
+        Err(_) => return Err(timed_out()),
+    };
+    let home = (reusable && head.keep_alive).then(|| idle.clone());
+    let body = H1Body::new(conn, head.framing, home);
+    Ok(head.response.map(|()| UpstreamBody::Http1(body)))
+}
+
+fn failed(error: crate::body::BoxError) -> Failure {
+    Failure {
+        error: SendError::Failed(error),
+        request: None,
+    }
+}
+
+/// Sends on the shared HTTP/2 connection, under the response timeout.
+async fn send_http2(
+    mut sender: http2::SendRequest<RequestBody>,
+    request: Request<RequestBody>,
+    timeout: Duration,
+) -> Result<Response<UpstreamBody>, Failure> {
     let progress = request.body().progress();
-    match sender {
-        Sender::Http1(mut sender) => {
-            let result = timed(sender.try_send_request(request), progress.as_deref(), timeout).await;
-            match result {
-                Some(Ok(response)) => Ok((response, Some(sender))),
-                Some(Err(mut e)) => {
-                    let request = e.take_message();
-                    Err(classify(e.into_error(), request, progress.as_deref()))
-                }
-                None => Err(timed_out()),
-            }
+    let result = timed(sender.try_send_request(request), progress.as_deref(), timeout).await;
+    match result {
+        Some(Ok(response)) => Ok(response.map(UpstreamBody::Http2)),
+        Some(Err(mut e)) => {
+            let request = e.take_message();
+            Err(classify(e.into_error(), request, progress.as_deref()))
         }
-        Sender::Http2(mut sender) => {
-            let result = timed(sender.try_send_request(request), progress.as_deref(), timeout).await;
-            match result {
-                Some(Ok(response)) => Ok((response, None)),
-                Some(Err(mut e)) => {
-                    let request = e.take_message();
-                    Err(classify(e.into_error(), request, progress.as_deref()))
-                }
-                None => Err(timed_out()),
-            }
-        }
+        None => Err(timed_out()),
     }
 }
 

@@ -1,0 +1,550 @@
+//! HTTP/1.1 to a backend, run inside the request's own task (no connection task, no
+//! channels): write the request head and body, read the response head into an
+//! `http::Response`, and say how its body is framed. Header values are slices of the
+//! one buffer the head was read into (no copy per header). Bounded: the head must fit
+//! in `MAX_HEAD` bytes and `MAX_HEADERS` fields, and at most `MAX_INTERIM` 1xx answers
+//! are skipped before the final one.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, Response, StatusCode, Version};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::io::{poll_read_buf, poll_write_buf};
+
+use super::connect::Conn;
+use crate::body::{BoxError, RequestBody};
+
+/// Largest response head (status line and fields).
+pub(super) const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in one response head (hyper's default).
+const MAX_HEADERS: usize = 100;
+/// Most interim (1xx) answers skipped before the final one.
+const MAX_INTERIM: usize = 16;
+/// Room made in the read buffer before each read of a head.
+const HEAD_READ: usize = 8 * 1024;
+
+/// One open HTTP/1.1 connection to a backend and the bytes read from it but not used.
+pub(crate) struct H1Conn {
+    io: Io,
+    pub(super) buf: BytesMut,
+}
+
+/// The transport: plain TCP or TLS over it (boxed: TLS state is large and rare).
+pub(crate) enum Io {
+    Plain(Conn),
+    Tls(Box<tokio_rustls::client::TlsStream<Conn>>),
+}
+
+/// How the response body is delimited (RFC 9112 6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// No body: HEAD, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the backend closes; the connection cannot be reused.
+    UntilClose,
+    /// 101: the connection now belongs to a tunnel.
+    Upgrade,
+}
+
+/// A response head read from the backend.
+pub(super) struct Head {
+    pub response: Response<()>,
+    pub framing: Framing,
+    /// The connection may carry another request once this response has ended.
+    pub keep_alive: bool,
+}
+
+/// Why a request could not be written, and whether any of it left.
+pub(super) struct WriteError {
+    pub error: io::Error,
+    /// Nothing was accepted by the socket: the request can go elsewhere untouched.
+    pub nothing_sent: bool,
+}
+
+/// How sending the body ended.
+pub(super) enum BodyEnd {
+    /// Sent in full.
+    Sent,
+    /// The backend answered (a final head is in the buffer) before the body was sent:
+    /// the connection is closed after this response.
+    Answered,
+}
+
+impl H1Conn {
+    pub(super) fn new(io: Io) -> H1Conn {
+        H1Conn {
+            io,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// The connection is still usable for a new request: no bytes or close arrived while
+    /// it sat idle. Checks what the runtime already knows (no system call unless the
+    /// socket was reported readable).
+    pub(super) fn is_reusable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut byte);
+        matches!(Pin::new(&mut self.io).poll_read(&mut cx, &mut probe), Poll::Pending)
+    }
+
+    /// Writes the request head, with the body's framing added: the client's
+    /// `Content-Length` when it sent one, else the body's exact length, else chunked.
+    pub(super) async fn write_head(&mut self, head: &request::Parts, body: &RequestBody) -> Result<bool, WriteError> {
+        let chunked = !body.is_end_stream() && !head.headers.contains_key(header::CONTENT_LENGTH) && {
+            body.size_hint().exact().is_none()
+        };
+        let mut out = BytesMut::with_capacity(256 + head.headers.len() * 32);
+        encode_head(head, body, chunked, &mut out);
+        let mut sent = 0;
+        while sent < out.len() {
+            match poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, &out[sent..])).await {
+                Ok(0) => {
+                    return Err(WriteError {
+                        error: io::ErrorKind::WriteZero.into(),
+                        nothing_sent: sent == 0,
+                    })
+                }
+                Ok(n) => sent += n,
+                Err(error) => {
+                    return Err(WriteError {
+                        error,
+                        nothing_sent: sent == 0,
+                    })
+                }
+            }
+        }
+        // TLS may hold the last record back until flushed; TCP flushes at once.
+        poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx))
+            .await
+            .map_err(|error| WriteError {
+                error,
+                nothing_sent: false,
+            })?;
+        Ok(chunked)
+    }
+
+    /// Streams the body (as chunks when `chunked`). Watches the backend meanwhile: a
+    /// final answer before the body is through (say a 413) ends the upload; interim
+    /// answers (100 Continue) are skipped. A failure of the client's body is
+    /// `Err(Ok(error))`, one of the connection `Err(Err(error))`.
+    pub(super) async fn send_body(
+        &mut self,
+        body: &mut RequestBody,
+        chunked: bool,
+    ) -> Result<BodyEnd, Result<BoxError, io::Error>> {
+        let mut pending: Option<Framed> = None;
+        let mut finished = false;
+        poll_fn(|cx| {
+            if self.poll_early_answer(cx).map_err(Err)? {
+                return Poll::Ready(Ok(BodyEnd::Answered));
+            }
+            loop {
+                if let Some(framed) = &mut pending {
+                    while framed.has_remaining() {
+                        if ready!(poll_write_buf(Pin::new(&mut self.io), cx, framed)).map_err(Err)? == 0 {
+                            return Poll::Ready(Err(Err(io::ErrorKind::WriteZero.into())));
+                        }
+                    }
+                    pending = None;
+                }
+                if finished {
+                    ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(Err)?;
+                    return Poll::Ready(Ok(BodyEnd::Sent));
+                }
+                match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            if !data.is_empty() {
+                                pending = Some(Framed::data(data, chunked));
+                            }
+                        }
+                    }
+                    Some(Err(error)) => return Poll::Ready(Err(Ok(error))),
+                    None => {
+                        finished = true;
+                        if chunked {
+                            pending = Some(Framed::last());
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads what the backend sent while the body was going out; true once a final
+    /// response head is complete in the buffer (or the backend closed).
+    fn poll_early_answer(&mut self, cx: &mut Context<'_>) -> Result<bool, io::Error> {
+        loop {
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(HEAD_READ);
+            }
+            match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
+                Poll::Pending => return Ok(false),
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Ready(Ok(0)) => return Ok(true),
+                Poll::Ready(Ok(_)) => {}
+            }
+            // Drop complete interim answers; a final or unparsable head ends the upload.
+            loop {
+                match interim_len(&self.buf) {
+                    Some(Some(len)) => self.buf.advance(len),
+                    Some(None) => break,
+                    None => return Ok(true),
+                }
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Reads the final response head (interim 1xx answers other than 101 skipped).
+    /// `head_request`: the request was HEAD, so the response has no body.
+    pub(super) async fn read_head(&mut self, head_request: bool) -> Result<Head, BoxError> {
+        let mut interim = 0;
+        loop {
+            if let Some(head) = parse_head(&mut self.buf, head_request)? {
+                if head.framing != Framing::Upgrade && head.response.status().is_informational() {
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Err("backend sent too many interim (1xx) responses".into());
+                    }
+                    continue;
+                }
+                return Ok(head);
+            }
+            if self.buf.len() >= MAX_HEAD {
+                return Err(format!("response head larger than {MAX_HEAD} bytes").into());
+            }
+            if self.read_more(HEAD_READ).await? == 0 {
+                return Err(if self.buf.is_empty() {
+                    "backend closed the connection before responding".into()
+                } else {
+                    "backend closed the connection inside the response head".into()
+                });
+            }
+        }
+    }
+
+    /// One read into the buffer, with at least `room` bytes free; 0 at end of stream.
+    pub(super) async fn read_more(&mut self, room: usize) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_read_more(cx, room)).await
+    }
+
+    pub(super) fn poll_read_more(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < room.clamp(1, 1024) {
+            self.buf.reserve(room);
+        }
+        poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// Sends a request without a body and reads the status of the answer (a health
+    /// probe: the connection is not kept).
+    pub(crate) async fn status_of(mut self, request: http::Request<RequestBody>) -> Result<StatusCode, BoxError> {
+        let (parts, body) = request.into_parts();
+        self.write_head(&parts, &body)
+            .await
+            .map_err(|e| BoxError::from(e.error))?;
+        let head = self.read_head(parts.method == http::Method::HEAD).await?;
+        Ok(head.response.status())
+    }
+
+    /// The transport and the bytes already read past the head, for a tunnel.
+    pub(crate) fn into_parts(self) -> (Io, BytesMut) {
+        (self.io, self.buf)
+    }
+}
+
+/// One piece of body on its way out: the data with its chunk framing around it.
+struct Framed {
+    prefix: Bytes,
+    data: Bytes,
+    suffix: &'static [u8],
+}
+
+impl Framed {
+    fn data(data: Bytes, chunked: bool) -> Framed {
+        if !chunked {
+            return Framed {
+                prefix: Bytes::new(),
+                data,
+                suffix: b"",
+            };
+        }
+        Framed {
+            prefix: Bytes::from(format!("{:x}\r\n", data.len())),
+            data,
+            suffix: b"\r\n",
+        }
+    }
+
+    fn last() -> Framed {
+        Framed {
+            prefix: Bytes::from_static(b"0\r\n\r\n"),
+            data: Bytes::new(),
+            suffix: b"",
+        }
+    }
+}
+
+impl Buf for Framed {
+    fn remaining(&self) -> usize {
+        self.prefix.len() + self.data.len() + self.suffix.len()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        if !self.prefix.is_empty() {
+            &self.prefix
+        } else if !self.data.is_empty() {
+            &self.data
+        } else {
+            self.suffix
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for part in [&self.prefix[..], &self.data[..], self.suffix] {
+            if !part.is_empty() && n < dst.len() {
+                dst[n] = io::IoSlice::new(part);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn advance(&mut self, mut count: usize) {
+        let from_prefix = count.min(self.prefix.len());
+        self.prefix.advance(from_prefix);
+        count -= from_prefix;
+        let from_data = count.min(self.data.len());
+        self.data.advance(from_data);
+        count -= from_data;
+        self.suffix = &self.suffix[count.min(self.suffix.len())..];
+    }
+}
+
+fn encode_head(head: &request::Parts, body: &RequestBody, chunked: bool, out: &mut BytesMut) {
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &head.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else if !body.is_end_stream() && !head.headers.contains_key(header::CONTENT_LENGTH) {
+        if let Some(len) = body.size_hint().exact() {
+            out.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The length of a complete interim (1xx, not 101) head at the start of `buf`:
+/// `Some(Some(len))`; `Some(None)` when the head is not complete yet; `None` when it is
+/// a final head, or not HTTP at all.
+fn interim_len(buf: &[u8]) -> Option<Option<usize>> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    match response.parse(buf) {
+        Ok(httparse::Status::Partial) => Some(None),
+        Ok(httparse::Status::Complete(len)) => match response.code {
+            Some(code) if (100..200).contains(&code) && code != 101 => Some(Some(len)),
+            _ => None,
+        },
+        Err(_) => None,
+    }
+}
+
+/// Parses a complete head off the front of `buf` (`None`: not complete yet).
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, BoxError> {
+    // Where each field's name and value lie in the head: the values become slices of
+    // the frozen head, so no field is copied.
+    let mut ranges = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let (len, code, version, count) = {
+        let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed =
+            httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut fields);
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(format!("invalid response head from backend: {e}").into()),
+        };
+        let base = buf.as_ptr() as usize;
+        for (range, field) in ranges.iter_mut().zip(response.headers.iter()) {
+            // Offsets inside the head (at most `MAX_HEAD` plus one read): they fit in u32.
+            let name = (field.name.as_ptr() as usize - base) as u32;
+            let value = (field.value.as_ptr() as usize - base) as u32;
+            *range = (
+                name,
+                name + field.name.len() as u32,
+                value,
+                value + field.value.len() as u32,
+            );
+        }
+        (
+            len,
+            response.code.unwrap_or(0),
+            response.version.unwrap_or(1),
+            response.headers.len(),
+        )
+    };
+    let head = buf.split_to(len).freeze();
+    let status = StatusCode::from_u16(code).map_err(|_| format!("invalid status {code} from backend"))?;
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name_start, name_end, value_start, value_end) in &ranges[..count] {
+        let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start as usize..value_end as usize))?;
+        headers.append(name, value);
+    }
+    let keep_alive = keeps_alive(&headers, version);
+    let framing = framing(status, &headers, head_request)?;
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = if version == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    *response.headers_mut() = headers;
+    Ok(Some(Head {
+        response,
+        framing,
+        keep_alive: keep_alive && framing != Framing::UntilClose,
+    }))
+}
+
+/// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with
+/// `Connection: keep-alive`.
+fn keeps_alive(headers: &HeaderMap, version: u8) -> bool {
+    let has = |token: &str| {
+        headers.get_all(header::CONNECTION).iter().any(|value| {
+            value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    };
+    if version == 0 {
+        has("keep-alive")
+    } else {
+        !has("close")
+    }
+}
+
+/// RFC 9112 6.3: no body for HEAD, 1xx, 204 and 304; Transfer-Encoding wins over
+/// Content-Length (chunked when it is the last coding, else until close); differing
+/// Content-Length values are an error; neither: until close.
+fn framing(status: StatusCode, headers: &HeaderMap, head_request: bool) -> Result<Framing, BoxError> {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Framing::Upgrade);
+    }
+    if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Empty);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .rfind(|t| !t.is_empty());
+        let chunked = last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        return Ok(if chunked { Framing::Chunked } else { Framing::UntilClose });
+    }
+    let mut length: Option<u64> = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            let parsed = std::str::from_utf8(part)
+                .ok()
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u64>().ok())
+                .ok_or("invalid Content-Length from backend")?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err("conflicting Content-Length values from backend".into());
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
+    })
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Io::Tls(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_write(cx, data),
+            Io::Tls(io) => Pin::new(io).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Io::Tls(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(io) => io.is_write_vectored(),
+            Io::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_flush(cx),
+            Io::Tls(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Io::Tls(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The body of a backend's HTTP/1.1 response, read in the request's own task as the
+//! client side asks for it: by length, chunked (decoded; trailers read and dropped),
+//! or until the backend closes. Data frames are slices of the connection's read buffer.
+//! Read to its end on a connection that stays open, the connection goes back to its
+//! backend's idle list; dropped early or broken, it closes. After a 101 the connection
+//! waits here for the tunnel to take it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http_body::{Body, Frame, SizeHint};
+
+use super::h1::{Framing, H1Conn};
+use super::idle::Idle;
+use crate::body::BoxError;
+
+/// Largest read of body bytes at once: bounds the memory of a streamed response per
+/// connection (hyper's default grows to ~400 KB).
+const BODY_READ: usize = 64 * 1024;
+/// Longest chunk-size line, and most trailer bytes, accepted from a backend.
+const MAX_LINE: usize = 4 * 1024;
+const MAX_TRAILERS: usize = 64 * 1024;
+
+pub struct H1Body {
+    conn: Option<H1Conn>,
+    state: State,
+    /// Where the connection goes when the body has been read to its end; `None` when
+    /// it cannot carry another request.
+    home: Option<Arc<Idle>>,
+}
+
+enum State {
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    /// Waiting for a tunnel (101).
+    Upgrade,
+    Done,
+}
+
+#[derive(Clone, Copy)]
+enum Chunk {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines (bytes seen so far) up to an empty one.
+    Trailers(usize),
+}
+
+impl H1Body {
+    pub(super) fn new(conn: H1Conn, framing: Framing, home: Option<Arc<Idle>>) -> H1Body {
+        let state = match framing {
+            Framing::Empty => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Chunked(Chunk::Size),
+            Framing::UntilClose => State::UntilClose,
+            Framing::Upgrade => State::Upgrade,
+        };
+        let mut body = H1Body {
+            conn: Some(conn),
+            state,
+            home,
+        };
+        if matches!(body.state, State::Done | State::Length(0)) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The connection after a 101, for the tunnel (with any bytes read past the head).
+    pub(crate) fn take_upgrade(&mut self) -> Option<H1Conn> {
+        if matches!(self.state, State::Upgrade) {
+            self.state = State::Done;
+            return self.conn.take();
+        }
+        None
+    }
+
+    /// The body ended cleanly: the connection goes back to its idle list if it can.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        let conn = self.conn.take();
+        if let (Some(home), Some(conn)) = (self.home.take(), conn) {
+            if conn.buf.is_empty() {
+                home.give_back(conn);
+            }
+        }
+    }
+
+    fn fail(&mut self, error: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.state = State::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(error.into())))
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let buffered = conn.buf.len();
+            match this.state {
+                State::Done | State::Upgrade => return Poll::Ready(None),
+                State::Length(left) | State::Chunked(Chunk::Data(left)) if buffered > 0 => {
+                    let take = left.min(buffered as u64);
+                    let data = conn.buf.split_to(take as usize).freeze();
+                    let left = left - take;
+                    match &mut this.state {
+                        State::Length(n) => *n = left,
+                        state => *state = State::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) }),
+                    }
+                    if matches!(this.state, State::Length(0)) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::UntilClose if buffered > 0 => {
+                    let data = conn.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Chunked(Chunk::Size) => match chunk_size(&conn.buf) {
+                    Ok(Some((line, 0))) => {
+                        conn.buf.advance(line);
+                        this.state = State::Chunked(Chunk::Trailers(0));
+                        continue;
+                    }
+                    Ok(Some((line, size))) => {
+                        conn.buf.advance(line);
+                        this.state = State::Chunked(Chunk::Data(size));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return this.fail(e),
+                },
+                State::Chunked(Chunk::DataEnd) => {
+                    if conn.buf.starts_with(b"\r\n") || conn.buf.starts_with(b"\n") {
+                        let end = if conn.buf[0] == b'\r' { 2 } else { 1 };
+                        conn.buf.advance(end);
+                        this.state = State::Chunked(Chunk::Size);
+                        continue;
+                    }
+                    if buffered >= 2 || conn.buf.first().is_some_and(|&b| b != b'\r') {
+                        return this.fail("invalid chunk ending from backend");
+                    }
+                }
+                State::Chunked(Chunk::Trailers(seen)) => {
+                    if let Some(end) = conn.buf.iter().position(|&b| b == b'\n') {
+                        let empty = end == 0 || (end == 1 && conn.buf[0] == b'\r');
+                        conn.buf.advance(end + 1);
+                        if empty {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        if seen + end > MAX_TRAILERS {
+                            return this.fail("response trailers too large");
+                        }
+                        this.state = State::Chunked(Chunk::Trailers(seen + end + 1));
+                        continue;
+                    }
+                    if buffered > MAX_TRAILERS {
+                        return this.fail("response trailers too large");
+                    }
+                }
+                State::Length(_) | State::Chunked(Chunk::Data(_)) | State::UntilClose => {}
+            }
+            // Everything buffered is used: read more.
+            let room = match this.state {
+                State::Length(left) | State::Chunked(Chunk::Data(left)) => (left as usize).clamp(1, BODY_READ),
+                State::UntilClose => BODY_READ,
+                _ => MAX_LINE,
+            };
+            let read = ready!(conn.poll_read_more(cx, room));
+            match read {
+                Ok(0) if matches!(this.state, State::UntilClose) => {
+                    this.state = State::Done;
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail("backend closed the connection inside the response body"),
+                Ok(_) => {}
+                Err(e) => return this.fail(e),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done | State::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// A complete chunk-size line at the start of `buf`: its length (line end included)
+/// and the size. Extensions (";name=value") are ignored.
+fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, &'static str> {
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        return if buf.len() > MAX_LINE {
+            Err("chunk size line too long")
+        } else {
+            Ok(None)
+        };
+    };
+    let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
+    let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err("invalid chunk size from backend");
+    }
+    let mut size = 0u64;
+    for &b in digits {
+        let digit = (b as char).to_digit(16).ok_or("invalid chunk size from backend")?;
+        size = size * 16 + u64::from(digit);
+    }
+    Ok(Some((end + 1, size)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_size;
+
+    #[test]
+    fn chunk_size_lines_are_read_with_extensions_and_bounded() {
+        assert_eq!(chunk_size(b"1a\r\nrest"), Ok(Some((4, 26))));
+        assert_eq!(chunk_size(b"0;name=value\r\n"), Ok(Some((14, 0))));
+        assert_eq!(chunk_size(b"A \r\n"), Ok(Some((4, 10))));
+        assert_eq!(chunk_size(b"10"), Ok(None));
+        assert!(chunk_size(b"zz\r\n").is_err());
+        assert!(chunk_size(b"\r\n").is_err());
+        assert!(
+            chunk_size(b"1000000000000000\r\n").is_err(),
+            "16 hex digits can overflow"
+        );
+        assert!(chunk_size(&[b'1'; 5000]).is_err(), "a line without end is bounded");
+    }
+}
