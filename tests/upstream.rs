@@ -282,3 +282,101 @@ async fn a_malformed_or_oversized_response_head_is_a_502() {
     let (status, _, body) = call(&proxy, Method::GET, "").await;
     assert_eq!((status, body.as_str()), (502, "upstream connection failed\n"));
 }
+
+#[tokio::test]
+async fn a_backend_that_answers_while_still_reading_the_upload_gets_all_of_it() {
+    // Full duplex (a streaming echo, Go's EnableFullDuplex): the head goes out first,
+    // the backend reads the whole body, then ends its answer with the byte count. The
+    // upload is larger than the sockets buffer, so it must go on after the answer began.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                let end = loop {
+                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break end;
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
+                if head.contains("splitgate-health-check") {
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+                    return;
+                }
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let head_reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if stream.write_all(head_reply).await.is_err() {
+                    return;
+                }
+                let mut got = seen.len() - (end + 4);
+                while got < length {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                let count = got.to_string();
+                let tail = format!("{:x}\r\n{count}\r\n0\r\n\r\n", count.len());
+                let _ = stream.write_all(tail.as_bytes()).await;
+            });
+        }
+    });
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[addr])])).await;
+    let upload = Bytes::from(vec![b'u'; 8 * 1024 * 1024]);
+    let request = Request::post(proxy.url("/echo")).body(Full::new(upload)).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(20), client().request(request))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(20), common::text(response.into_body()))
+        .await
+        .expect("the whole upload reached the backend, which then ended its answer");
+    assert_eq!(body, (8 * 1024 * 1024).to_string());
+}
+
+#[tokio::test]
+async fn response_trailers_reach_an_http2_client() {
+    let backend = Scripted::start(|_| {
+        reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n")
+    })
+    .await;
+    let proxy = proxy_for(&backend, "").await;
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        common::h2_client().get(proxy.url("/").parse().unwrap()),
+    )
+    .await
+    .expect("answered in time")
+    .expect("answered");
+    assert_eq!(response.status(), 200);
+    let collected = http_body_util::BodyExt::collect(response.into_body()).await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers arrive");
+    assert_eq!(trailers["x-checksum"], "abc");
+    assert_eq!(collected.to_bytes(), "hello");
+}
+
+#[tokio::test]
+async fn a_reason_phrase_of_the_backends_own_is_passed_on() {
+    let backend = Scripted::start(|_| reply(b"HTTP/1.1 200 Everything Fine\r\nContent-Length: 2\r\n\r\nok")).await;
+    let proxy = proxy_for(&backend, "").await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200 Everything Fine\r\n"), "got {text:?}");
+}

@@ -11,14 +11,16 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{request, Response, StatusCode, Version};
+use http::{request, Method, Response, StatusCode, Version};
 use http_body::Body as _;
+use hyper::ext::ReasonPhrase;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::io::{poll_read_buf, poll_write_buf};
+use tokio_util::io::poll_read_buf;
 
 use super::connect::Conn;
+use super::h1_upload::{Upload, UploadError};
 use crate::body::{BoxError, RequestBody};
 
 /// Largest response head (status line and fields).
@@ -28,7 +30,7 @@ const MAX_HEADERS: usize = 100;
 /// Most interim (1xx) answers skipped before the final one.
 const MAX_INTERIM: usize = 16;
 /// Room made in the read buffer before each read of a head.
-const HEAD_READ: usize = 8 * 1024;
+pub(super) const HEAD_READ: usize = 8 * 1024;
 
 /// One open HTTP/1.1 connection to a backend and the bytes read from it but not used.
 pub(crate) struct H1Conn {
@@ -63,7 +65,7 @@ pub(super) struct Head {
     pub keep_alive: bool,
 }
 
-/// Why a request could not be written, and whether any of it left.
+/// Why a request head could not be written, and whether any of it left.
 pub(super) struct WriteError {
     pub error: io::Error,
     /// Nothing was accepted by the socket: the request can go elsewhere untouched.
@@ -74,9 +76,20 @@ pub(super) struct WriteError {
 pub(super) enum BodyEnd {
     /// Sent in full.
     Sent,
-    /// The backend answered (a final head is in the buffer) before the body was sent:
-    /// the connection is closed after this response.
+    /// The backend answered before the body was through (a final head is in the
+    /// buffer, or it closed, or sent something that is not HTTP): the rest of the
+    /// upload goes along with the response body, and the connection closes after it.
     Answered,
+}
+
+/// What the start of the read buffer holds.
+enum Buffered {
+    /// A complete interim (1xx, not 101) head of this length.
+    Interim(usize),
+    /// Not a complete head yet.
+    Partial,
+    /// A complete final head, or bytes that are not a response head at all.
+    Final,
 }
 
 impl H1Conn {
@@ -102,112 +115,91 @@ impl H1Conn {
 
     /// Writes the request head, with the body's framing added: the client's
     /// `Content-Length` when it sent one, else the body's exact length, else chunked.
-    pub(super) async fn write_head(&mut self, head: &request::Parts, body: &RequestBody) -> Result<bool, WriteError> {
-        let chunked = !body.is_end_stream() && !head.headers.contains_key(header::CONTENT_LENGTH) && {
-            body.size_hint().exact().is_none()
+    /// Returns the upload of the body, `None` when there is none to send (as hyper's
+    /// client did, a GET, HEAD or CONNECT body of unknown length is not sent).
+    pub(super) async fn write_head(
+        &mut self,
+        head: &request::Parts,
+        body: RequestBody,
+    ) -> Result<Option<Upload>, (WriteError, RequestBody)> {
+        let upload = if body.is_end_stream() {
+            None
+        } else if head.headers.contains_key(header::CONTENT_LENGTH) || body.size_hint().exact().is_some() {
+            Some(false)
+        } else if matches!(head.method, Method::GET | Method::HEAD | Method::CONNECT) {
+            None
+        } else {
+            Some(true)
         };
         let mut out = BytesMut::with_capacity(256 + head.headers.len() * 32);
-        encode_head(head, body, chunked, &mut out);
+        encode_head(head, &body, upload, &mut out);
         let mut sent = 0;
         while sent < out.len() {
-            match poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, &out[sent..])).await {
-                Ok(0) => {
-                    return Err(WriteError {
-                        error: io::ErrorKind::WriteZero.into(),
-                        nothing_sent: sent == 0,
-                    })
+            let error = match poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, &out[sent..])).await {
+                Ok(0) => io::ErrorKind::WriteZero.into(),
+                Ok(n) => {
+                    sent += n;
+                    continue;
                 }
-                Ok(n) => sent += n,
-                Err(error) => {
-                    return Err(WriteError {
-                        error,
-                        nothing_sent: sent == 0,
-                    })
-                }
-            }
+                Err(error) => error,
+            };
+            let nothing_sent = sent == 0;
+            return Err((WriteError { error, nothing_sent }, body));
         }
         // TLS may hold the last record back until flushed; TCP flushes at once.
-        poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx))
-            .await
-            .map_err(|error| WriteError {
-                error,
-                nothing_sent: false,
-            })?;
-        Ok(chunked)
+        if let Err(error) = poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx)).await {
+            let nothing_sent = false;
+            return Err((WriteError { error, nothing_sent }, body));
+        }
+        Ok(upload.map(|chunked| Upload::new(body, chunked)))
     }
 
-    /// Streams the body (as chunks when `chunked`). Watches the backend meanwhile: a
-    /// final answer before the body is through (say a 413) ends the upload; interim
-    /// answers (100 Continue) are skipped. A failure of the client's body is
-    /// `Err(Ok(error))`, one of the connection `Err(Err(error))`.
-    pub(super) async fn send_body(
-        &mut self,
-        body: &mut RequestBody,
-        chunked: bool,
-    ) -> Result<BodyEnd, Result<BoxError, io::Error>> {
-        let mut pending: Option<Framed> = None;
-        let mut finished = false;
+    /// Sends the body. Watches the backend meanwhile: a final answer before the body is
+    /// through ends this phase (`Answered`: the caller lets the rest of the upload go
+    /// along with the response body); interim answers (100 Continue) are skipped.
+    pub(super) async fn send_body(&mut self, upload: &mut Upload) -> Result<BodyEnd, UploadError> {
+        let mut interim = 0;
         poll_fn(|cx| {
-            if self.poll_early_answer(cx).map_err(Err)? {
+            if self
+                .poll_early_answer(cx, &mut interim)
+                .map_err(UploadError::Connection)?
+            {
                 return Poll::Ready(Ok(BodyEnd::Answered));
             }
-            loop {
-                if let Some(framed) = &mut pending {
-                    while framed.has_remaining() {
-                        if ready!(poll_write_buf(Pin::new(&mut self.io), cx, framed)).map_err(Err)? == 0 {
-                            return Poll::Ready(Err(Err(io::ErrorKind::WriteZero.into())));
-                        }
-                    }
-                    pending = None;
+            match ready!(upload.poll_send(&mut self.io, cx)) {
+                Ok(()) => Poll::Ready(Ok(BodyEnd::Sent)),
+                // A backend that answered and closed: its answer counts, not the error.
+                Err(UploadError::Connection(_))
+                    if matches!(self.poll_early_answer(cx, &mut interim), Ok(true))
+                        && matches!(buffered(&self.buf), Buffered::Final) =>
+                {
+                    Poll::Ready(Ok(BodyEnd::Answered))
                 }
-                if finished {
-                    ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(Err)?;
-                    return Poll::Ready(Ok(BodyEnd::Sent));
-                }
-                match ready!(Pin::new(&mut *body).poll_frame(cx)) {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            if !data.is_empty() {
-                                pending = Some(Framed::data(data, chunked));
-                            }
-                        }
-                    }
-                    Some(Err(error)) => return Poll::Ready(Err(Ok(error))),
-                    None => {
-                        finished = true;
-                        if chunked {
-                            pending = Some(Framed::last());
-                        }
-                    }
-                }
+                Err(e) => Poll::Ready(Err(e)),
             }
         })
         .await
     }
 
     /// Reads what the backend sent while the body was going out; true once a final
-    /// response head is complete in the buffer (or the backend closed).
-    fn poll_early_answer(&mut self, cx: &mut Context<'_>) -> Result<bool, io::Error> {
+    /// response head is complete in the buffer (or the backend closed, or sent more
+    /// than a head may hold, or more than `MAX_INTERIM` interim answers).
+    fn poll_early_answer(&mut self, cx: &mut Context<'_>, interim: &mut usize) -> Result<bool, io::Error> {
         loop {
-            if self.buf.capacity() - self.buf.len() < 1024 {
-                self.buf.reserve(HEAD_READ);
+            match buffered(&self.buf) {
+                Buffered::Interim(len) if *interim < MAX_INTERIM => {
+                    *interim += 1;
+                    self.buf.advance(len);
+                    continue;
+                }
+                Buffered::Partial if self.buf.len() <= MAX_HEAD => {}
+                _ => return Ok(true),
             }
-            match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
+            match self.poll_read_more(cx, HEAD_READ) {
                 Poll::Pending => return Ok(false),
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Ready(Ok(0)) => return Ok(true),
                 Poll::Ready(Ok(_)) => {}
-            }
-            // Drop complete interim answers; a final or unparsable head ends the upload.
-            loop {
-                match interim_len(&self.buf) {
-                    Some(Some(len)) => self.buf.advance(len),
-                    Some(None) => break,
-                    None => return Ok(true),
-                }
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Ok(true);
             }
         }
     }
@@ -256,11 +248,15 @@ impl H1Conn {
     /// probe: the connection is not kept).
     pub(crate) async fn status_of(mut self, request: http::Request<RequestBody>) -> Result<StatusCode, BoxError> {
         let (parts, body) = request.into_parts();
-        self.write_head(&parts, &body)
+        self.write_head(&parts, body)
             .await
-            .map_err(|e| BoxError::from(e.error))?;
-        let head = self.read_head(parts.method == http::Method::HEAD).await?;
+            .map_err(|(e, _)| BoxError::from(e.error))?;
+        let head = self.read_head(parts.method == Method::HEAD).await?;
         Ok(head.response.status())
+    }
+
+    pub(super) fn io_mut(&mut self) -> &mut Io {
+        &mut self.io
     }
 
     /// The transport and the bytes already read past the head, for a tunnel.
@@ -269,76 +265,8 @@ impl H1Conn {
     }
 }
 
-/// One piece of body on its way out: the data with its chunk framing around it.
-struct Framed {
-    prefix: Bytes,
-    data: Bytes,
-    suffix: &'static [u8],
-}
-
-impl Framed {
-    fn data(data: Bytes, chunked: bool) -> Framed {
-        if !chunked {
-            return Framed {
-                prefix: Bytes::new(),
-                data,
-                suffix: b"",
-            };
-        }
-        Framed {
-            prefix: Bytes::from(format!("{:x}\r\n", data.len())),
-            data,
-            suffix: b"\r\n",
-        }
-    }
-
-    fn last() -> Framed {
-        Framed {
-            prefix: Bytes::from_static(b"0\r\n\r\n"),
-            data: Bytes::new(),
-            suffix: b"",
-        }
-    }
-}
-
-impl Buf for Framed {
-    fn remaining(&self) -> usize {
-        self.prefix.len() + self.data.len() + self.suffix.len()
-    }
-
-    fn chunk(&self) -> &[u8] {
-        if !self.prefix.is_empty() {
-            &self.prefix
-        } else if !self.data.is_empty() {
-            &self.data
-        } else {
-            self.suffix
-        }
-    }
-
-    fn chunks_vectored<'a>(&'a self, dst: &mut [io::IoSlice<'a>]) -> usize {
-        let mut n = 0;
-        for part in [&self.prefix[..], &self.data[..], self.suffix] {
-            if !part.is_empty() && n < dst.len() {
-                dst[n] = io::IoSlice::new(part);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    fn advance(&mut self, mut count: usize) {
-        let from_prefix = count.min(self.prefix.len());
-        self.prefix.advance(from_prefix);
-        count -= from_prefix;
-        let from_data = count.min(self.data.len());
-        self.data.advance(from_data);
-        count -= from_data;
-        self.suffix = &self.suffix[count.min(self.suffix.len())..];
-    }
-}
-
-fn encode_head(head: &request::Parts, body: &RequestBody, chunked: bool, out: &mut BytesMut) {
+/// `upload`: `Some(chunked)` when a body follows.
+fn encode_head(head: &request::Parts, body: &RequestBody, upload: Option<bool>, out: &mut BytesMut) {
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -350,29 +278,29 @@ fn encode_head(head: &request::Parts, body: &RequestBody, chunked: bool, out: &m
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    } else if !body.is_end_stream() && !head.headers.contains_key(header::CONTENT_LENGTH) {
-        if let Some(len) = body.size_hint().exact() {
-            out.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+    match upload {
+        Some(true) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Some(false) if !head.headers.contains_key(header::CONTENT_LENGTH) => {
+            if let Some(len) = body.size_hint().exact() {
+                out.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+            }
         }
+        _ => {}
     }
     out.extend_from_slice(b"\r\n");
 }
 
-/// The length of a complete interim (1xx, not 101) head at the start of `buf`:
-/// `Some(Some(len))`; `Some(None)` when the head is not complete yet; `None` when it is
-/// a final head, or not HTTP at all.
-fn interim_len(buf: &[u8]) -> Option<Option<usize>> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    match response.parse(buf) {
-        Ok(httparse::Status::Partial) => Some(None),
+/// What the start of `buf` holds (see `Buffered`).
+fn buffered(buf: &[u8]) -> Buffered {
+    let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut fields) {
+        Ok(httparse::Status::Partial) => Buffered::Partial,
         Ok(httparse::Status::Complete(len)) => match response.code {
-            Some(code) if (100..200).contains(&code) && code != 101 => Some(Some(len)),
-            _ => None,
+            Some(code) if (100..200).contains(&code) && code != 101 => Buffered::Interim(len),
+            _ => Buffered::Final,
         },
-        Err(_) => None,
+        Err(_) => Buffered::Final,
     }
 }
 
@@ -381,7 +309,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Bo
     // Where each field's name and value lie in the head: the values become slices of
     // the frozen head, so no field is copied.
     let mut ranges = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let (len, code, version, count) = {
+    let (len, code, version, count, reason) = {
         let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut []);
         let parsed =
@@ -403,12 +331,14 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Bo
                 value + field.value.len() as u32,
             );
         }
-        (
-            len,
-            response.code.unwrap_or(0),
-            response.version.unwrap_or(1),
-            response.headers.len(),
-        )
+        let code = response.code.unwrap_or(0);
+        // A reason other than the standard one is passed on (hyper's server writes it).
+        let canonical = StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason());
+        let reason = response
+            .reason
+            .filter(|r| !r.is_empty() && canonical != Some(*r))
+            .and_then(|r| ReasonPhrase::try_from(r.as_bytes()).ok());
+        (len, code, response.version.unwrap_or(1), response.headers.len(), reason)
     };
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| format!("invalid status {code} from backend"))?;
@@ -418,7 +348,11 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Bo
         let value = HeaderValue::from_maybe_shared(head.slice(value_start as usize..value_end as usize))?;
         headers.append(name, value);
     }
-    let keep_alive = keeps_alive(&headers, version);
+    // Transfer-Encoding in HTTP/1.0, or beside Content-Length, is suspect framing: the
+    // connection closes after this response (RFC 9112 6.1, 6.3).
+    let odd_framing = headers.contains_key(header::TRANSFER_ENCODING)
+        && (version == 0 || headers.contains_key(header::CONTENT_LENGTH));
+    let keep_alive = keeps_alive(&headers, version) && !odd_framing;
     let framing = framing(status, &headers, head_request)?;
     let mut response = Response::new(());
     *response.status_mut() = status;
@@ -428,6 +362,9 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Bo
         Version::HTTP_11
     };
     *response.headers_mut() = headers;
+    if let Some(reason) = reason {
+        response.extensions_mut().insert(reason);
+    }
     Ok(Some(Head {
         response,
         framing,

@@ -3,25 +3,29 @@
 //! or until the backend closes. Data frames are slices of the connection's read buffer.
 //! Read to its end on a connection that stays open, the connection goes back to its
 //! backend's idle list; dropped early or broken, it closes. After a 101 the connection
-//! waits here for the tunnel to take it.
+//! waits here for the tunnel to take it. When the backend answered before the request
+//! body was through, the rest of the upload is moved along here too, between reads.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 
-use super::h1::{Framing, H1Conn};
+use super::h1::{Framing, H1Conn, HEAD_READ};
+use super::h1_upload::Upload;
 use super::idle::Idle;
 use crate::body::BoxError;
 
 /// Largest read of body bytes at once: bounds the memory of a streamed response per
 /// connection (hyper's default grows to ~400 KB).
 const BODY_READ: usize = 64 * 1024;
-/// Longest chunk-size line, and most trailer bytes, accepted from a backend.
+/// Longest chunk-size line, and most trailer bytes and fields, accepted from a backend.
 const MAX_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 64 * 1024;
+const MAX_TRAILER_FIELDS: usize = 64;
 
 pub struct H1Body {
     conn: Option<H1Conn>,
@@ -29,6 +33,9 @@ pub struct H1Body {
     /// Where the connection goes when the body has been read to its end; `None` when
     /// it cannot carry another request.
     home: Option<Arc<Idle>>,
+    /// The rest of a request body the backend answered before it was through (boxed:
+    /// rare, and it would make every response body larger).
+    upload: Option<Box<Upload>>,
 }
 
 enum State {
@@ -46,12 +53,14 @@ enum Chunk {
     Data(u64),
     /// The CRLF after a chunk's data.
     DataEnd,
-    /// After the last chunk: trailer lines (bytes seen so far) up to an empty one.
-    Trailers(usize),
+    /// After the last chunk: trailer fields up to an empty line.
+    Trailers,
 }
 
 impl H1Body {
-    pub(super) fn new(conn: H1Conn, framing: Framing, home: Option<Arc<Idle>>) -> H1Body {
+    /// `upload`: the rest of the request body, when the backend answered before it
+    /// was through (the connection then closes after this response: pass no `home`).
+    pub(super) fn new(conn: H1Conn, framing: Framing, home: Option<Arc<Idle>>, upload: Option<Upload>) -> H1Body {
         let state = match framing {
             Framing::Empty => State::Done,
             Framing::Length(n) => State::Length(n),
@@ -63,6 +72,7 @@ impl H1Body {
             conn: Some(conn),
             state,
             home,
+            upload: upload.map(Box::new),
         };
         if matches!(body.state, State::Done | State::Length(0)) {
             body.finish();
@@ -82,10 +92,28 @@ impl H1Body {
     /// The body ended cleanly: the connection goes back to its idle list if it can.
     fn finish(&mut self) {
         self.state = State::Done;
+        self.upload = None;
         let conn = self.conn.take();
-        if let (Some(home), Some(conn)) = (self.home.take(), conn) {
+        if let (Some(home), Some(mut conn)) = (self.home.take(), conn) {
             if conn.buf.is_empty() {
+                // An idle connection keeps a head-sized buffer, not the last body read.
+                if conn.buf.capacity() > HEAD_READ {
+                    conn.buf = BytesMut::new();
+                }
                 home.give_back(conn);
+            }
+        }
+    }
+
+    /// Moves a pending upload along; a failed one just stops (the answer is what counts
+    /// now, and the connection closes after it anyway).
+    fn poll_upload(&mut self, cx: &mut Context<'_>) {
+        if let (Some(upload), Some(conn)) = (self.upload.as_mut(), self.conn.as_mut()) {
+            if let Poll::Ready(result) = upload.poll_send(conn.io_mut(), cx) {
+                self.upload = None;
+                if result.is_err() {
+                    self.home = None;
+                }
             }
         }
     }
@@ -103,6 +131,7 @@ impl Body for H1Body {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        this.poll_upload(cx);
         loop {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
@@ -130,7 +159,7 @@ impl Body for H1Body {
                 State::Chunked(Chunk::Size) => match chunk_size(&conn.buf) {
                     Ok(Some((line, 0))) => {
                         conn.buf.advance(line);
-                        this.state = State::Chunked(Chunk::Trailers(0));
+                        this.state = State::Chunked(Chunk::Trailers);
                         continue;
                     }
                     Ok(Some((line, size))) => {
@@ -152,24 +181,15 @@ impl Body for H1Body {
                         return this.fail("invalid chunk ending from backend");
                     }
                 }
-                State::Chunked(Chunk::Trailers(seen)) => {
-                    if let Some(end) = conn.buf.iter().position(|&b| b == b'\n') {
-                        let empty = end == 0 || (end == 1 && conn.buf[0] == b'\r');
-                        conn.buf.advance(end + 1);
-                        if empty {
-                            this.finish();
-                            return Poll::Ready(None);
-                        }
-                        if seen + end > MAX_TRAILERS {
-                            return this.fail("response trailers too large");
-                        }
-                        this.state = State::Chunked(Chunk::Trailers(seen + end + 1));
-                        continue;
+                State::Chunked(Chunk::Trailers) => match trailers(&conn.buf) {
+                    Ok(Some((len, fields))) => {
+                        conn.buf.advance(len);
+                        this.finish();
+                        return Poll::Ready(fields.map(|f| Ok(Frame::trailers(f))));
                     }
-                    if buffered > MAX_TRAILERS {
-                        return this.fail("response trailers too large");
-                    }
-                }
+                    Ok(None) => {}
+                    Err(e) => return this.fail(e),
+                },
                 State::Length(_) | State::Chunked(Chunk::Data(_)) | State::UntilClose => {}
             }
             // Everything buffered is used: read more.
@@ -202,6 +222,29 @@ impl Body for H1Body {
             State::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
+    }
+}
+
+/// The trailer section at the start of `buf`, once complete (up to its empty line):
+/// its length and its fields (`None` when there are none).
+fn trailers(buf: &[u8]) -> Result<Option<(usize, Option<HeaderMap>)>, &'static str> {
+    if buf.starts_with(b"\r\n") || buf.starts_with(b"\n") {
+        return Ok(Some((if buf[0] == b'\r' { 2 } else { 1 }, None)));
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
+    match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((len, fields))) => {
+            let mut map = HeaderMap::with_capacity(fields.len());
+            for field in fields {
+                let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| "invalid trailer name")?;
+                let value = HeaderValue::from_bytes(field.value).map_err(|_| "invalid trailer value")?;
+                map.append(name, value);
+            }
+            Ok(Some((len, Some(map))))
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => Err("response trailers too large"),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err("invalid response trailers from backend"),
     }
 }
 

@@ -7,6 +7,7 @@
 mod connect;
 mod h1;
 mod h1_body;
+mod h1_upload;
 mod idle;
 mod pool;
 mod response;

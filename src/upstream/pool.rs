@@ -15,6 +15,7 @@ use hyper::client::conn::http2;
 use super::connect::{Connector, Sender};
 use super::h1::{BodyEnd, H1Conn, WriteError};
 use super::h1_body::H1Body;
+use super::h1_upload::UploadError;
 use super::idle::Idle;
 use super::response::UpstreamBody;
 use super::SendError;
@@ -174,52 +175,72 @@ impl Pool {
     }
 }
 
-/// One request on one HTTP/1.1 connection: head, body (an early answer from the backend
-/// ends the upload), then the response head within the response timeout. The body
-/// that comes back owns the connection and returns it to `idle` when read to its end.
+/// One request on one HTTP/1.1 connection: head, body, then the response head. The
+/// response timeout covers the whole exchange of a request without a body, and starts
+/// once the body is through otherwise (a slow upload is not a slow backend). When the
+/// backend answers before the body is through, the rest of the upload goes along with
+/// the response body. The body that comes back owns the connection and returns it to
+/// `idle` when read to its end.
 async fn exchange(
     mut conn: H1Conn,
     request: Request<RequestBody>,
     timeout: Duration,
     idle: &Arc<Idle>,
 ) -> Result<Response<UpstreamBody>, Failure> {
-    let (parts, mut body) = request.into_parts();
-    let chunked = match conn.write_head(&parts, &body).await {
-        Ok(chunked) => chunked,
-        Err(WriteError {
-            error,
-            nothing_sent: true,
-        }) => {
-            return Err(Failure {
-                error: SendError::Connect(Box::new(error)),
-                request: Some(Request::from_parts(parts, body)),
-            })
+    let (parts, body) = request.into_parts();
+    let head_request = parts.method == Method::HEAD;
+    let (head, upload) = if body.is_end_stream() {
+        let exchanged = tokio::time::timeout(timeout, async {
+            let upload = conn.write_head(&parts, body).await?;
+            Ok((conn.read_head(head_request).await, upload))
+        })
+        .await;
+        match exchanged {
+            Err(_) => return Err(timed_out()),
+            Ok(Err((error, body))) => return Err(unsent(error, parts, body)),
+            Ok(Ok((head, _))) => (head, None),
         }
-        Err(WriteError { error, .. }) => return Err(failed(Box::new(error))),
-    };
-    let mut reusable = true;
-    if !body.is_end_stream() {
-        match conn.send_body(&mut body, chunked).await {
-            Ok(BodyEnd::Sent) => {}
-            Ok(BodyEnd::Answered) => reusable = false,
-            Err(Ok(client)) => {
-                return Err(Failure {
-                    error: SendError::ClientBody(client),
-                    request: None,
-                })
-            }
-            Err(Err(error)) => return Err(failed(Box::new(error))),
+    } else {
+        let mut upload = match conn.write_head(&parts, body).await {
+            Ok(upload) => upload,
+            Err((error, body)) => return Err(unsent(error, parts, body)),
+        };
+        let rest = match &mut upload {
+            None => None,
+            Some(sending) => match conn.send_body(sending).await {
+                Ok(BodyEnd::Sent) => None,
+                Ok(BodyEnd::Answered) => upload,
+                Err(UploadError::Client(error)) => {
+                    return Err(Failure {
+                        error: SendError::ClientBody(error),
+                        request: None,
+                    })
+                }
+                Err(UploadError::Connection(error)) => return Err(failed(Box::new(error))),
+            },
+        };
+        match tokio::time::timeout(timeout, conn.read_head(head_request)).await {
+            Err(_) => return Err(timed_out()),
+            Ok(head) => (head, rest),
         }
-    }
-    drop(body);
-    let head = match tokio::time::timeout(timeout, conn.read_head(parts.method == Method::HEAD)).await {
-        Ok(Ok(head)) => head,
-        Ok(Err(error)) => return Err(failed(error)),
-        Err(_) => return Err(timed_out()),
     };
-    let home = (reusable && head.keep_alive).then(|| idle.clone());
-    let body = H1Body::new(conn, head.framing, home);
+    let head = head.map_err(failed)?;
+    // After an early answer the connection is not at a clean boundary: it closes.
+    let home = (upload.is_none() && head.keep_alive).then(|| idle.clone());
+    let body = H1Body::new(conn, head.framing, home, upload);
     Ok(head.response.map(|()| UpstreamBody::Http1(body)))
+}
+
+/// A head that could not be written: the request comes back whole when none of it left.
+fn unsent(error: WriteError, parts: http::request::Parts, body: RequestBody) -> Failure {
+    if error.nothing_sent {
+        Failure {
+            error: SendError::Connect(Box::new(error.error)),
+            request: Some(Request::from_parts(parts, body)),
+        }
+    } else {
+        failed(Box::new(error.error))
+    }
 }
 
 fn failed(error: crate::body::BoxError) -> Failure {
