@@ -1,8 +1,9 @@
 //! The request body sent upstream. `RequestBody` streams the client's body upstream
 //! untouched; a `Replay` handle can take it back if the body was never polled (the
 //! backend could not be reached), so such a request is retried elsewhere with its body
-//! intact. Its `Progress` tells the upstream when the body has been sent in full (the
-//! response timeout starts then) and whether it failed on the client's side.
+//! intact. Its `Progress` tells hyper's HTTP/2 upstream when the body has been sent in
+//! full (the response timeout starts then) and whether it failed on the client's side;
+//! the HTTP/1.1 client sends the body itself and knows both without it.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +26,7 @@ pub struct RequestBody {
     progress: Option<Arc<Progress>>,
 }
 
-/// How far a non-empty body got; shared with the upstream that sends it.
+/// How far a non-empty body got; shared with hyper's HTTP/2 upstream that sends it.
 #[derive(Default)]
 pub struct Progress {
     /// Notified once the last byte was handed to the connection.

@@ -1,6 +1,7 @@
 //! Opening one connection to a backend: TCP (no Nagle, keep-alive probes, quick ACKs),
-//! TLS with the site's settings when it has them, then the HTTP/1.1 or HTTP/2
-//! handshake, all within `[timeouts].connect`. Counts open connections in the
+//! TLS with the site's settings when it has them, then, for HTTP/2, hyper's handshake
+//! (HTTP/1.1 needs none: our client runs on the open transport), all within
+//! `[timeouts].connect`. Counts open connections in the
 //! `splitgate_upstream_connections` gauge. Knows nothing of pools or health.
 
 use std::io;

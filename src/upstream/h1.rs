@@ -36,6 +36,9 @@ pub(super) const HEAD_READ: usize = 8 * 1024;
 pub(crate) struct H1Conn {
     io: Io,
     pub(super) buf: BytesMut,
+    /// The request head being written; kept (cleared) for the next request, so a
+    /// reused connection allocates nothing for it.
+    out: Vec<u8>,
 }
 
 /// The transport: plain TCP or TLS over it (boxed: TLS state is large and rare).
@@ -97,6 +100,7 @@ impl H1Conn {
         H1Conn {
             io,
             buf: BytesMut::new(),
+            out: Vec::new(),
         }
     }
 
@@ -131,7 +135,8 @@ impl H1Conn {
         } else {
             Some(true)
         };
-        let mut out = BytesMut::with_capacity(256 + head.headers.len() * 32);
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
         encode_head(head, &body, upload, &mut out);
         let mut sent = 0;
         while sent < out.len() {
@@ -150,6 +155,9 @@ impl H1Conn {
         if let Err(error) = poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx)).await {
             let nothing_sent = false;
             return Err((WriteError { error, nothing_sent }, body));
+        }
+        if out.capacity() <= HEAD_READ {
+            self.out = out;
         }
         Ok(upload.map(|chunked| Upload::new(body, chunked)))
     }
@@ -266,7 +274,7 @@ impl H1Conn {
 }
 
 /// `upload`: `Some(chunked)` when a body follows.
-fn encode_head(head: &request::Parts, body: &RequestBody, upload: Option<bool>, out: &mut BytesMut) {
+fn encode_head(head: &request::Parts, body: &RequestBody, upload: Option<bool>, out: &mut Vec<u8>) {
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
