@@ -493,3 +493,102 @@ impl AsyncWrite for Io {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(bytes: &[u8], head_request: bool) -> Result<Option<Head>, BoxError> {
+        parse_head(&mut BytesMut::from(bytes), head_request)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let framing_of = |head: &str, head_request| parse(head.as_bytes(), head_request).unwrap().unwrap().framing;
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", false),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", false),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false),
+            Framing::Chunked
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", false),
+            Framing::UntilClose
+        );
+        assert_eq!(framing_of("HTTP/1.1 200 OK\r\n\r\n", false), Framing::UntilClose);
+        assert_eq!(
+            framing_of("HTTP/1.1 101 Switching Protocols\r\n\r\n", false),
+            Framing::Upgrade
+        );
+        assert!(parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false).is_err());
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5", false).unwrap().is_none(),
+            "not complete yet"
+        );
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_the_framing() {
+        let keeps = |head: &str| parse(head.as_bytes(), false).unwrap().unwrap().keep_alive;
+        assert!(keeps("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keeps(
+            "HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keeps("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(keeps(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keeps(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(!keeps("HTTP/1.1 200 OK\r\n\r\n"), "a body delimited by close");
+    }
+
+    proptest! {
+        /// Whatever a backend sends, parsing a head gives a head, "not yet" or an error:
+        /// never a panic.
+        #[test]
+        fn any_bytes_parse_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), head_request: bool) {
+            let _ = parse(&bytes, head_request);
+        }
+
+        /// Every field of a head arrives with its value (trimmed), and the body's bytes
+        /// stay in the buffer.
+        #[test]
+        fn generated_heads_keep_every_field(values in proptest::collection::vec("[a-zA-Z0-9 ;=,]{0,40}", 0..20)) {
+            let mut head = String::from("HTTP/1.1 200 OK\r\n");
+            for (i, value) in values.iter().enumerate() {
+                head.push_str(&format!("x-field-{i}: {value}\r\n"));
+            }
+            head.push_str("Content-Length: 3\r\n\r\nabc");
+            let mut buf = BytesMut::from(head.as_bytes());
+            let parsed = parse_head(&mut buf, false).unwrap().unwrap();
+            prop_assert_eq!(parsed.framing, Framing::Length(3));
+            prop_assert_eq!(&buf[..], b"abc", "the body stays in the buffer");
+            for (i, value) in values.iter().enumerate() {
+                let got = parsed.response.headers().get(format!("x-field-{i}")).unwrap();
+                prop_assert_eq!(got.as_bytes(), value.trim().as_bytes());
+            }
+        }
+    }
+}
