@@ -4,10 +4,7 @@
 //! `[timeouts].connect`. Counts open connections in the
 //! `splitgate_upstream_connections` gauge. Knows nothing of pools or health.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::Authority;
@@ -16,11 +13,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics::Gauge;
 use rustls::pki_types::ServerName;
 use socket2::{SockRef, TcpKeepalive};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::h1::{H1Conn, Io};
+use super::h1::H1Conn;
+use super::transport::{Conn, Io};
 use super::SendError;
 use crate::body::RequestBody;
 use crate::config::SiteTls;
@@ -92,13 +90,7 @@ impl Connector {
         let _ = socket.set_tcp_nodelay(true);
         let _ = socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(Duration::from_secs(60)));
         let _ = socket.set_tcp_quickack(true);
-        self.open.increment(1.0);
-        let conn = Conn {
-            tcp,
-            open: self.open.clone(),
-            tls: self.tls.is_some(),
-            ack_now: false,
-        };
+        let conn = Conn::new(tcp, self.open.clone(), self.tls.is_some());
         match &self.tls {
             None => Ok(Sender::Http1(H1Conn::new(Io::Plain(conn)))),
             Some(tls) => {
@@ -137,70 +129,4 @@ where
         }
     });
     Ok(Sender::Http2(sender))
-}
-
-/// A TCP connection to a backend that lowers the gauge when it closes, and asks the
-/// kernel for an immediate ACK when the bytes received so far end where a backend may
-/// pause: a backend that keeps Nagle's algorithm on and writes a response head and
-/// body (or chunks) in separate sends would otherwise hold the next part until our
-/// delayed ACK (~40 ms). The kernel leaves quick-ACK mode on its own, hence the re-arm.
-/// Plain HTTP/1.1 pauses after a line end ("\r\n": a head, a chunk); a read that ends
-/// inside a body is followed by more without a wait, so no ACK is forced there (an
-/// immediate ACK costs a packet). Under TLS the bytes say nothing: every wait re-arms.
-pub(crate) struct Conn {
-    tcp: TcpStream,
-    open: Gauge,
-    tls: bool,
-    /// The last read ended where the backend may wait for our ACK.
-    ack_now: bool,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.open.decrement(1.0);
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
-        match polled {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                self.ack_now = self.tls || buf.filled()[before..].ends_with(b"\r\n");
-            }
-            Poll::Pending if self.ack_now => {
-                self.ack_now = false;
-                let _ = SockRef::from(&self.tcp).set_tcp_quickack(true);
-            }
-            _ => {}
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
 }

@@ -14,7 +14,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 
-use super::h1::{Framing, H1Conn, HEAD_READ};
+use super::h1::{H1Conn, HEAD_READ};
+use super::h1_head::Framing;
 use super::h1_upload::Upload;
 use super::idle::Idle;
 use crate::body::BoxError;

@@ -15,7 +15,7 @@ use http_body::Body as _;
 use tokio::io::AsyncWrite;
 use tokio_util::io::poll_write_buf;
 
-use super::h1::Io;
+use super::transport::Io;
 use crate::body::{BoxError, RequestBody};
 
 /// Why an upload stopped before its end.

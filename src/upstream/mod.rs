@@ -7,10 +7,12 @@
 mod connect;
 mod h1;
 mod h1_body;
+mod h1_head;
 mod h1_upload;
 mod idle;
 mod pool;
 mod response;
+mod transport;
 
 use std::fmt;
 
