@@ -380,3 +380,60 @@ async fn a_reason_phrase_of_the_backends_own_is_passed_on() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 200 Everything Fine\r\n"), "got {text:?}");
 }
+
+/// A request body that ends with a pause: its data first, the end of the body later
+/// (as an HTTP/2 client that ends its stream with a separate empty frame).
+struct LateEnd {
+    data: Option<Bytes>,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl http_body::Body for LateEnd {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.data.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+        }
+        let pause = self
+            .pause
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(300))));
+        std::task::ready!(std::future::Future::poll(pause.as_mut(), cx));
+        std::task::Poll::Ready(None)
+    }
+}
+
+#[tokio::test]
+async fn an_answer_after_the_whole_declared_body_keeps_the_connection() {
+    let backend = Scripted::start(|_| reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")).await;
+    let proxy = proxy_for(&backend, "").await;
+    let h2: hyper_util::client::legacy::Client<_, LateEnd> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    for _ in 0..2 {
+        let body = LateEnd {
+            data: Some(Bytes::from_static(b"order")),
+            pause: None,
+        };
+        let request = Request::post(proxy.url("/orders"))
+            .header("content-length", "5")
+            .body(body)
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), h2.request(request))
+            .await
+            .expect("answered in time")
+            .expect("answered");
+        assert_eq!(response.status(), 200);
+        assert_eq!(common::text(response.into_body()).await, "ok");
+    }
+    assert_eq!(
+        backend.connections(),
+        1,
+        "the answer came before the client's end of stream, not before its data"
+    );
+}

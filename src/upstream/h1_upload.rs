@@ -33,16 +33,27 @@ pub(crate) struct Upload {
     pending: Option<Framed>,
     /// The client's body has ended (its last piece may still be pending).
     finished: bool,
+    /// Bytes still owed by a body of declared length.
+    left: Option<u64>,
 }
 
 impl Upload {
-    pub(super) fn new(body: RequestBody, chunked: bool) -> Upload {
+    /// `declared`: the body's length when the head announced one.
+    pub(super) fn new(body: RequestBody, chunked: bool, declared: Option<u64>) -> Upload {
         Upload {
             body,
             chunked,
             pending: None,
             finished: false,
+            left: declared.filter(|_| !chunked),
         }
+    }
+
+    /// Every byte the head announced is on the wire (the client's end-of-body signal
+    /// may still be on its way, as when an HTTP/2 client ends its stream with an empty
+    /// frame): an answer that comes now is not an early one.
+    pub(super) fn all_sent(&self) -> bool {
+        self.pending.is_none() && self.left == Some(0)
     }
 
     /// Moves the body along; `Ready(Ok)` once all of it is written and flushed.
@@ -74,7 +85,12 @@ impl Upload {
             };
             match frame {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if !data.is_empty() => self.pending = Some(Framed::data(data, self.chunked)),
+                    Ok(data) if !data.is_empty() => {
+                        if let Some(left) = &mut self.left {
+                            *left = left.saturating_sub(data.len() as u64);
+                        }
+                        self.pending = Some(Framed::data(data, self.chunked));
+                    }
                     Ok(_) => {}
                     Err(frame) => {
                         // Trailers end the body; they travel in the last chunk.

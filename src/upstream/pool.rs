@@ -209,6 +209,8 @@ async fn exchange(
             None => None,
             Some(sending) => match conn.send_body(sending).await {
                 Ok(BodyEnd::Sent) => None,
+                // All of a declared length sent: the answer is a normal one.
+                Ok(BodyEnd::Answered) if sending.all_sent() => None,
                 Ok(BodyEnd::Answered) => upload,
                 Err(UploadError::Client(error)) => {
                     return Err(Failure {
