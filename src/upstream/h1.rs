@@ -117,12 +117,14 @@ impl H1Conn {
         if out.capacity() <= HEAD_READ {
             self.out = out;
         }
-        let declared = head
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.trim().parse().ok())
-            .or_else(|| body.size_hint().exact());
-        Ok(upload.map(|chunked| Upload::new(body, chunked, declared)))
+        Ok(upload.map(|chunked| {
+            let declared = head
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+                .or_else(|| body.size_hint().exact());
+            Upload::new(body, chunked, declared)
+        }))
     }
 
     /// Sends the body. Watches the backend meanwhile: a final answer before the body is
