@@ -437,3 +437,79 @@ async fn an_answer_after_the_whole_declared_body_keeps_the_connection() {
         "the answer came before the client's end of stream, not before its data"
     );
 }
+
+/// A request body with one piece of data, then trailer fields.
+struct WithTrailers {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl http_body::Body for WithTrailers {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.data.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+        }
+        std::task::Poll::Ready(self.trailers.take().map(|t| Ok(http_body::Frame::trailers(t))))
+    }
+}
+
+#[tokio::test]
+async fn request_trailers_reach_the_backend_in_the_last_chunk() {
+    // The backend answers with the raw chunked body it received.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let text = String::from_utf8_lossy(&seen).to_lowercase();
+                    if text.contains("splitgate-health-check") && text.contains("\r\n\r\n") {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+                        return;
+                    }
+                    if let Some(head_end) = text.find("\r\n\r\n") {
+                        let body = &text[head_end + 4..];
+                        if body.ends_with("\r\n\r\n") && body.contains("0\r\n") {
+                            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                            let _ = stream.write_all(answer.as_bytes()).await;
+                            return;
+                        }
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[addr])])).await;
+    let h2: hyper_util::client::legacy::Client<_, WithTrailers> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-sum", http::HeaderValue::from_static("42"));
+    let body = WithTrailers {
+        data: Some(Bytes::from_static(b"hello")),
+        trailers: Some(trailers),
+    };
+    let request = Request::post(proxy.url("/upload")).body(body).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), h2.request(request))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        common::text(response.into_body()).await,
+        "5\r\nhello\r\n0\r\nx-sum: 42\r\n\r\n"
+    );
+}
