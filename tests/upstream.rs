@@ -18,6 +18,51 @@ use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Serves each connection accepted on a fresh loopback port with `serve`.
+async fn spawn_backend<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
+        }
+    });
+    addr
+}
+
+/// Reads until `seen` holds a whole request head; takes the head off (lowercased)
+/// and leaves what followed it. `None` when the client left first, or when the head
+/// was a health probe (answered 200; its connection is then done).
+async fn next_request(stream: &mut TcpStream, seen: &mut Vec<u8>) -> Option<String> {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
+            seen.drain(..end + 4);
+            if head.contains("splitgate-health-check") {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+                return None;
+            }
+            return Some(head);
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// What the backend does with one request.
 struct Reply {
     bytes: Vec<u8>,
@@ -47,15 +92,9 @@ struct Scripted {
 
 impl Scripted {
     async fn start(answer: fn(&str) -> Reply) -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, answer, counter.clone()));
-            }
-        });
+        let addr = spawn_backend(move |stream| serve(stream, answer, counter.clone())).await;
         Scripted { addr, connections }
     }
 
@@ -69,20 +108,7 @@ async fn serve(mut stream: TcpStream, answer: fn(&str) -> Reply, connections: Ar
     let mut seen = Vec::new();
     let mut counted = false;
     let mut buf = [0u8; 16 * 1024];
-    loop {
-        let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-            continue;
-        };
-        let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
-        seen.drain(..end + 4);
-        if head.contains("splitgate-health-check") {
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
-            return;
-        }
+    while let Some(head) = next_request(&mut stream, &mut seen).await {
         if !counted {
             counted = true;
             connections.fetch_add(1, Ordering::SeqCst);
@@ -90,11 +116,7 @@ async fn serve(mut stream: TcpStream, answer: fn(&str) -> Reply, connections: Ar
         let method = head.split(' ').next().unwrap_or_default().to_uppercase();
         let reply = answer(&method);
         if !reply.early {
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
+            let length = content_length(&head);
             while seen.len() < length {
                 match stream.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
@@ -288,49 +310,28 @@ async fn a_backend_that_answers_while_still_reading_the_upload_gets_all_of_it() 
     // Full duplex (a streaming echo, Go's EnableFullDuplex): the head goes out first,
     // the backend reads the whole body, then ends its answer with the byte count. The
     // upload is larger than the sockets buffer, so it must go on after the answer began.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = vec![0u8; 64 * 1024];
-                let end = loop {
-                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break end;
-                    }
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                };
-                let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
-                if head.contains("splitgate-health-check") {
-                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
-                    return;
-                }
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                let head_reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-                if stream.write_all(head_reply).await.is_err() {
-                    return;
-                }
-                let mut got = seen.len() - (end + 4);
-                while got < length {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got += n,
-                    }
-                }
-                let count = got.to_string();
-                let tail = format!("{:x}\r\n{count}\r\n0\r\n\r\n", count.len());
-                let _ = stream.write_all(tail.as_bytes()).await;
-            });
+    let addr = spawn_backend(|mut stream| async move {
+        let mut seen = Vec::new();
+        let Some(head) = next_request(&mut stream, &mut seen).await else {
+            return;
+        };
+        let head_reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        if stream.write_all(head_reply).await.is_err() {
+            return;
         }
-    });
+        let mut got = seen.len();
+        let mut buf = vec![0u8; 64 * 1024];
+        while got < content_length(&head) {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+        let count = got.to_string();
+        let tail = format!("{:x}\r\n{count}\r\n0\r\n\r\n", count.len());
+        let _ = stream.write_all(tail.as_bytes()).await;
+    })
+    .await;
     let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[addr])])).await;
     let upload = Bytes::from(vec![b'u'; 8 * 1024 * 1024]);
     let request = Request::post(proxy.url("/echo")).body(Full::new(upload)).unwrap();
@@ -462,35 +463,23 @@ impl http_body::Body for WithTrailers {
 #[tokio::test]
 async fn request_trailers_reach_the_backend_in_the_last_chunk() {
     // The backend answers with the raw chunked body it received.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let text = String::from_utf8_lossy(&seen).to_lowercase();
-                    if text.contains("splitgate-health-check") && text.contains("\r\n\r\n") {
-                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
-                        return;
-                    }
-                    if let Some(head_end) = text.find("\r\n\r\n") {
-                        let body = &text[head_end + 4..];
-                        if body.ends_with("\r\n\r\n") && body.contains("0\r\n") {
-                            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-                            let _ = stream.write_all(answer.as_bytes()).await;
-                            return;
-                        }
-                    }
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-            });
+    let addr = spawn_backend(|mut stream| async move {
+        let mut seen = Vec::new();
+        if next_request(&mut stream, &mut seen).await.is_none() {
+            return;
         }
-    });
+        let mut buf = [0u8; 4096];
+        while !(seen.ends_with(b"\r\n\r\n") && seen.windows(3).any(|w| w == b"0\r\n")) {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&seen).into_owned();
+        let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let _ = stream.write_all(answer.as_bytes()).await;
+    })
+    .await;
     let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[addr])])).await;
     let h2: hyper_util::client::legacy::Client<_, WithTrailers> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 use super::h1_head::{buffered, parse_head, Buffered, Framing, Head};
-use super::h1_upload::{Upload, UploadError};
+use super::h1_upload::{write_fields, Upload, UploadError};
 use super::transport::Io;
 use crate::body::{BoxError, RequestBody};
 
@@ -245,12 +245,7 @@ fn encode_head(head: &request::Parts, body: &RequestBody, upload: Option<bool>, 
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &head.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    write_fields(&head.headers, out);
     match upload {
         Some(true) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Some(false) if !head.headers.contains_key(header::CONTENT_LENGTH) => {

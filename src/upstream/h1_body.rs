@@ -158,14 +158,10 @@ impl Body for H1Body {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 State::Chunked(Chunk::Size) => match chunk_size(&conn.buf) {
-                    Ok(Some((line, 0))) => {
-                        conn.buf.advance(line);
-                        this.state = State::Chunked(Chunk::Trailers);
-                        continue;
-                    }
                     Ok(Some((line, size))) => {
                         conn.buf.advance(line);
-                        this.state = State::Chunked(Chunk::Data(size));
+                        let next = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
+                        this.state = State::Chunked(next);
                         continue;
                     }
                     Ok(None) => {}
@@ -202,8 +198,8 @@ impl Body for H1Body {
             let read = ready!(conn.poll_read_more(cx, room));
             match read {
                 Ok(0) if matches!(this.state, State::UntilClose) => {
-                    this.state = State::Done;
-                    this.conn = None;
+                    // The body's end; such a connection has no `home`: it closes.
+                    this.finish();
                     return Poll::Ready(None);
                 }
                 Ok(0) => return this.fail("backend closed the connection inside the response body"),

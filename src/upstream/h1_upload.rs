@@ -9,7 +9,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::Body as _;
 use tokio::io::AsyncWrite;
@@ -109,6 +109,16 @@ impl Upload {
     }
 }
 
+/// Header (or trailer) fields as HTTP/1.1 lines, `name: value\r\n` each.
+pub(super) fn write_fields(fields: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// One piece of body on its way out: the data with its chunk framing around it.
 struct Framed {
     prefix: Bytes,
@@ -141,16 +151,11 @@ impl Framed {
                 suffix: b"",
             };
         };
-        let mut out = BytesMut::from(&b"0\r\n"[..]);
-        for (name, value) in trailers {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        let mut out = b"0\r\n".to_vec();
+        write_fields(trailers, &mut out);
         out.extend_from_slice(b"\r\n");
         Framed {
-            prefix: out.freeze(),
+            prefix: Bytes::from(out),
             data: Bytes::new(),
             suffix: b"",
         }
