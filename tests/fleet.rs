@@ -83,6 +83,12 @@ impl Etcd {
 
     fn run(&mut self) {
         let (client, peer) = (self.endpoint(), format!("http://127.0.0.1:{}", self.peer_port));
+        // Kept (appended across restarts) so that a failed start says why.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("etcd log file");
         let child = Command::new(ETCD)
             .args(["--name", "t", "--data-dir"])
             .arg(self.dir.path().join("data"))
@@ -91,15 +97,33 @@ impl Etcd {
             .args(["--initial-cluster", &format!("t={peer}")])
             .args(self.tls_args(true))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("start etcd");
         self.child = Some(child);
         let start = Instant::now();
         while !self.ctl(&["put", "/ready", "1"]) {
-            assert!(start.elapsed() < Duration::from_secs(20), "etcd did not start");
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || start.elapsed() > Duration::from_secs(60) {
+                panic!(
+                    "etcd did not start ({exited:?} after {:?}; {}); its log ends with:\n{}",
+                    start.elapsed(),
+                    disk_free(self.dir.path()),
+                    self.log_tail()
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn log_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let from = log.len().saturating_sub(3000);
+        log.get(from..).unwrap_or(&log).to_owned()
     }
 
     fn ctl(&self, args: &[&str]) -> bool {
@@ -126,6 +150,24 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// What `df` says of the file system holding `dir` (etcd preallocates 64 MiB of log).
+fn disk_free(dir: &std::path::Path) -> String {
+    Command::new("df")
+        .args(["-h", "--output=avail"])
+        .arg(dir)
+        .output()
+        .map(|o| {
+            format!(
+                "free on disk: {}",
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .last()
+                    .unwrap_or("?")
+            )
+        })
+        .unwrap_or_else(|e| format!("df failed: {e}"))
 }
 
 fn fleet_section(etcd: &Etcd, name: &str, prefix: &str) -> String {
