@@ -46,7 +46,7 @@ impl Etcd {
         }
         let mut etcd = Etcd {
             child: None,
-            dir: tempfile::tempdir().unwrap(),
+            dir: data_dir(),
             client_port: free_port(),
             peer_port: free_port(),
             tls,
@@ -152,22 +152,37 @@ impl Drop for Etcd {
     }
 }
 
-/// What `df` says of the file system holding `dir` (etcd preallocates 64 MiB of log).
-fn disk_free(dir: &std::path::Path) -> String {
-    Command::new("df")
-        .args(["-h", "--output=avail"])
+/// What `df` says is free on the file system holding `dir`, in MiB.
+fn free_mib(dir: &std::path::Path) -> Option<u64> {
+    let out = Command::new("df")
+        .args(["-B", "1M", "--output=avail"])
         .arg(dir)
         .output()
-        .map(|o| {
-            format!(
-                "free on disk: {}",
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .last()
-                    .unwrap_or("?")
-            )
-        })
-        .unwrap_or_else(|e| format!("df failed: {e}"))
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+fn disk_free(dir: &std::path::Path) -> String {
+    match free_mib(dir) {
+        Some(mib) => format!("{mib} MiB free there"),
+        None => "free space unknown".into(),
+    }
+}
+
+/// etcd preallocates 64 MiB of write-ahead log per member: its data goes to memory
+/// (`/dev/shm`) where that has room, so a full (or slow) disk cannot stop it.
+fn data_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if free_mib(shm).is_some_and(|mib| mib >= 1024) {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().expect("temporary directory")
 }
 
 fn fleet_section(etcd: &Etcd, name: &str, prefix: &str) -> String {
