@@ -6,7 +6,8 @@
 # the two proxies at the same thread count, not the absolute numbers.
 # Usage (from the project root, after `cargo build --release`): benches/scaling.sh
 # Knobs: MAX (threads, 2), ROUNDS (3), DUR (s, 5), CONN (connections, 128),
-#        SPLITGATE (binary, target/release/splitgate).
+#        SPLITGATE (binary, target/release/splitgate), BASE (a second splitgate binary,
+#        e.g. an earlier build, measured in the same rounds as base-N).
 # Needs: nginx, haproxy, wrk (Debian: nginx-light haproxy wrk).
 set -u
 MAX=${MAX:-2}; ROUNDS=${ROUNDS:-3}; DUR=${DUR:-5}; CONN=${CONN:-128}
@@ -27,6 +28,11 @@ for t in $(seq $MAX); do
   printf 'workers = %s\n[[listener]]\nbind = "127.0.0.1:%s"\n[[site]]\nname = "a"\nweight = 1\nbackends = ["127.0.0.1:19901"]\n' $t $((19920+t)) > $D/sg$t.toml
   "$SPLITGATE" run --config $D/sg$t.toml > $D/sg$t.log 2>&1 & PIDS+=($!); PID[splitgate-$t]=$!; PORT[splitgate-$t]=$((19920+t))
   names="$names haproxy-$t splitgate-$t"
+  if [ -n "${BASE:-}" ]; then
+    sed "s/:$((19920+t))\"/:$((19930+t))\"/" $D/sg$t.toml > $D/base$t.toml
+    "$BASE" run --config $D/base$t.toml > $D/base$t.log 2>&1 & PIDS+=($!); PID[base-$t]=$!; PORT[base-$t]=$((19930+t))
+    names="$names base-$t"
+  fi
 done
 sleep 1.5
 ticks() { awk '{print $14+$15}' /proc/$1/stat 2>/dev/null || echo 0; }

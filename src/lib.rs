@@ -22,6 +22,8 @@
 //!   limits, the access log.
 //! - `server`: starts and stops all of the above; `signals` (SIGHUP, SIGUSR1,
 //!   SIGTERM) and `shutdown` (the drain) drive it.
+//! - `workers`: thread per core (one current-thread runtime per worker, each with its
+//!   own `SO_REUSEPORT` accept loops); the control plane stays on the main thread.
 //! - `demo`: built-in demo sites for `splitgate demo`.
 
 #![forbid(unsafe_code)]
@@ -46,3 +48,4 @@ pub mod shutdown;
 pub mod signals;
 pub mod telemetry;
 pub mod upstream;
+pub mod workers;

@@ -12,6 +12,7 @@ use splitgate::clock::unix_ms;
 use splitgate::config::{self, Config};
 use splitgate::events::history::History;
 use splitgate::server::Server;
+use splitgate::workers::Workers;
 use splitgate::{demo, rehearsal, report, signals, telemetry};
 
 /// jemalloc with its background threads hands freed memory back to the system within
@@ -172,25 +173,31 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 fn run(config: Config, path: Option<PathBuf>, banner: Option<String>) -> ExitCode {
     telemetry::init_logging(&config.log);
-    // Work-stealing: measured against one current-thread runtime at one worker, with no
-    // difference beyond noise (README, "Performance").
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.workers > 0 {
-        builder.worker_threads(config.workers);
-    }
-    match builder.enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => run_on(runtime, config, path, banner),
         Err(e) => fail(&format!("cannot start the async runtime: {e}")),
     }
 }
 
+/// `runtime` (the main thread's) runs the control plane; `workers` threads (one per
+/// core by default) accept and serve client connections, each on a runtime of its own
+/// (see `splitgate::workers`).
 fn run_on(runtime: tokio::runtime::Runtime, config: Config, path: Option<PathBuf>, banner: Option<String>) -> ExitCode {
-    runtime.block_on(async move {
+    let count = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let workers = match Workers::start(count) {
+        Ok(workers) => workers,
+        Err(e) => return fail(&format!("cannot start {count} worker threads: {e}")),
+    };
+    let runtimes = workers.handles().to_vec();
+    let code = runtime.block_on(async move {
         let signals = match signals::Signals::install() {
             Ok(signals) => signals,
             Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
         };
-        let server = match Server::start(config, path).await {
+        let server = match Server::start_on(config, path, runtimes).await {
             Ok(server) => server,
             Err(e) => return fail(&e.to_string()),
         };
@@ -199,7 +206,10 @@ fn run_on(runtime: tokio::runtime::Runtime, config: Config, path: Option<PathBuf
         }
         signals::run_until_stopped(server, signals).await;
         ExitCode::SUCCESS
-    })
+    });
+    // The drain is over: what is left on the workers is dropped with them.
+    drop(workers);
+    code
 }
 
 fn fail(reason: &str) -> ExitCode {

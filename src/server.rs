@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 
 use crate::admin::{self, LastReload, Operator};
 use crate::config::{self, Config, ConfigError};
@@ -52,15 +53,29 @@ pub struct Server {
     last_reload: Mutex<Option<LastReload>>,
     /// Shared decisions through etcd, with `[fleet]`.
     fleet: Option<Arc<Fleet>>,
+    /// The worker runtimes that accept and serve client connections (`workers`);
+    /// empty: the runtime the server was started on.
+    runtimes: Vec<Handle>,
 }
 
 impl Server {
-    /// Binds everything first, so a port in use fails the start before any work begins.
+    /// Starts with client connections served on the current runtime (tests, demo).
     pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Server>, StartError> {
+        Self::start_on(config, config_path, Vec::new()).await
+    }
+
+    /// Binds everything first, so a port in use fails the start before any work begins.
+    /// Client connections are accepted and served on `runtimes` (the workers), one
+    /// `SO_REUSEPORT` socket per runtime and listener.
+    pub async fn start_on(
+        config: Config,
+        config_path: Option<PathBuf>,
+        runtimes: Vec<Handle>,
+    ) -> Result<Arc<Server>, StartError> {
         telemetry::install_metrics();
         let mut bound = Vec::new();
         for listener in &config.listeners {
-            let socket = bind_listener(listener.bind).map_err(|source| StartError::Bind {
+            let socket = bind_listener(listener.bind, runtimes.len()).map_err(|source| StartError::Bind {
                 addr: listener.bind,
                 source,
             })?;
@@ -106,7 +121,10 @@ impl Server {
         proxy.access_log.configure(control.current().config.access_log.as_ref());
         let listeners = bound
             .into_iter()
-            .map(|(bind, socket)| (bind, spawn_listener(socket, bind, proxy.clone(), shutdown.subscribe())))
+            .map(|(bind, sockets)| {
+                let handle = spawn_listener(sockets, bind, proxy.clone(), shutdown.subscribe(), &runtimes);
+                (bind, handle)
+            })
             .collect();
         let server = Arc::new(Server {
             control,
@@ -117,6 +135,7 @@ impl Server {
             config_path,
             last_reload: Mutex::new(None),
             fleet,
+            runtimes,
         });
         telemetry::record_generation(1);
         if let Some(socket) = admin_socket {
@@ -204,7 +223,7 @@ impl Server {
         }
         let mut added = Vec::new();
         for listener in config.listeners.iter().filter(|l| !listeners.contains_key(&l.bind)) {
-            let socket = bind_listener(listener.bind).map_err(|source| ReloadError::Bind {
+            let socket = bind_listener(listener.bind, self.runtimes.len()).map_err(|source| ReloadError::Bind {
                 addr: listener.bind,
                 source,
             })?;
@@ -223,7 +242,13 @@ impl Server {
         for (bind, socket) in added {
             listeners.insert(
                 bind,
-                spawn_listener(socket, bind, self.proxy.clone(), self.shutdown.subscribe()),
+                spawn_listener(
+                    socket,
+                    bind,
+                    self.proxy.clone(),
+                    self.shutdown.subscribe(),
+                    &self.runtimes,
+                ),
             );
         }
         telemetry::record_generation(generation);

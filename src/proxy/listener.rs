@@ -1,4 +1,4 @@
-//! The accept loop of one proxy listener. A failed accept (e.g. out of file
+//! The accept loops of one proxy listener (one per worker, see `workers`). A failed accept (e.g. out of file
 //! descriptors) is logged and retried with back-off, never fatal. A listener stops when
 //! the process shuts down or a reload removes it; its open connections carry on.
 
@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use super::connection::serve_accepted;
@@ -34,17 +36,37 @@ impl Drop for ListenerHandle {
     }
 }
 
-/// Binds with SO_REUSEADDR and a deep backlog, as NGINX and HAProxy do.
-pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
+/// Binds `addr` with SO_REUSEADDR and a deep backlog, as NGINX and HAProxy do: one
+/// socket, or one per worker (`copies` > 1) with SO_REUSEPORT, the kernel spreading
+/// new connections between them. A port where anything listens is refused even then
+/// (a second splitgate must not quietly share it): the port is first held by a plain
+/// bound socket, which any listener conflicts with and which resolves port 0.
+pub fn bind_listener(addr: SocketAddr, copies: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if copies <= 1 {
+        return Ok(vec![listening(addr, false)?]);
+    }
+    let held = socket(addr, false)?;
+    let addr = held
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("bound to a non-IP address"))?;
+    (0..copies).map(|_| listening(addr, true)).collect()
+}
+
+fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+fn listening(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket(addr, reuse_port)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.listen(4096)?;
+    Ok(socket.into())
 }
 
 /// The connection settings of `[limits]`. The HTTP/1 buffer bounds the request head
@@ -67,55 +89,90 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Accepts on `listener` until stopped or until `shutdown` fires.
-/// `bind` is the configured address: it finds this listener's TLS settings in the
-/// current config, so a reload can change them.
+/// Accepts on `sockets` (from `bind_listener`) until stopped or until `shutdown`
+/// fires: copy i on `runtimes[i]` (a worker), or all on the current runtime when
+/// `runtimes` is empty. `bind` is the configured address: it finds this listener's TLS
+/// settings in the current config, so a reload can change them.
 pub fn spawn_listener(
-    listener: TcpListener,
+    sockets: Vec<std::net::TcpListener>,
     bind: SocketAddr,
     proxy: Arc<Proxy>,
     shutdown: watch::Receiver<bool>,
+    runtimes: &[Handle],
 ) -> ListenerHandle {
-    let local_addr = listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let (stop, mut stopped) = watch::channel(false);
+    let local_addr = sockets
+        .first()
+        .and_then(|s| s.local_addr().ok())
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (stop, stopped) = watch::channel(false);
     let builder = Arc::new(builder(&proxy.routing.load().config.limits));
-    tokio::spawn(async move {
-        let mut process_shutdown = shutdown.clone();
-        let mut backoff = Duration::from_millis(5);
-        tracing::info!(listen = %local_addr, "proxy listener started");
-        loop {
-            // Wait for room under `max_connections` before accepting.
-            let permit = tokio::select! {
-                permit = proxy.connections.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                _ = fired(&mut stopped) => break,
-                _ = fired(&mut process_shutdown) => break,
-            };
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        backoff = Duration::from_millis(5);
-                        let serving = serve_accepted(stream, peer, bind, proxy.clone(), builder.clone(), shutdown.clone());
-                        tokio::spawn(async move {
-                            serving.await;
-                            drop(permit);
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!(listen = %local_addr, error = %e, "accept failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                    }
-                },
-                _ = fired(&mut stopped) => break,
-                _ = fired(&mut process_shutdown) => break,
-            }
-        }
-        tracing::info!(listen = %local_addr, "proxy listener stopped");
-    });
+    tracing::info!(listen = %local_addr, accept_loops = sockets.len(), "proxy listener started");
+    for (index, socket) in sockets.into_iter().enumerate() {
+        let accepting = accept_loop(
+            socket,
+            bind,
+            proxy.clone(),
+            builder.clone(),
+            stopped.clone(),
+            shutdown.clone(),
+        );
+        match runtimes.get(index % runtimes.len().max(1)) {
+            Some(runtime) => runtime.spawn(accepting),
+            None => tokio::spawn(accepting),
+        };
+    }
     ListenerHandle { local_addr, stop }
+}
+
+async fn accept_loop(
+    socket: std::net::TcpListener,
+    bind: SocketAddr,
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stopped: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) {
+    // Registered with the reactor of the runtime this runs on.
+    let listener = match TcpListener::from_std(socket) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(listen = %bind, error = %e, "cannot register the listener");
+            return;
+        }
+    };
+    let local_addr = listener.local_addr().unwrap_or(bind);
+    let mut process_shutdown = shutdown.clone();
+    let mut backoff = Duration::from_millis(5);
+    tracing::debug!(listen = %local_addr, "proxy listener started");
+    loop {
+        // Wait for room under `max_connections` before accepting.
+        let permit = tokio::select! {
+            permit = proxy.connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = fired(&mut stopped) => break,
+            _ = fired(&mut process_shutdown) => break,
+        };
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    let serving = serve_accepted(stream, peer, bind, proxy.clone(), builder.clone(), shutdown.clone());
+                    tokio::spawn(async move {
+                        serving.await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(listen = %local_addr, error = %e, "accept failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+            _ = fired(&mut stopped) => break,
+            _ = fired(&mut process_shutdown) => break,
+        }
+    }
+    tracing::debug!(listen = %local_addr, "proxy listener stopped");
 }

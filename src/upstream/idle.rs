@@ -2,28 +2,49 @@
 //! response body gives its connection back to when it has been read to its end. A
 //! connection is checked before it leaves the list (a close or stray bytes that arrived
 //! while it sat idle), and the list closes for good when its backend leaves the config.
+//! One list per worker (`workers::slot`): a connection is only ever used on the
+//! runtime whose reactor it is registered with.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::h1::H1Conn;
 use crate::clock::now_ms;
+use crate::workers;
 
 /// Idle connections kept per backend; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
 /// An idle connection unused for this long is closed.
 const IDLE_TIMEOUT_MS: u64 = 90_000;
 
-#[derive(Default)]
+/// Idle connections with the time each came back (`now_ms`).
+type List = Mutex<Vec<(H1Conn, u64)>>;
+
 pub(crate) struct Idle {
-    list: Mutex<Vec<(H1Conn, u64)>>,
+    /// Indexed by worker slot.
+    lists: Box<[List]>,
     closed: AtomicBool,
 }
 
+impl Default for Idle {
+    fn default() -> Idle {
+        Idle {
+            lists: (0..workers::slots()).map(|_| Mutex::default()).collect(),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
 impl Idle {
+    /// This thread's list.
+    fn list(&self) -> &List {
+        let lists = &self.lists;
+        &lists[workers::slot() % lists.len()]
+    }
+
     /// The warmest connection still usable, if any.
     pub(super) fn take(&self) -> Option<H1Conn> {
-        let mut list = self.list.lock().ok()?;
+        let mut list = self.list().lock().ok()?;
         while let Some((mut conn, _)) = list.pop() {
             if conn.is_reusable() {
                 return Some(conn);
@@ -37,7 +58,7 @@ impl Idle {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
-        if let Ok(mut list) = self.list.lock() {
+        if let Ok(mut list) = self.list().lock() {
             if list.len() < MAX_IDLE {
                 list.push((conn, now_ms()));
             }
@@ -48,16 +69,20 @@ impl Idle {
     /// backend. Never waits for the list.
     pub(super) fn close_expired(&self) {
         let now = now_ms();
-        if let Ok(mut list) = self.list.try_lock() {
-            list.retain_mut(|(conn, since)| now.saturating_sub(*since) < IDLE_TIMEOUT_MS && conn.is_reusable());
+        for list in &self.lists {
+            if let Ok(mut list) = list.try_lock() {
+                list.retain_mut(|(conn, since)| now.saturating_sub(*since) < IDLE_TIMEOUT_MS && conn.is_reusable());
+            }
         }
     }
 
     /// The backend left the config: idle connections close now, busy ones when done.
     pub(super) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        if let Ok(mut list) = self.list.lock() {
-            list.clear();
+        for list in &self.lists {
+            if let Ok(mut list) = list.lock() {
+                list.clear();
+            }
         }
     }
 

@@ -31,8 +31,14 @@ impl ProxyProcess {
     /// until the admin API answers.
     pub fn start(config: impl Fn(SocketAddr, SocketAddr) -> String) -> ProxyProcess {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // Both held while read: two calls of `free_port` may return the same port.
+        let (first, second) = (
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        );
+        let addr = first.local_addr().unwrap();
+        let admin = second.local_addr().unwrap();
+        drop((first, second));
         let config_path = dir.path().join("splitgate.toml");
         let log_path = dir.path().join("stderr.log");
         let log = std::fs::File::create(&log_path).unwrap();
