@@ -16,7 +16,7 @@ const BUCKETS: &[f64] = &[
 ];
 
 /// Installs the Prometheus recorder once per process (later calls are no-ops), and a
-/// thread that folds histogram samples every few seconds so memory stays bounded
+/// thread that folds histogram samples four times a second so memory stays bounded
 /// even when nobody scrapes.
 pub fn install_metrics() {
     PROMETHEUS.get_or_init(|| {
@@ -29,7 +29,9 @@ pub fn install_metrics() {
         let _ = std::thread::Builder::new()
             .name("metrics-upkeep".into())
             .spawn(move || loop {
-                std::thread::sleep(Duration::from_secs(5));
+                // Samples wait here until folded, about 10 bytes each: 5 s at 50 000
+                // requests/s held 2.5 MB (a third of the peak RSS under load).
+                std::thread::sleep(Duration::from_millis(250));
                 upkeep.run_upkeep();
             });
         Some(handle)
