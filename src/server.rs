@@ -59,7 +59,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts with client connections served on the current runtime (tests, demo).
+    /// Starts with client connections served on the current runtime (tests).
     pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Server>, StartError> {
         Self::start_on(config, config_path, Vec::new()).await
     }

@@ -1,10 +1,12 @@
 //! Thread per core: `workers` threads, each running its own current-thread runtime,
 //! as Pingora's no-steal runtime and NGINX's worker processes do. Every worker accepts
 //! on its own `SO_REUSEPORT` copy of each listener (the kernel spreads connections), and
-//! serves its connections start to end: a request, its upstream connection and its
-//! timers never leave the thread, so nothing is stolen or woken across threads. The
-//! control plane (admin API, health probes, reloads, fleet, signals) runs on the main
-//! thread's runtime.
+//! serves its connections start to end: a request, its HTTP/1.1 upstream connection
+//! and its timers stay on the thread, so no task is stolen or moved. (An HTTP/2
+//! backend's one shared connection runs on the worker that opened it; the connection
+//! limit and the idle-connection sweep are shared across threads.) The control plane
+//! (admin API, health probes, reloads, fleet, signals) runs on the main thread's
+//! runtime.
 //!
 //! Each thread knows its `slot` (0 off the workers: the main thread, tests), which
 //! upstream pools use to keep one idle list per worker: a connection is registered with
@@ -13,6 +15,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -60,6 +63,8 @@ impl Workers {
                     runtime.block_on(async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     });
+                    // Not waiting on blocking work (a name lookup) for ever at exit.
+                    runtime.shutdown_timeout(Duration::from_secs(1));
                 })?;
             threads.push(thread);
         }

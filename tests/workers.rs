@@ -1,7 +1,8 @@
 //! Thread per core, against the real binary with `workers = 4`: client connections are
 //! spread over the workers (each accepts on its own `SO_REUSEPORT` socket) and every
 //! worker keeps its own warm upstream connections; a listener added by SIGHUP is served
-//! by the workers too, and SIGTERM stops them all with exit code 0.
+//! by the workers too, and SIGTERM stops them all with exit code 0; `max_connections`
+//! holds across workers without a client waiting on an idle worker.
 
 mod common;
 
@@ -60,7 +61,11 @@ async fn counting_backend() -> (SocketAddr, Arc<Mutex<HashSet<u64>>>) {
 }
 
 fn config(listeners: &[SocketAddr], admin: SocketAddr, backend: SocketAddr) -> String {
-    let mut text = format!("workers = 4\n[admin]\nbind = \"{admin}\"\n");
+    config_with("", listeners, admin, backend)
+}
+
+fn config_with(extra: &str, listeners: &[SocketAddr], admin: SocketAddr, backend: SocketAddr) -> String {
+    let mut text = format!("workers = 4\n{extra}[admin]\nbind = \"{admin}\"\n");
     for listen in listeners {
         text += &format!("[[listener]]\nbind = \"{listen}\"\n");
     }
@@ -100,10 +105,11 @@ async fn connections_spread_over_the_workers_and_each_worker_reuses_its_own_upst
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_added_by_sighup_is_served_by_the_workers_and_sigterm_stops_them() {
-    let (backend, _) = counting_backend().await;
+    let (backend, used) = counting_backend().await;
     let second: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut proxy = ProxyProcess::start(|listen, admin| config(&[listen], admin, backend));
     assert!(get_once(proxy.addr).await.ends_with("ok\n"));
+    assert_eq!(used.lock().unwrap().len(), 1);
     proxy.write_config(&config(&[proxy.addr, second], proxy.admin, backend));
     proxy.signal("HUP");
     let mut served = false;
@@ -115,8 +121,17 @@ async fn a_listener_added_by_sighup_is_served_by_the_workers_and_sigterm_stops_t
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(served, "the added listener never accepted: {}", proxy.stderr());
-    for _ in 0..20 {
+    for _ in 0..40 {
         assert!(get_once(second).await.ends_with("ok\n"));
+    }
+    // Accepted on several workers: each one that served a request opened its own
+    // upstream connection (one copy of the new listener on one worker: 2 at most).
+    let upstream = used.lock().unwrap().len();
+    assert!(
+        upstream >= 3,
+        "the added listener's 40 connections went over {upstream} upstream connections"
+    );
+    for _ in 0..10 {
         assert!(get_once(proxy.addr).await.ends_with("ok\n"));
     }
     proxy.signal("TERM");
@@ -158,4 +173,34 @@ async fn a_second_proxy_on_the_same_port_fails_to_start_and_leaves_the_first_ser
     for _ in 0..10 {
         assert!(get_once(first.addr).await.ends_with("ok\n"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_max_connections_1_each_client_in_turn_is_served_whichever_worker_accepts_it() {
+    // Before: each worker's accept loop took a permit before accepting, so the one
+    // permit sat with a worker whose socket was empty while clients queued on others.
+    let (backend, _) = counting_backend().await;
+    let limits = "[limits]\nmax_connections = 1\n";
+    let proxy = ProxyProcess::start(|listen, admin| config_with(limits, &[listen], admin, backend));
+    for _ in 0..12 {
+        assert!(get_once(proxy.addr).await.ends_with("ok\n"));
+    }
+    // Still a limit: a second client waits while one connection is open.
+    let mut held = TcpStream::connect(proxy.addr).await.unwrap();
+    held.write_all(b"GET /w HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(10), held.read(&mut buf))
+        .await
+        .expect("the first client is served")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let waiting = tokio::spawn(get_once(proxy.addr));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "served beyond max_connections");
+    drop(held);
+    let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served once the first connection closed")
+        .unwrap();
+    assert!(answer.ends_with("ok\n"));
 }

@@ -145,7 +145,26 @@ async fn accept_loop(
     let mut backoff = Duration::from_millis(5);
     tracing::debug!(listen = %local_addr, "proxy listener started");
     loop {
-        // Wait for room under `max_connections` before accepting.
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    backoff = Duration::from_millis(5);
+                    accepted
+                }
+                Err(e) => {
+                    tracing::warn!(listen = %local_addr, error = %e, "accept failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            _ = fired(&mut stopped) => break,
+            _ = fired(&mut process_shutdown) => break,
+        };
+        // Room under `max_connections`: one accepted connection per accept loop waits
+        // here, the rest in the kernel's backlog. (Waiting before the accept would let
+        // an idle worker's loop sit on the free permit while clients queue on the
+        // other workers' sockets.)
         let permit = tokio::select! {
             permit = proxy.connections.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -154,25 +173,11 @@ async fn accept_loop(
             _ = fired(&mut stopped) => break,
             _ = fired(&mut process_shutdown) => break,
         };
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    backoff = Duration::from_millis(5);
-                    let serving = serve_accepted(stream, peer, bind, proxy.clone(), builder.clone(), shutdown.clone());
-                    tokio::spawn(async move {
-                        serving.await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(listen = %local_addr, error = %e, "accept failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            },
-            _ = fired(&mut stopped) => break,
-            _ = fired(&mut process_shutdown) => break,
-        }
+        let serving = serve_accepted(stream, peer, bind, proxy.clone(), builder.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            serving.await;
+            drop(permit);
+        });
     }
     tracing::debug!(listen = %local_addr, "proxy listener stopped");
 }

@@ -38,8 +38,10 @@ impl Default for Idle {
 impl Idle {
     /// This thread's list.
     fn list(&self) -> &List {
-        let lists = &self.lists;
-        &lists[workers::slot() % lists.len()]
+        let (lists, slot) = (&self.lists, workers::slot());
+        // Pools are built after the workers start, so every slot has its list.
+        debug_assert!(slot < lists.len(), "slot {slot} of {}", lists.len());
+        &lists[slot % lists.len()]
     }
 
     /// The warmest connection still usable, if any.
