@@ -2,14 +2,15 @@
 //! binary) wraps the system one; the backend and the client are plain blocking sockets
 //! on their own threads that allocate nothing per request, so what is counted between
 //! two marks is the proxy's own work. Prints allocations and bytes per request for
-//! small GET responses over kept-alive connections.
-//! Run: `cargo bench --bench alloc` (knobs: ALLOC_REQUESTS, ALLOC_CONNS).
+//! small GET responses over kept-alive connections; then the heap bytes still held per
+//! idle client connection (each served one request and stays open).
+//! Run: `cargo bench --bench alloc` (knobs: ALLOC_REQUESTS, ALLOC_CONNS, ALLOC_IDLE).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use splitgate::server::Server;
 
@@ -17,22 +18,27 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not yet freed.
+static LIVE: AtomicI64 = AtomicI64::new(0);
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
         System.alloc(layout)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
         System.dealloc(ptr, layout)
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
         System.realloc(ptr, layout, new_size)
     }
 }
@@ -135,5 +141,39 @@ fn main() {
         allocs as f64 / total as f64,
         bytes as f64 / total as f64
     );
+    idle_connections(addr, env("ALLOC_IDLE", 1000));
     runtime.block_on(server.shutdown());
+}
+
+/// Heap bytes held per idle client connection: `count` connections each send one GET,
+/// read the answer and stay open.
+fn idle_connections(addr: SocketAddr, count: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut held = Vec::new();
+    let request = b"GET /x HTTP/1.1\r\nhost: bench\r\n\r\n";
+    for _ in 0..count {
+        let Ok(mut stream) = TcpStream::connect(addr) else {
+            break;
+        };
+        let mut buf = [0u8; 1024];
+        let mut filled = 0;
+        if stream.write_all(request).is_err() {
+            break;
+        }
+        while !buf[..filled].ends_with(b"site=a\n") {
+            match stream.read(&mut buf[filled..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => filled += n,
+            }
+        }
+        held.push(stream);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after = LIVE.load(Ordering::Relaxed);
+    println!(
+        "alloc bench: {} idle client connections hold {:.0} heap bytes each",
+        held.len(),
+        (after - before) as f64 / held.len().max(1) as f64
+    );
 }

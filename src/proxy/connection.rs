@@ -53,14 +53,26 @@ pub async fn serve_accepted(
             proto: HeaderValue::from_static(proto),
         })
     };
+    // Each branch boxed: the connection's task holds only the one it takes (inline, the
+    // task was the size of the TLS branch, handshake included: 15 KB per connection).
     match tls {
-        None => serve(stream, client("http"), false, timeouts, proxy, builder, shutdown).await,
+        None => Box::pin(serve(stream, client("http"), false, timeouts, proxy, builder, shutdown)).await,
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
-            match tokio::time::timeout(timeouts.client_header, acceptor.accept(stream)).await {
+            let handshake = Box::pin(tokio::time::timeout(timeouts.client_header, acceptor.accept(stream)));
+            match handshake.await {
                 Ok(Ok(stream)) => {
                     let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    serve(stream, client("https"), http2, timeouts, proxy, builder, shutdown).await
+                    Box::pin(serve(
+                        stream,
+                        client("https"),
+                        http2,
+                        timeouts,
+                        proxy,
+                        builder,
+                        shutdown,
+                    ))
+                    .await
                 }
                 Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
@@ -97,7 +109,9 @@ async fn serve<S>(
             // The request's one clock read: arrival, in-flight mark and first try share it.
             let arrived = Instant::now();
             let in_flight = activity.begin(ms_of(arrived));
-            proxy.clone().forward(request, client.clone(), in_flight, arrived)
+            // Boxed: hyper keeps a slot the size of this future for the connection's
+            // whole life (5.8 KB per idle connection when inline).
+            Box::pin(proxy.clone().forward(request, client.clone(), in_flight, arrived))
         })
     };
     let connection = builder.serve_connection_with_upgrades(io, service);
