@@ -1,6 +1,7 @@
-//! The accept loops of one proxy listener (one per worker, see `workers`). A failed accept (e.g. out of file
-//! descriptors) is logged and retried with back-off, never fatal. A listener stops when
-//! the process shuts down or a reload removes it; its open connections carry on.
+//! The accept loops of one proxy listener (one per worker, see `workers`). A failed
+//! accept (e.g. out of file descriptors) is logged and retried with back-off, never
+//! fatal. A listener stops when the process shuts down or a reload removes it; its open
+//! connections carry on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
