@@ -30,7 +30,7 @@ pub fn install_metrics() {
             .name("metrics-upkeep".into())
             .spawn(move || loop {
                 // Samples wait here until folded, about 10 bytes each: 5 s at 50 000
-                // requests/s held 2.5 MB (a third of the peak RSS under load).
+                // requests/s held 2.5 MB (a sixth of the peak RSS under load).
                 std::thread::sleep(Duration::from_millis(250));
                 upkeep.run_upkeep();
             });
