@@ -382,14 +382,28 @@ async fn a_reason_phrase_of_the_backends_own_is_passed_on() {
     assert!(text.starts_with("HTTP/1.1 200 Everything Fine\r\n"), "got {text:?}");
 }
 
-/// A request body that ends with a pause: its data first, the end of the body later
-/// (as an HTTP/2 client that ends its stream with a separate empty frame).
-struct LateEnd {
+/// A request body with one piece of data, then (after a pause, when set) its trailer
+/// fields or its end: as an HTTP/2 client that ends its stream with a separate frame.
+struct OneDataFrame {
     data: Option<Bytes>,
-    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    pause: Option<Duration>,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    trailers: Option<http::HeaderMap>,
 }
 
-impl http_body::Body for LateEnd {
+impl OneDataFrame {
+    fn new(data: &'static [u8], pause: Option<Duration>, trailers: Option<http::HeaderMap>) -> Self {
+        let data = Some(Bytes::from_static(data));
+        OneDataFrame {
+            data,
+            pause,
+            sleep: None,
+            trailers,
+        }
+    }
+}
+
+impl http_body::Body for OneDataFrame {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
@@ -400,27 +414,27 @@ impl http_body::Body for LateEnd {
         if let Some(data) = self.data.take() {
             return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(data))));
         }
-        let pause = self
-            .pause
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(300))));
-        std::task::ready!(std::future::Future::poll(pause.as_mut(), cx));
-        std::task::Poll::Ready(None)
+        if let Some(pause) = self.pause {
+            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+            std::task::ready!(std::future::Future::poll(sleep.as_mut(), cx));
+        }
+        std::task::Poll::Ready(self.trailers.take().map(|t| Ok(http_body::Frame::trailers(t))))
     }
+}
+
+fn h2_client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, OneDataFrame> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build(hyper_util::client::legacy::connect::HttpConnector::new())
 }
 
 #[tokio::test]
 async fn an_answer_after_the_whole_declared_body_keeps_the_connection() {
     let backend = Scripted::start(|_| reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")).await;
     let proxy = proxy_for(&backend, "").await;
-    let h2: hyper_util::client::legacy::Client<_, LateEnd> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .http2_only(true)
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let h2 = h2_client();
     for _ in 0..2 {
-        let body = LateEnd {
-            data: Some(Bytes::from_static(b"order")),
-            pause: None,
-        };
+        let body = OneDataFrame::new(b"order", Some(Duration::from_millis(300)), None);
         let request = Request::post(proxy.url("/orders"))
             .header("content-length", "5")
             .body(body)
@@ -437,27 +451,6 @@ async fn an_answer_after_the_whole_declared_body_keeps_the_connection() {
         1,
         "the answer came before the client's end of stream, not before its data"
     );
-}
-
-/// A request body with one piece of data, then trailer fields.
-struct WithTrailers {
-    data: Option<Bytes>,
-    trailers: Option<http::HeaderMap>,
-}
-
-impl http_body::Body for WithTrailers {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        if let Some(data) = self.data.take() {
-            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(data))));
-        }
-        std::task::Poll::Ready(self.trailers.take().map(|t| Ok(http_body::Frame::trailers(t))))
-    }
 }
 
 #[tokio::test]
@@ -481,16 +474,10 @@ async fn request_trailers_reach_the_backend_in_the_last_chunk() {
     })
     .await;
     let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[addr])])).await;
-    let h2: hyper_util::client::legacy::Client<_, WithTrailers> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .http2_only(true)
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let h2 = h2_client();
     let mut trailers = http::HeaderMap::new();
     trailers.insert("x-sum", http::HeaderValue::from_static("42"));
-    let body = WithTrailers {
-        data: Some(Bytes::from_static(b"hello")),
-        trailers: Some(trailers),
-    };
+    let body = OneDataFrame::new(b"hello", None, Some(trailers));
     let request = Request::post(proxy.url("/upload")).body(body).unwrap();
     let response = tokio::time::timeout(Duration::from_secs(10), h2.request(request))
         .await

@@ -117,7 +117,7 @@ pub fn spawn_listener(
             stopped.clone(),
             shutdown.clone(),
         );
-        match runtimes.get(index % runtimes.len().max(1)) {
+        match runtimes.get(index) {
             Some(runtime) => runtime.spawn(accepting),
             None => tokio::spawn(accepting),
         };
