@@ -201,6 +201,36 @@ async fn request_heads_beyond_the_limits_get_431_and_never_reach_a_backend() {
     assert_eq!(status, 200, "an ordinary request still passes");
 }
 
+/// The contract's `max_header_bytes`: "beyond it 431 (414 for the URI alone)".
+#[tokio::test]
+async fn a_request_line_beyond_max_header_bytes_gets_414_and_never_reaches_a_backend() {
+    let a = Backend::start("a").await;
+    let limits = "[limits]\nmax_header_bytes = 16384\n";
+    let proxy = TestProxy::start(&config(limits, &[site("a", 1, 0, &[a.addr])])).await;
+    let hits = a.hits();
+    for uri_len in [16_384, 20_000, 70_000] {
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(uri_len));
+        let answer = raw_exchange(proxy.addr, long.as_bytes(), Duration::from_secs(5)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 414 URI Too Long\r\n"),
+            "a {uri_len}-byte URI: {answer}"
+        );
+    }
+    // A request line that fits with headers that do not is still a head too large.
+    let big = format!(
+        "GET /{} HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(8_000),
+        "b".repeat(9_000)
+    );
+    let answer = raw_exchange(proxy.addr, big.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "long URI, long header: {answer}");
+    assert_eq!(a.hits(), hits, "nothing reached the backend");
+    let (status, _) = common::get(&client(), &proxy.url(&format!("/{}", "a".repeat(8_000))))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "a long URI within the limit passes");
+}
+
 #[tokio::test]
 async fn a_64_kb_header_is_refused_by_default() {
     let a = Backend::start("a").await;

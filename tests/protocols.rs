@@ -145,6 +145,27 @@ async fn a_client_that_sends_no_headers_is_closed_after_client_header() {
     assert_eq!(a.hits(), 0);
 }
 
+/// A connection that sends nothing gets `client_header` for its first head (as NGINX
+/// and HAProxy give), not `idle`: silent connections cannot pile up for a minute.
+#[tokio::test]
+async fn a_client_that_sends_nothing_is_closed_after_client_header_not_idle() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config(
+        "[timeouts]\nclient_header = \"300ms\"\nidle = \"60s\"\n",
+        &[site("a", 1, 0, &[a.addr])],
+    ))
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a silent connection should be closed after client_header");
+    assert!(
+        rest.is_empty(),
+        "closed without an answer: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
 /// A pipelined head cut short (behind a complete request, in the same write or while
 /// the first is answered) must complete within `client_header` too, not `idle`.
 #[tokio::test]

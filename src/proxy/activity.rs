@@ -61,6 +61,12 @@ pub struct Activity {
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 22\r\n\r\nrequest head too slow\n";
 
+/// What a client gets whose request line alone fills `max_header_bytes` (hyper would
+/// answer 431, the answer for a head too large as a whole), before the connection
+/// closes.
+const URI_TOO_LONG: &[u8] =
+    b"HTTP/1.1 414 URI Too Long\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n\r\nrequest URI too long\n";
+
 /// The reason `expired` gives when an HTTP/1 request head did not arrive in time.
 pub const CLIENT_HEADER_TIMEOUT: &str = "client header timeout";
 
@@ -173,6 +179,12 @@ impl Activity {
                 }
             } else {
                 match self.head_started.load(Ordering::Acquire) {
+                    // Nothing sent since the connection opened: it gets `client_header`
+                    // to send its first head, not `idle` (as NGINX and HAProxy do).
+                    0 if self.last_request.load(Ordering::Relaxed) == 0 => (
+                        self.opened + millis(timeouts.client_header),
+                        "no request within client_header",
+                    ),
                     0 => (last_io + millis(timeouts.idle), "idle timeout"),
                     started => (started + millis(timeouts.client_header), CLIENT_HEADER_TIMEOUT),
                 }
@@ -210,19 +222,31 @@ pub struct Watched<S> {
     activity: Arc<Activity>,
     first_read: bool,
     scan: HeadScan,
-    /// Bytes of the 408 answer written so far.
+    /// `max_header_bytes`: a request line this long is refused with 414.
+    head_limit: usize,
+    /// The answer written before the connection ends (408 or 414), once decided.
+    refusal: Option<&'static [u8]>,
+    /// Bytes of `refusal` written so far.
     refusal_sent: usize,
     received: metrics::Counter,
     sent: metrics::Counter,
 }
 
 impl<S> Watched<S> {
-    pub fn new(stream: S, activity: Arc<Activity>, received: metrics::Counter, sent: metrics::Counter) -> Self {
+    pub fn new(
+        stream: S,
+        activity: Arc<Activity>,
+        head_limit: usize,
+        received: metrics::Counter,
+        sent: metrics::Counter,
+    ) -> Self {
         Watched {
             stream,
             activity,
             first_read: true,
             scan: HeadScan::default(),
+            head_limit,
+            refusal: None,
             refusal_sent: 0,
             received,
             sent,
@@ -239,8 +263,11 @@ impl<S> Watched<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.activity.timed_out.load(Ordering::Acquire) {
-            return self.refuse(cx);
+        if self.refusal.is_none() && self.activity.timed_out.load(Ordering::Acquire) {
+            self.refusal = Some(REQUEST_TIMEOUT);
+        }
+        if let Some(answer) = self.refusal {
+            return self.refuse(answer, cx);
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
@@ -257,18 +284,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<S> {
                 // and nothing of the request leaves.
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "chunk size too large")));
             }
-            self.received.increment(read as u64);
+            this.received.increment(read as u64);
+            if this.scan.request_line_len() >= this.head_limit {
+                // hyper's buffer is full with the request line alone: it would answer
+                // 431. Its last read is taken back (hyper never sees it, so it only
+                // finds the stream ended and closes) and 414 goes out in its place.
+                buf.set_filled(before);
+                this.refusal = Some(URI_TOO_LONG);
+                return this.refuse(URI_TOO_LONG, cx);
+            }
         }
         polled
     }
 }
 
 impl<S: AsyncWrite + Unpin> Watched<S> {
-    /// Writes the 408 answer (hyper is waiting for the rest of a head, so nothing else
-    /// is being written), then reports the end of the stream so that hyper closes.
-    fn refuse(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.refusal_sent < REQUEST_TIMEOUT.len() {
-            match Pin::new(&mut self.stream).poll_write(cx, &REQUEST_TIMEOUT[self.refusal_sent..]) {
+    /// Writes `answer` (hyper is waiting for the rest of a head, so nothing else is
+    /// being written), then reports the end of the stream so that hyper closes.
+    fn refuse(&mut self, answer: &[u8], cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.refusal_sent < answer.len() {
+            match Pin::new(&mut self.stream).poll_write(cx, &answer[self.refusal_sent..]) {
                 Poll::Ready(Ok(n)) if n > 0 => self.refusal_sent += n,
                 Poll::Ready(_) => return Poll::Ready(Ok(())),
                 Poll::Pending => return Poll::Pending,

@@ -112,9 +112,11 @@ async fn serve<S>(
 {
     let peer = client.addr;
     let activity = Activity::new(http2);
+    let head_limit = proxy.routing.load().config.limits.max_header_bytes;
     let io = TokioIo::new(Watched::new(
         stream,
         activity.clone(),
+        head_limit,
         proxy.client_metrics.received.clone(),
         proxy.client_metrics.sent.clone(),
     ));

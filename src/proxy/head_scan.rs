@@ -87,6 +87,16 @@ impl HeadScan {
         self.state == State::Head && self.started
     }
 
+    /// Bytes of a request line read so far and not yet ended (0 when none is being
+    /// read).
+    pub fn request_line_len(&self) -> usize {
+        if self.state == State::Head && !self.started {
+            self.line_len
+        } else {
+            0
+        }
+    }
+
     /// Scans the next bytes read; `head_ended` hears of each head that ends, in order,
     /// with whether it had a `Content-Length` line.
     pub fn feed(&mut self, mut bytes: &[u8], mut head_ended: impl FnMut(bool)) {
