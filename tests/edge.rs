@@ -111,6 +111,24 @@ async fn two_host_headers_are_refused_before_reaching_a_backend() {
     assert_eq!(a.hits(), hits, "nothing of it reached the backend");
 }
 
+/// RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400 (as NGINX does);
+/// HTTP/1.0 needs none.
+#[tokio::test]
+async fn an_http11_request_without_host_is_refused_and_an_http10_one_passes() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let hits = a.hits();
+    let answer = raw_exchange(proxy.addr, b"GET /no-host HTTP/1.1\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("Host"), "the reason says what is missing: {answer}");
+    assert_eq!(a.hits(), hits, "nothing reached the backend");
+    let answer = raw_exchange(proxy.addr, b"GET /old HTTP/1.0\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+}
+
 #[tokio::test]
 async fn http2_cookie_fields_reach_an_http1_backend_as_one_header() {
     // RFC 9113 8.2.3: a proxy joins HTTP/2 cookie fields with "; " for HTTP/1.1.

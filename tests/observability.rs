@@ -150,6 +150,48 @@ async fn access_log_lines_in_json_carry_site_status_and_timing() {
     assert_eq!(lines[3]["status"], 404);
 }
 
+/// Requests the proxy refuses itself (400, 405, 413) are logged too, as NGINX logs them.
+#[tokio::test]
+async fn requests_refused_at_the_edge_are_logged_with_their_status() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start("logged").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let text = access_log_config(&path, backend.addr, "127.0.0.1:0", "127.0.0.1:0");
+    let proxy = TestProxy::start(&format!("{text}[limits]\nmax_body_bytes = 10\n")).await;
+    let refused: [&[u8]; 3] = [
+        b"GET /two-hosts HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n",
+    ];
+    for request in refused {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = [0u8; 12];
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer)).await;
+    }
+    let lines = tokio::task::spawn_blocking(move || read_lines(&path, 3)).await.unwrap();
+    let mut seen: Vec<(String, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["path"].as_str().unwrap_or("").to_string(),
+                l["status"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    seen.sort();
+    // CONNECT's target is no path: its line shows "/".
+    let expected = [("/big", 413), ("/two-hosts", 400), ("/", 405)];
+    for (path, status) in expected {
+        assert!(
+            seen.iter().any(|(p, s)| p == path && *s == status),
+            "a {status} for {path} in {seen:?}"
+        );
+    }
+    assert_eq!(backend.hits(), 0, "none reached the backend");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigusr1_reopens_the_access_log_after_rotation() {
     let backend = Backend::start("logged").await;

@@ -49,12 +49,28 @@ impl Proxy {
         let routing = self.routing.load_full();
         let arrived_ms = ms_of(started);
         self.budget.record_request(arrived_ms);
+        let log = self
+            .access_log
+            .is_enabled()
+            .then(|| Box::new(log_record(&request, &client)));
+        // An answer made here, before any backend: logged like any other.
+        let refused_log = |log: Option<Box<Record>>, status: StatusCode| {
+            log.map(|mut record| {
+                record.status = status.as_u16();
+                PendingLog {
+                    record,
+                    started,
+                    sink: self.access_log.clone(),
+                }
+            })
+        };
         if request.method() == Method::CONNECT {
             // A forward-proxy tunnel request: not something a reverse proxy serves.
             let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
             let allow = HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
             response.headers_mut().insert(header::ALLOW, allow);
-            return Ok(response.map(|body| ResponseBody::new(body, None, None, in_flight)));
+            let log = refused_log(log, response.status());
+            return Ok(response.map(|body| ResponseBody::new(body, None, log, in_flight)));
         }
         let refused = refusal(&request, in_flight.head_had_content_length())
             .map(|reason| (StatusCode::BAD_REQUEST, reason))
@@ -66,12 +82,9 @@ impl Proxy {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(response.map(|body| ResponseBody::new(body, None, None, in_flight)));
+            let log = refused_log(log, status);
+            return Ok(response.map(|body| ResponseBody::new(body, None, log, in_flight)));
         }
-        let log = self
-            .access_log
-            .is_enabled()
-            .then(|| Box::new(log_record(&request, &client)));
         let (response, outcome) = self.try_backends(&routing, request, &client, started).await;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             in_flight.tunnelled();

@@ -184,8 +184,8 @@ fn join_cookies(headers: &mut HeaderMap) {
 }
 
 /// Why a request head must be refused with 400 before anything of it moves: its target
-/// is not a path (`GET foo`, never rewritten to `/`), it names its host twice (RFC 9112
-/// 3.2), or its body could be framed two ways (request smuggling): Content-Length
+/// is not a path (`GET foo`, never rewritten to `/`), it names its host twice or, in
+/// HTTP/1.1, not at all (RFC 9112 3.2), or its body could be framed two ways (request smuggling): Content-Length
 /// together with Transfer-Encoding, or a transfer coding other than one `chunked`
 /// (`identity, chunked`, `chunked` twice, `gzip`...). The strictest reading that no
 /// legitimate client notices. `head_had_length`: the head's bytes held a Content-Length
@@ -196,8 +196,12 @@ pub fn refusal<B>(request: &http::Request<B>, head_had_length: bool) -> Option<&
     }
     let headers = request.headers();
     let mut hosts = headers.get_all(header::HOST).iter();
-    if hosts.next().is_some() && hosts.next().is_some() {
-        return Some("two Host headers\n");
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Some("two Host headers\n"),
+        (None, _) if request.version() == http::Version::HTTP_11 => {
+            return Some("an HTTP/1.1 request must have a Host header\n")
+        }
+        _ => {}
     }
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
