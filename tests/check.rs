@@ -85,6 +85,41 @@ fn unknown_keys_syntax_errors_and_missing_files_fail() {
     assert!(!ok && text.contains("cannot read"), "{text}");
 }
 
+/// Unknown keys and values of the wrong type are all reported, each by its key and line,
+/// together with the problems of meaning, not only the first one the parser meets.
+#[test]
+fn every_unknown_key_and_wrong_type_is_named_with_the_other_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shapes.toml");
+    let text = "workers = \"two\"\n\
+        [[listener]]\nbind = \"127.0.0.1:1\"\ncolour = \"red\"\n\
+        [[site]]\nname = \"a\"\nweight = \"x\"\nbackends = [\"127.0.0.1:2\"]\npriority = -1\n\
+        health = { path = \"/h\", intervall = \"1s\" }\n\
+        [[site]]\nname = 5\nweight = 3\nbackends = [\"127.0.0.1:3\", 7]\n\
+        [nonsense]\na = 1\n";
+    std::fs::write(&path, text).unwrap();
+    let (ok, report) = check(&path);
+    assert!(!ok, "{report}");
+    for (key, reason) in [
+        ("workers", "invalid type"),
+        ("listener[0].colour", "unknown key (line 4)"),
+        ("site[0].weight", "invalid type"),
+        ("site[0].health.intervall", "unknown key (line 10)"),
+        ("site[0].priority", "out of range"),
+        ("site[1].name", "invalid type"),
+        ("site[1].backends[1]", "invalid type"),
+        ("nonsense", "unknown key (line 15)"),
+    ] {
+        let line = report.lines().find(|l| l.contains(&format!(": {key}: ")));
+        assert!(
+            line.is_some_and(|l| l.contains(reason)),
+            "{key}: {reason} missing in:\n{report}"
+        );
+    }
+    let named = report.lines().filter(|l| l.contains(": site[1].name: ")).count();
+    assert_eq!(named, 1, "a key is reported once:\n{report}");
+}
+
 /// `check` with a deadline: a FIFO or an endless file must not block it or eat memory.
 fn check_within(path: &std::path::Path, limit: std::time::Duration) -> (bool, String) {
     let mut child = Command::new(BINARY)

@@ -1,10 +1,10 @@
 //! The config file as written: plain serde types mirroring the TOML, nothing checked yet.
-//! Unknown keys are rejected here; every semantic rule lives in `validate.rs`.
+//! Unknown keys are found and reported by `shape.rs`; every semantic rule lives in
+//! `validate.rs`.
 
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Worker threads of the runtime; default: available cores.
     pub workers: Option<i64>,
@@ -34,7 +34,6 @@ pub struct FileConfig {
 
 /// `[fleet]`: proxies sharing run-time decisions through etcd.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FleetFile {
     #[serde(default)]
     pub etcd: Vec<String>,
@@ -49,7 +48,6 @@ pub struct FleetFile {
 
 /// `tls = { ca, client_cert, client_key }`: HTTPS to etcd, PEM files.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FleetTlsFile {
     pub ca: String,
     pub client_cert: Option<String>,
@@ -58,7 +56,6 @@ pub struct FleetTlsFile {
 
 /// `[events]`: where failover events and site availability are kept.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EventsFile {
     /// SQLite file, relative to the config file.
     pub history: Option<String>,
@@ -68,7 +65,6 @@ pub struct EventsFile {
 
 /// `[[notify]]`: a webhook (`url`) or a program (`command`) told of every event.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NotifyFile {
     pub url: Option<String>,
     pub command: Option<Vec<String>>,
@@ -82,7 +78,6 @@ pub struct NotifyFile {
 
 /// `[affinity]` (or a route's `affinity = { key }`): what keeps a client on one site.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AffinityFile {
     /// "header:NAME", "cookie:NAME" or "client_ip".
     pub key: String,
@@ -96,7 +91,6 @@ pub struct AffinityFile {
 
 /// `[[route]]`: requests matching `host` and `path_prefix` get their own split.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RouteFile {
     pub name: Option<String>,
     pub host: Option<String>,
@@ -108,7 +102,6 @@ pub struct RouteFile {
 
 /// `[limits]`: what one client may make the proxy hold.
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     pub max_connections: Option<i64>,
     pub max_header_bytes: Option<i64>,
@@ -119,7 +112,6 @@ pub struct LimitsFile {
 
 /// `[access_log]`: one line per request.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AccessLogFile {
     /// A file path, or "-" / "stdout".
     pub path: String,
@@ -131,14 +123,12 @@ pub struct AccessLogFile {
 
 /// `[log]`: operational logs (RUST_LOG, when set, wins over `level`).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LogFile {
     pub level: Option<String>,
     pub format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ListenerFile {
     pub bind: String,
     pub tls: Option<ListenerTlsFile>,
@@ -147,7 +137,6 @@ pub struct ListenerFile {
 /// `tls = { cert, key, certificates = [{ cert, key }] }`: PEM files; the extra
 /// certificates are chosen when the client's SNI name matches them.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ListenerTlsFile {
     pub cert: String,
     pub key: String,
@@ -156,7 +145,6 @@ pub struct ListenerTlsFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CertFile {
     pub cert: String,
     pub key: String,
@@ -164,7 +152,6 @@ pub struct CertFile {
 
 /// HTTPS to a site's backends.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SiteTlsFile {
     pub ca: Option<String>,
     pub server_name: Option<String>,
@@ -174,7 +161,6 @@ pub struct SiteTlsFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AdminFile {
     pub bind: String,
     pub token: Option<String>,
@@ -182,7 +168,6 @@ pub struct AdminFile {
 
 /// Health-check settings; every field is optional so a site can override a few.
 #[derive(Debug, Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
 pub struct HealthFile {
     pub path: Option<String>,
     pub interval: Option<String>,
@@ -196,7 +181,6 @@ pub struct HealthFile {
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct TimeoutsFile {
     pub connect: Option<String>,
     pub response: Option<String>,
@@ -206,7 +190,6 @@ pub struct TimeoutsFile {
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RetryFile {
     pub attempts: Option<i64>,
     pub budget: Option<f64>,
@@ -214,7 +197,6 @@ pub struct RetryFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SiteFile {
     pub name: Option<String>,
     pub weight: Option<i64>,

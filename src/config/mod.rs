@@ -9,6 +9,7 @@ mod model;
 mod pinned;
 mod problems;
 mod routes;
+mod shape;
 mod sites;
 mod tls;
 mod validate;
@@ -65,15 +66,15 @@ impl ConfigError {
 /// The parser's reason and where, never the offending line itself: that line may hold
 /// a secret (the admin token, a password), and this message reaches the log, `check`
 /// and the unauthenticated `/status`.
-fn syntax_message(error: &toml::de::Error, text: &str) -> String {
+fn syntax_message(error: &toml_edit::TomlError, text: &str) -> String {
     match error.span() {
         Some(span) => {
             let before = &text.as_bytes()[..span.start.min(text.len())];
             let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
             let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-            format!("line {line}, column {column}: {}", error.message())
+            format!("line {line}, column {column}: {}", error.message().trim_end())
         }
-        None => error.message().to_string(),
+        None => error.message().trim_end().to_string(),
     }
 }
 
@@ -112,17 +113,32 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &text)
 }
 
-/// Validates config text; `path` is used only in messages.
+/// Validates config text; `path` is used only in messages. Every problem found is
+/// reported: of shape (unknown keys, wrong types: `shape`), then of meaning
+/// (`validate`), a key reported once.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let file: file::FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+    let document = toml_edit::ImDocument::parse(text).map_err(|e| ConfigError::Syntax {
         path: path.to_path_buf(),
         message: syntax_message(&e, text),
     })?;
+    let shape::Shaped { file, mut problems } = shape::read(&document);
     let base = path.parent().unwrap_or(Path::new("."));
-    validate::validate(&file, base).map_err(|problems| ConfigError::Invalid {
+    let invalid = |problems| ConfigError::Invalid {
         path: path.to_path_buf(),
         problems,
-    })
+    };
+    let Some(file) = file else {
+        return Err(invalid(problems));
+    };
+    match validate::validate(&file, base) {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(invalid(problems)),
+        Err(more) => {
+            let known: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
+            problems.extend(more.into_iter().filter(|p| !known.contains(&p.key)));
+            Err(invalid(problems))
+        }
+    }
 }
 
 #[cfg(test)]
