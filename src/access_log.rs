@@ -30,7 +30,9 @@ pub struct Record {
     pub site: Option<String>,
     pub backend: Option<String>,
     pub attempts: u32,
+    #[serde(serialize_with = "millis_opt")]
     pub upstream_ms: Option<f64>,
+    #[serde(serialize_with = "millis")]
     pub total_ms: f64,
     pub bytes: u64,
 }
@@ -208,6 +210,18 @@ fn format_record(record: &Record, format: LogFormat, line: &mut Vec<u8>) {
     line.push(b'\n');
 }
 
+/// Milliseconds to the microsecond, as the text format writes them (no `0.63304500000001`).
+fn millis<S: serde::Serializer>(ms: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64((ms * 1000.0).round() / 1000.0)
+}
+
+fn millis_opt<S: serde::Serializer>(ms: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => millis(ms, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
 fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&Rfc3339(unix_ms_of(*time)))
 }
@@ -282,5 +296,28 @@ mod tests {
         assert_eq!(json["site"], "idc-a");
         assert_eq!(json["status"], 200);
         assert_eq!(json["time"], "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn json_milliseconds_are_rounded_to_the_microsecond() {
+        let record = Record {
+            time: UNIX_EPOCH,
+            client: "10.0.0.1".parse().unwrap(),
+            method: "GET".into(),
+            host: "h".into(),
+            path: "/".into(),
+            status: 200,
+            site: None,
+            backend: None,
+            attempts: 1,
+            upstream_ms: Some(0.123_456_7),
+            total_ms: 0.633_045_000_000_000_1,
+            bytes: 0,
+        };
+        let mut line = Vec::new();
+        format_record(&record, LogFormat::Json, &mut line);
+        let text = String::from_utf8(line).unwrap();
+        assert!(text.contains("\"total_ms\":0.633,"), "{text}");
+        assert!(text.contains("\"upstream_ms\":0.123,"), "{text}");
     }
 }

@@ -105,3 +105,45 @@ async fn several_weights_change_in_one_step_or_not_at_all() {
         assert_eq!(weights(&proxy), (90, 10), "{bad} changed something");
     }
 }
+
+/// A wrong method says which ones the endpoint takes (RFC 9110 15.5.6), and HEAD reads
+/// like GET without the body, for monitors that probe with HEAD.
+#[tokio::test]
+async fn a_wrong_method_names_the_allowed_ones_and_head_reads_like_get() {
+    use http_body_util::BodyExt;
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    for (method, path, allow) in [
+        (Method::POST, "/status", "GET, HEAD"),
+        (Method::GET, "/reload", "POST"),
+        (Method::GET, "/weights", "PUT"),
+        (Method::GET, "/sites/a/weight", "PUT, DELETE"),
+        (Method::GET, "/sites/a/drill", "POST, DELETE"),
+    ] {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(proxy.admin_url(path))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = client().request(request).await.unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(
+            response.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+    }
+    let request = Request::builder()
+        .method(Method::HEAD)
+        .uri(proxy.admin_url("/status"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.is_empty(), "no body for HEAD");
+}

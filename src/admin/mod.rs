@@ -137,8 +137,26 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
             }
             set_weights(request, server, peer).await
         }
-        (_, ["status" | "metrics" | "reload" | "weights" | "events" | ""]) | (_, ["sites", _, "weight" | "drill"]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        (Method::HEAD, ["status" | "metrics" | "events" | ""]) => {
+            // As GET (hyper sends the head only): monitors that probe with HEAD work.
+            let mut request = request;
+            *request.method_mut() = Method::GET;
+            Box::pin(route(request, server, peer)).await
+        }
+        (_, [endpoint @ ("status" | "metrics" | "reload" | "weights" | "events" | "")])
+        | (_, ["sites", _, endpoint @ ("weight" | "drill")]) => {
+            let allow = match *endpoint {
+                "reload" => "POST",
+                "weights" => "PUT",
+                "weight" => "PUT, DELETE",
+                "drill" => "POST, DELETE",
+                _ => "GET, HEAD",
+            };
+            let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            response
+                .headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+            response
         }
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
