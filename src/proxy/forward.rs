@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -257,24 +257,8 @@ fn log_record(request: &Request<Incoming>, client: &ClientInfo) -> Record {
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.authority().map(Authority::as_str))
         .unwrap_or("-");
-    Record {
-        time: SystemTime::now(),
-        client: client.addr,
-        method: method.to_string(),
-        host: host.to_string(),
-        path: uri
-            .path_and_query()
-            .map(PathAndQuery::as_str)
-            .unwrap_or("/")
-            .to_string(),
-        status: 0,
-        site: None,
-        backend: None,
-        attempts: 0,
-        upstream_ms: None,
-        total_ms: 0.0,
-        bytes: 0,
-    }
+    let path = uri.path_and_query().map(PathAndQuery::as_str).unwrap_or("/");
+    Record::new(client.addr, method.as_str(), host, path)
 }
 
 /// The body for the first try, and a handle to replay it when retries are possible.
