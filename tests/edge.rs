@@ -249,6 +249,100 @@ async fn a_request_line_beyond_max_header_bytes_gets_414_and_never_reaches_a_bac
     assert_eq!(status, 200, "a long URI within the limit passes");
 }
 
+/// A long request line pipelined behind a request in flight must not cut into that
+/// request's answer (its head already sent, its body on the way): the answer comes
+/// whole, and the long line is refused after it.
+#[tokio::test]
+async fn a_long_request_line_pipelined_behind_a_slow_answer_leaves_that_answer_whole() {
+    // Answers every head with its own head at once and its 10-byte body 500 ms later.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+                        if stream.write_all(head).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        if stream.write_all(b"0123456789").await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let limits = "[limits]\nmax_header_bytes = 8192\n";
+    let proxy = TestProxy::start(&config(limits, &[site("a", 1, 0, &[backend])])).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(30_000));
+    let _ = stream.write_all(long.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK\r\n"),
+        "the answer in flight first: {answer}"
+    );
+    assert!(answer.contains("\r\n\r\n0123456789"), "its body whole: {answer}");
+    assert!(!answer.contains("414"), "no answer written into another: {answer}");
+}
+
+/// An HTTP/2 client whose preface arrives in two pieces is still HTTP/2 (its frames are
+/// never scanned as an HTTP/1 request line and refused).
+#[tokio::test]
+async fn an_http2_preface_split_over_two_reads_is_still_http2() {
+    let a = Backend::start("a").await;
+    let limits = "[limits]\nmax_header_bytes = 8192\n";
+    let proxy = TestProxy::start(&config(limits, &[site("a", 1, 0, &[a.addr])])).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(b"PRI * HT").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream.write_all(b"TP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    // An empty SETTINGS frame, then 600 PINGs (17 bytes each, no line end among them).
+    let mut frames = vec![0, 0, 0, 4, 0, 0, 0, 0, 0];
+    for i in 0..600u32 {
+        frames.extend_from_slice(&[0, 0, 8, 6, 0, 0, 0, 0, 0]);
+        frames.extend_from_slice(&[1, 2, 3, 4]);
+        frames.extend_from_slice(&(i + 0x0101_0101).to_be_bytes().map(|b| b | 0x20));
+    }
+    stream.write_all(&frames).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // Each PING's answer is a 17-byte frame: wait for most of them.
+    while got.len() < 17 * 500 {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    assert!(
+        !got.windows(8).any(|w| w == b"HTTP/1.1"),
+        "an HTTP/1 answer inside the HTTP/2 stream"
+    );
+    assert!(
+        got.len() >= 17 * 500,
+        "the PINGs were answered: {} bytes back",
+        got.len()
+    );
+}
+
 #[tokio::test]
 async fn a_64_kb_header_is_refused_by_default() {
     let a = Backend::start("a").await;

@@ -128,12 +128,12 @@ impl Activity {
         heads & 1 == 1
     }
 
-    /// Notes a read of `bytes` (the first of the connection if `first_read`), and feeds
-    /// HTTP/1 bytes to `scan`.
-    fn saw_read(&self, bytes: &[u8], first_read: bool, scan: &mut HeadScan) {
+    /// Notes a read of `bytes` (with it, the connection's first bytes spelled the HTTP/2
+    /// preface if `preface_complete`), and feeds HTTP/1 bytes to `scan`.
+    fn saw_read(&self, bytes: &[u8], preface_complete: bool, scan: &mut HeadScan) {
         let now = now_ms();
         self.last_io.store(now, Ordering::Relaxed);
-        if first_read && bytes.starts_with(b"PRI * HTTP/2.0") {
+        if preface_complete {
             self.http2.store(true, Ordering::Relaxed);
         }
         if self.http2.load(Ordering::Relaxed) || self.tunnel.load(Ordering::Relaxed) {
@@ -151,6 +151,11 @@ impl Activity {
         }
         scan.feed(bytes, |had_length| self.head_ended(had_length));
         self.partial_head.store(scan.in_head(), Ordering::Relaxed);
+    }
+
+    /// No request has begun on this connection yet (none in flight, none before).
+    fn first_head(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.last_request.load(Ordering::Relaxed) == 0
     }
 
     /// The client's head timed out: its connection answers 408 at the next read.
@@ -220,7 +225,9 @@ impl Drop for InFlight {
 pub struct Watched<S> {
     stream: S,
     activity: Arc<Activity>,
-    first_read: bool,
+    /// Bytes of `HTTP2_PREFACE` the connection's first bytes matched so far, in however
+    /// many reads they came; `usize::MAX` once they differ.
+    preface: usize,
     scan: HeadScan,
     /// `max_header_bytes`: a request line this long is refused with 414.
     head_limit: usize,
@@ -232,7 +239,26 @@ pub struct Watched<S> {
     sent: metrics::Counter,
 }
 
+/// What an HTTP/2 client sends first (prior knowledge, RFC 9113 3.4); enough of it to
+/// tell it from any HTTP/1 request line.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
 impl<S> Watched<S> {
+    /// Follows the connection's first bytes against `HTTP2_PREFACE`; true on the read
+    /// that completes it.
+    fn preface_read(&mut self, bytes: &[u8]) -> bool {
+        let Some(rest) = HTTP2_PREFACE.get(self.preface..).filter(|rest| !rest.is_empty()) else {
+            return false;
+        };
+        let n = rest.len().min(bytes.len());
+        if rest[..n] != bytes[..n] {
+            self.preface = usize::MAX;
+            return false;
+        }
+        self.preface += n;
+        self.preface == HTTP2_PREFACE.len()
+    }
+
     pub fn new(
         stream: S,
         activity: Arc<Activity>,
@@ -243,7 +269,7 @@ impl<S> Watched<S> {
         Watched {
             stream,
             activity,
-            first_read: true,
+            preface: 0,
             scan: HeadScan::default(),
             head_limit,
             refusal: None,
@@ -273,10 +299,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<S> {
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         let read = buf.filled().len() - before;
         if matches!(polled, Poll::Ready(Ok(()))) && read > 0 {
-            let first_read = std::mem::replace(&mut self.first_read, false);
             let this = &mut *self;
-            this.activity
-                .saw_read(&buf.filled()[before..], first_read, &mut this.scan);
+            let bytes = &buf.filled()[before..];
+            let preface_complete = this.preface_read(bytes);
+            this.activity.saw_read(bytes, preface_complete, &mut this.scan);
             if this.scan.oversized_chunk {
                 // As hyper fails a malformed chunk: the body errs, the upstream request
                 // is cut and the client gets 400. When the size came in the read that
@@ -285,10 +311,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<S> {
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "chunk size too large")));
             }
             this.received.increment(read as u64);
-            if this.scan.request_line_len() >= this.head_limit {
+            if this.scan.request_line_len() >= this.head_limit && this.activity.first_head() {
                 // hyper's buffer is full with the request line alone: it would answer
                 // 431. Its last read is taken back (hyper never sees it, so it only
-                // finds the stream ended and closes) and 414 goes out in its place.
+                // finds the stream ended and closes) and 414 goes out in its place. Only
+                // in the connection's first head: hyper has written nothing yet. Later,
+                // an answer could still be in hyper's buffer; hyper's 431 stands then.
                 buf.set_filled(before);
                 this.refusal = Some(URI_TOO_LONG);
                 return this.refuse(URI_TOO_LONG, cx);
