@@ -92,23 +92,28 @@ fn every_unknown_key_and_wrong_type_is_named_with_the_other_problems() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shapes.toml");
     let text = "workers = \"two\"\n\
-        [[listener]]\nbind = \"127.0.0.1:1\"\ncolour = \"red\"\n\
-        [[site]]\nname = \"a\"\nweight = \"x\"\nbackends = [\"127.0.0.1:2\"]\npriority = -1\n\
+        [[listener]]\nbind = 5\ncolour = \"red\"\n\
+        [[listener]]\nbind = \"127.0.0.1:99999\"\n\
+        [[site]]\nname = \"a\"\nweight = \"x\"\nbackends = [\"127.0.0.1:2\", 7, 8]\npriority = -1\n\
         health = { path = \"/h\", intervall = \"1s\" }\n\
-        [[site]]\nname = 5\nweight = 3\nbackends = [\"127.0.0.1:3\", 7]\n\
+        [[site]]\nname = 5\nweight = 3\nbackends = [\"127.0.0.1:3\"]\nhealth = 1979-05-27\n\
         [nonsense]\na = 1\n";
     std::fs::write(&path, text).unwrap();
     let (ok, report) = check(&path);
     assert!(!ok, "{report}");
     for (key, reason) in [
         ("workers", "invalid type"),
+        ("listener[0].bind", "invalid type"),
         ("listener[0].colour", "unknown key (line 4)"),
+        ("listener[1].bind", "is not an ip:port"),
         ("site[0].weight", "invalid type"),
-        ("site[0].health.intervall", "unknown key (line 10)"),
+        ("site[0].backends[1]", "invalid type"),
+        ("site[0].backends[2]", "invalid type"),
         ("site[0].priority", "out of range"),
+        ("site[0].health.intervall", "unknown key (line 12)"),
         ("site[1].name", "invalid type"),
-        ("site[1].backends[1]", "invalid type"),
-        ("nonsense", "unknown key (line 15)"),
+        ("site[1].health", "date-time"),
+        ("nonsense", "unknown key (line 18)"),
     ] {
         let line = report.lines().find(|l| l.contains(&format!(": {key}: ")));
         assert!(
@@ -116,8 +121,11 @@ fn every_unknown_key_and_wrong_type_is_named_with_the_other_problems() {
             "{key}: {reason} missing in:\n{report}"
         );
     }
-    let named = report.lines().filter(|l| l.contains(": site[1].name: ")).count();
-    assert_eq!(named, 1, "a key is reported once:\n{report}");
+    for key in ["site[1].name", "listener[0].bind"] {
+        let named = report.lines().filter(|l| l.contains(&format!(": {key}: "))).count();
+        assert_eq!(named, 1, "{key} is reported once:\n{report}");
+    }
+    assert!(!report.contains("missing field"), "no key was missing:\n{report}");
 }
 
 /// `check` with a deadline: a FIFO or an endless file must not block it or eat memory.

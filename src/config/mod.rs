@@ -134,8 +134,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         Ok(config) if problems.is_empty() => Ok(config),
         Ok(_) => Err(invalid(problems)),
         Err(more) => {
+            // A key of the wrong type got a placeholder: what is said of it (or inside
+            // it) now would be about the placeholder.
             let known: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
-            problems.extend(more.into_iter().filter(|p| !known.contains(&p.key)));
+            let about_known = |key: &str| {
+                known.iter().any(|k| {
+                    key.strip_prefix(k.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+                })
+            };
+            problems.extend(more.into_iter().filter(|p| !about_known(&p.key)));
             Err(invalid(problems))
         }
     }

@@ -1,11 +1,11 @@
 //! Reads config text into the file types (`file.rs`), reporting every problem of shape
 //! (an unknown key, a value of the wrong type) with its key, not only the first one
-//! serde stops at: a key of the wrong type is noted and taken out, and the text is read
-//! again, up to `MAX_SHAPE_PROBLEMS` times. Unknown keys are collected on the way
+//! serde stops at: a value of the wrong type is noted and replaced by a placeholder of
+//! the expected type (or taken out), and the text is read again, up to `MAX_SHAPE_PROBLEMS` times. Unknown keys are collected on the way
 //! (`serde_ignored`), each with its full key.
 
 use serde_path_to_error::{Path as ErrorPath, Segment};
-use toml_edit::{DocumentMut, ImDocument, Item, Value};
+use toml_edit::{Array, DocumentMut, ImDocument, InlineTable, Item, Value};
 
 use super::file::FileConfig;
 use super::Problem;
@@ -24,6 +24,7 @@ pub(super) struct Shaped {
 pub(super) fn read(document: &ImDocument<&str>) -> Shaped {
     let mut work: DocumentMut = document.clone().into_mut();
     let mut problems: Vec<Problem> = Vec::new();
+    let mut taken_out: Vec<String> = Vec::new();
     while problems.len() < MAX_SHAPE_PROBLEMS {
         let mut unknown = Vec::new();
         let deserializer = toml_edit::de::Deserializer::from(work.clone());
@@ -31,9 +32,17 @@ pub(super) fn read(document: &ImDocument<&str>) -> Shaped {
         let ignoring = serde_ignored::Deserializer::new(deserializer, &mut note);
         let result: Result<FileConfig, _> = serde_path_to_error::deserialize(ignoring);
         for key in unknown {
+            // A TOML date-time reaches serde as a table with one private key.
+            let (key, reason) = match key.strip_suffix(DATETIME_KEY) {
+                Some(parent) => (
+                    parent.trim_end_matches('.').to_string(),
+                    "a date-time is not a value here",
+                ),
+                None => (key, "unknown key"),
+            };
             if !problems.iter().any(|p| p.key == key) {
                 problems.push(Problem {
-                    reason: located("unknown key", line_of(document, &key)),
+                    reason: located(reason, line_of(document, &key)),
                     key,
                 });
             }
@@ -47,6 +56,13 @@ pub(super) fn read(document: &ImDocument<&str>) -> Shaped {
             }
             Err(error) => {
                 let key = error.path().to_string();
+                if taken_out
+                    .iter()
+                    .any(|out| is_missing_field(error.inner().message(), &key, out))
+                {
+                    // A required key of the wrong type was taken out; it is reported.
+                    break;
+                }
                 let line = line_of(document, &key);
                 problems.push(Problem {
                     reason: located(error.inner().message(), line),
@@ -56,13 +72,31 @@ pub(super) fn read(document: &ImDocument<&str>) -> Shaped {
                         key
                     },
                 });
-                if !remove(&mut work, error.path()) {
+                if !mend(&mut work, error.path(), error.inner().message()) {
                     break;
                 }
+                taken_out.push(error.path().to_string());
             }
         }
     }
     Shaped { file: None, problems }
+}
+
+/// The key under which toml_edit hands a date-time to serde.
+const DATETIME_KEY: &str = "$__toml_private_datetime";
+
+/// `message` (at `key`) says that the key `out`, taken out before, is missing.
+fn is_missing_field(message: &str, key: &str, out: &str) -> bool {
+    let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    else {
+        return false;
+    };
+    match key {
+        "" | "." => out == name,
+        parent => out == format!("{parent}.{name}"),
+    }
 }
 
 fn located(reason: &str, line: Option<usize>) -> String {
@@ -130,8 +164,12 @@ fn key_parts(key: &str) -> Vec<Part<'_>> {
     parts
 }
 
-/// Takes the value at `path` out of `document`; false when it cannot (the root).
-fn remove(document: &mut DocumentMut, path: &ErrorPath) -> bool {
+/// Mends `document` at `path` so that reading can go on past the problem there: a value
+/// of the wrong type becomes a placeholder of the expected type (`expected`, from serde's
+/// message), so no key goes missing and no array element moves; any other value is
+/// taken out. False when nothing can be mended (the root, an array element serde did
+/// not say the type of).
+fn mend(document: &mut DocumentMut, path: &ErrorPath, message: &str) -> bool {
     let segments: Vec<&Segment> = path.iter().collect();
     let Some((last, parents)) = segments.split_last() else {
         return false;
@@ -148,16 +186,32 @@ fn remove(document: &mut DocumentMut, path: &ErrorPath) -> bool {
             None => return false,
         }
     }
-    match (last, item) {
-        (Segment::Map { key }, item) => item.as_table_like_mut().and_then(|t| t.remove(key)).is_some(),
-        (Segment::Seq { index }, Item::ArrayOfTables(tables)) if *index < tables.len() => {
-            tables.remove(*index);
+    let target = match last {
+        Segment::Map { key } => item.get_mut(key.as_str()),
+        Segment::Seq { index } => item.get_mut(*index),
+        _ => None,
+    };
+    match (placeholder(message), target, last) {
+        (Some(value), Some(target @ Item::Value(_)), _) => {
+            *target = Item::Value(value);
             true
         }
-        (Segment::Seq { index }, Item::Value(Value::Array(array))) if *index < array.len() => {
-            array.remove(*index);
-            true
-        }
+        (_, _, Segment::Map { key }) => item.as_table_like_mut().and_then(|t| t.remove(key)).is_some(),
         _ => false,
     }
+}
+
+/// A value of the type serde's "invalid type: ..., expected X" asks for.
+fn placeholder(message: &str) -> Option<Value> {
+    let expected = message.split(", expected ").nth(1)?;
+    let integer = ["i64", "u64", "i32", "u32", "u16", "u8", "usize", "an integer"];
+    Some(match expected {
+        e if e.contains("string") => Value::from(""),
+        e if integer.iter().any(|t| e.starts_with(t)) => Value::from(0i64),
+        e if e.starts_with("f64") || e.starts_with("f32") || e.contains("float") => Value::from(0.0),
+        e if e.contains("boolean") => Value::from(false),
+        e if e.contains("sequence") => Value::Array(Array::new()),
+        e if e.starts_with("struct") || e.contains("map") => Value::InlineTable(InlineTable::new()),
+        _ => return None,
+    })
 }
