@@ -15,6 +15,12 @@ use tokio::net::{TcpListener, TcpStream};
 /// A backend that answers every request head (probes included) with `answer`, on
 /// kept-alive connections.
 async fn raw_backend(answer: &'static [u8]) -> SocketAddr {
+    late_backend(answer, Duration::ZERO, b"").await
+}
+
+/// A backend that answers every request head with `answer` at once and `late` after
+/// `pause`, on kept-alive connections.
+async fn late_backend(answer: &'static [u8], pause: Duration, late: &'static [u8]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -31,6 +37,12 @@ async fn raw_backend(answer: &'static [u8]) -> SocketAddr {
                         seen.drain(..end + 4);
                         if stream.write_all(answer).await.is_err() {
                             return;
+                        }
+                        if !late.is_empty() {
+                            tokio::time::sleep(pause).await;
+                            if stream.write_all(late).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }
@@ -254,34 +266,9 @@ async fn a_request_line_beyond_max_header_bytes_gets_414_and_never_reaches_a_bac
 /// whole, and the long line is refused after it.
 #[tokio::test]
 async fn a_long_request_line_pipelined_behind_a_slow_answer_leaves_that_answer_whole() {
-    // Answers every head with its own head at once and its 10-byte body 500 ms later.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 {
-                        return;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        seen.drain(..end + 4);
-                        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
-                        if stream.write_all(head).await.is_err() {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        if stream.write_all(b"0123456789").await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
+    // Every head answered with its own head at once and its 10-byte body 500 ms later.
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+    let backend = late_backend(head, Duration::from_millis(500), b"0123456789").await;
     let limits = "[limits]\nmax_header_bytes = 8192\n";
     let proxy = TestProxy::start(&config(limits, &[site("a", 1, 0, &[backend])])).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
