@@ -80,10 +80,15 @@ pub fn spawn(listener: TcpListener, server: Arc<dyn Operator>, mut shutdown: wat
 async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAddr) -> AdminResponse {
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // HEAD is answered as GET: hyper sends the head only.
     match (request.method().clone(), segments.as_slice()) {
-        (Method::GET, [""]) => respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE.to_string()),
-        (Method::GET, ["status"]) => json(StatusCode::OK, &full_status(server)),
-        (Method::GET, ["metrics"]) => respond(StatusCode::OK, "text/plain; version=0.0.4", telemetry::render()),
+        (Method::GET | Method::HEAD, [""]) => {
+            respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE.to_string())
+        }
+        (Method::GET | Method::HEAD, ["status"]) => json(StatusCode::OK, &full_status(server)),
+        (Method::GET | Method::HEAD, ["metrics"]) => {
+            respond(StatusCode::OK, "text/plain; version=0.0.4", telemetry::render())
+        }
         (Method::PUT | Method::DELETE, ["sites", name, "weight"]) => {
             let name = name.to_string();
             if let Some(denied) = authorize(&request, server) {
@@ -104,7 +109,7 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
                 ),
             }
         }
-        (Method::GET, ["events"]) => {
+        (Method::GET | Method::HEAD, ["events"]) => {
             let since = request
                 .uri()
                 .query()
@@ -136,12 +141,6 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
                 return denied;
             }
             set_weights(request, server, peer).await
-        }
-        (Method::HEAD, ["status" | "metrics" | "events" | ""]) => {
-            // As GET (hyper sends the head only): monitors that probe with HEAD work.
-            let mut request = request;
-            *request.method_mut() = Method::GET;
-            Box::pin(route(request, server, peer)).await
         }
         (_, [endpoint @ ("status" | "metrics" | "reload" | "weights" | "events" | "")])
         | (_, ["sites", _, endpoint @ ("weight" | "drill")]) => {

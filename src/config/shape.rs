@@ -1,8 +1,9 @@
 //! Reads config text into the file types (`file.rs`), reporting every problem of shape
 //! (an unknown key, a value of the wrong type) with its key, not only the first one
 //! serde stops at: a value of the wrong type is noted and replaced by a placeholder of
-//! the expected type (or taken out), and the text is read again, up to `MAX_SHAPE_PROBLEMS` times. Unknown keys are collected on the way
-//! (`serde_ignored`), each with its full key.
+//! the expected type (or taken out), and the text is read again, up to
+//! `MAX_SHAPE_PROBLEMS` times. Unknown keys are collected on the way (`serde_ignored`),
+//! each with its full key.
 
 use serde_path_to_error::{Path as ErrorPath, Segment};
 use toml_edit::{Array, DocumentMut, ImDocument, InlineTable, Item, Value};
@@ -13,8 +14,8 @@ use super::Problem;
 /// Shape problems reported at most; past them the text is not read again.
 const MAX_SHAPE_PROBLEMS: usize = 50;
 
-/// What reading the text gave: the file types when the text could be read (keys of the
-/// wrong type left out), and every shape problem found.
+/// What reading the text gave: the file types when the text could be read (values of
+/// the wrong type replaced by placeholders), and every shape problem found.
 pub(super) struct Shaped {
     pub file: Option<FileConfig>,
     pub problems: Vec<Problem>,

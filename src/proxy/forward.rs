@@ -53,8 +53,8 @@ impl Proxy {
             .access_log
             .is_enabled()
             .then(|| Box::new(log_record(&request, &client)));
-        // An answer made here, before any backend: logged like any other.
-        let refused_log = |log: Option<Box<Record>>, status: StatusCode| {
+        // The record, its status set, handed to the response body to submit at its end.
+        let pending_log = |log: Option<Box<Record>>, status: StatusCode| {
             log.map(|mut record| {
                 record.status = status.as_u16();
                 PendingLog {
@@ -69,7 +69,7 @@ impl Proxy {
             let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
             let allow = HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
             response.headers_mut().insert(header::ALLOW, allow);
-            let log = refused_log(log, response.status());
+            let log = pending_log(log, response.status());
             return Ok(response.map(|body| ResponseBody::new(body, None, log, in_flight)));
         }
         let refused = refusal(&request, in_flight.head_had_content_length())
@@ -82,7 +82,7 @@ impl Proxy {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            let log = refused_log(log, status);
+            let log = pending_log(log, status);
             return Ok(response.map(|body| ResponseBody::new(body, None, log, in_flight)));
         }
         let (response, outcome) = self.try_backends(&routing, request, &client, started).await;
@@ -92,17 +92,13 @@ impl Proxy {
         let site = outcome.last_pick.map(|p| &routing.sites[p.site]);
         let counter = site.map(|s| s.metrics.response_bytes.clone());
         let log = log.map(|mut record| {
-            record.status = response.status().as_u16();
             record.site = site.map(|s| s.name.clone());
             record.backend = outcome.last_pick.map(|p| routing.backend(p).addr.clone());
             record.attempts = outcome.attempts;
             record.upstream_ms = outcome.upstream.map(|d| d.as_secs_f64() * 1000.0);
-            PendingLog {
-                record,
-                started,
-                sink: self.access_log.clone(),
-            }
+            record
         });
+        let log = pending_log(log, response.status());
         Ok(response.map(|body| ResponseBody::new(body, counter, log, in_flight)))
     }
 

@@ -185,8 +185,8 @@ fn join_cookies(headers: &mut HeaderMap) {
 
 /// Why a request head must be refused with 400 before anything of it moves: its target
 /// is not a path (`GET foo`, never rewritten to `/`), it names its host twice or, in
-/// HTTP/1.1, not at all (RFC 9112 3.2), or its body could be framed two ways (request smuggling): Content-Length
-/// together with Transfer-Encoding, or a transfer coding other than one `chunked`
+/// HTTP/1.1, not at all (RFC 9112 3.2), or its body could be framed two ways (request
+/// smuggling): Content-Length together with Transfer-Encoding, or a transfer coding other than one `chunked`
 /// (`identity, chunked`, `chunked` twice, `gzip`...). The strictest reading that no
 /// legitimate client notices. `head_had_length`: the head's bytes held a Content-Length
 /// line, which hyper drops from the headers when Transfer-Encoding is present.

@@ -71,9 +71,9 @@ fn listening(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::Tc
 }
 
 /// The connection settings of `[limits]`. The HTTP/1 buffer bounds the request head
-/// (beyond it: 431, or 414 for the URI alone, from `activity`'s watch on the bytes read)
-/// and the response bytes queued for a slow
-/// client (hyper's default grows to ~400 KB), so memory per connection stays bounded.
+/// (beyond it: 431, or 414 for a first request line alone, from `activity`'s watch on
+/// the bytes read) and the response bytes queued for a slow client (hyper's default
+/// grows to ~400 KB), so memory per connection stays bounded.
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

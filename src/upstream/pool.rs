@@ -96,17 +96,12 @@ impl Pool {
                 None => match self.connect_boxed().await {
                     Ok(Sender::Http1(conn)) => conn,
                     Ok(Sender::Http2(_)) => {
-                        return Err(Failure {
-                            error: SendError::Connect("HTTP/2 connection for an HTTP/1.1 site".into()),
-                            request: Some(request),
-                        })
+                        return Err(not_sent(
+                            SendError::Connect("HTTP/2 connection for an HTTP/1.1 site".into()),
+                            request,
+                        ))
                     }
-                    Err(error) => {
-                        return Err(Failure {
-                            error,
-                            request: Some(request),
-                        })
-                    }
+                    Err(error) => return Err(not_sent(error, request)),
                 },
             };
             match exchange(conn, request, timeout, &self.idle).await {
@@ -142,17 +137,12 @@ impl Pool {
         let sender = match self.connect_boxed().await {
             Ok(Sender::Http2(sender)) => sender,
             Ok(Sender::Http1(_)) => {
-                return Err(Failure {
-                    error: SendError::Connect("HTTP/1.1 connection for an HTTP/2 site".into()),
-                    request: Some(request),
-                })
+                return Err(not_sent(
+                    SendError::Connect("HTTP/1.1 connection for an HTTP/2 site".into()),
+                    request,
+                ))
             }
-            Err(error) => {
-                return Err(Failure {
-                    error,
-                    request: Some(request),
-                })
-            }
+            Err(error) => return Err(not_sent(error, request)),
         };
         if let Ok(mut shared) = self.shared.lock() {
             if !self.idle.is_closed() {
@@ -249,12 +239,20 @@ async fn exchange(
 /// A head that could not be written: the request comes back whole when none of it left.
 fn unsent(error: WriteError, parts: http::request::Parts, body: RequestBody) -> Failure {
     if error.nothing_sent {
-        Failure {
-            error: SendError::Connect(Box::new(error.error)),
-            request: Some(Request::from_parts(parts, body)),
-        }
+        not_sent(
+            SendError::Connect(Box::new(error.error)),
+            Request::from_parts(parts, body),
+        )
     } else {
         failed(Box::new(error.error))
+    }
+}
+
+/// A try that failed before any of `request` left: it comes back whole, to be retried.
+fn not_sent(error: SendError, request: Request<RequestBody>) -> Failure {
+    Failure {
+        error,
+        request: Some(request),
     }
 }
 
