@@ -25,6 +25,8 @@
 //! - `workers`: thread per core (one current-thread runtime per worker, each with its
 //!   own `SO_REUSEPORT` accept loops); the control plane stays on the main thread.
 //! - `demo`: built-in demo sites for `splitgate demo`.
+//! - `descriptors`: the open-file limit's share for client connections; a local
+//!   EMFILE is never held against a backend.
 
 #![forbid(unsafe_code)]
 
@@ -35,6 +37,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod descriptors;
 pub mod events;
 pub mod fleet;
 pub mod health;

@@ -293,3 +293,17 @@ timeout = "1s"
         assert!(text.contains(&format!(": {key}: ")), "{key} missing in:\n{text}");
     }
 }
+
+#[test]
+fn a_syntax_error_names_the_key_being_read_but_never_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    let text = "[[listener]]\nbind = \"127.0.0.1:8080\"\n[admin]\nbind = \"127.0.0.1:9901\"\n\
+                [[site]]\nname = \"a\"\nbackends = [\"127.0.0.1:9001\"]\n\
+                [[site]]\nname = \"b\"\nweight = s3cr3t\nbackends = [\"127.0.0.1:9002\"]\n";
+    std::fs::write(&path, text).unwrap();
+    let (ok, text) = check(&path);
+    assert!(!ok);
+    assert!(text.contains("site[1].weight (line 10, column 10)"), "{text}");
+    assert!(!text.contains("s3cr3t"), "{text}");
+}

@@ -3,19 +3,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::{error, json, AdminResponse};
+use super::weights::fleet_refusal;
+use super::{error, json, read_body, AdminResponse};
 use crate::config::parse_duration;
-use crate::control::{Control, DrillError};
+use crate::control::{Control, DrillError, MAX_DRILL};
 use crate::fleet::Fleet;
 
 /// The longest drill accepted.
-const MAX_DRILL: Duration = Duration::from_secs(24 * 3600);
 
 pub async fn handle(
     request: Request<Incoming>,
@@ -34,7 +32,7 @@ pub async fn handle(
                 (true, None) => refusal(&DrillError::NotRunning(site.into())),
                 (true, Some(id)) => match fleet.write_drill(site, None).await {
                     Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ended": id })),
-                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+                    Err(e) => fleet_refusal(&e),
                 },
             };
         }
@@ -43,9 +41,9 @@ pub async fn handle(
             Err(e) => refusal(&e),
         };
     }
-    let body = match Limited::new(request.into_body(), 4096).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return error(StatusCode::BAD_REQUEST, "body too large or unreadable"),
+    let body = match read_body(request, 4096).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
     };
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -74,7 +72,7 @@ pub async fn handle(
             return refusal(&DrillError::AlreadyRunning(site.into()));
         }
         if let Err(e) = fleet.write_drill(site, Some(duration)).await {
-            return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            return fleet_refusal(&e);
         }
         return match control.drills().into_iter().find(|(s, _)| s == site) {
             Some((_, drill)) => json(StatusCode::OK, &serde_json::json!({ "drill": drill.id })),

@@ -164,6 +164,7 @@ pub struct SiteTlsFile {
 pub struct AdminFile {
     pub bind: String,
     pub token: Option<String>,
+    pub max_connections: Option<i64>,
 }
 
 /// Health-check settings; every field is optional so a site can override a few.

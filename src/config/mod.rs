@@ -11,6 +11,7 @@ mod problems;
 mod routes;
 mod shape;
 mod sites;
+mod syntax;
 mod tls;
 mod validate;
 
@@ -63,20 +64,6 @@ impl ConfigError {
     }
 }
 
-/// The parser's reason and where, never the offending line itself: that line may hold
-/// a secret (the admin token, a password), and this message reaches the log, `check`
-/// and the unauthenticated `/status`.
-fn syntax_message(error: &toml_edit::TomlError, text: &str) -> String {
-    match error.span() {
-        Some(span) => {
-            let before = &text.as_bytes()[..span.start.min(text.len())];
-            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-            let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-            format!("line {line}, column {column}: {}", error.message().trim_end())
-        }
-        None => error.message().trim_end().to_string(),
-    }
-}
 
 /// Largest config, certificate, key or CA file read.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -119,7 +106,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let document = toml_edit::ImDocument::parse(text).map_err(|e| ConfigError::Syntax {
         path: path.to_path_buf(),
-        message: syntax_message(&e, text),
+        message: syntax::syntax_message(&e, text),
     })?;
     let shape::Shaped { file, mut problems } = shape::read(&document);
     let base = path.parent().unwrap_or(Path::new("."));
@@ -162,7 +149,7 @@ mod tests {
         let text = "[admin]\nbind = \"127.0.0.1:9901\"\ntoken = s3cr3t-t0ken\n";
         let message = problems(text);
         assert!(!message.contains("s3cr3t"), "the token leaked: {message}");
-        assert!(message.contains("line 3"), "{message}");
+        assert!(message.contains("admin.token (line 3, column 9)"), "names the key: {message}");
     }
 
     const GOOD: &str = r#"

@@ -225,6 +225,13 @@ pub struct Listener {
 pub struct Admin {
     pub bind: SocketAddr,
     pub token: Option<String>,
+    /// Admin connections open at once; more are answered 503 and closed, so that the
+    /// admin API never takes the descriptors that traffic and probes need.
+    pub max_connections: usize,
+}
+
+impl Admin {
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -55,6 +55,12 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
         Some(Admin {
             bind,
             token: admin.token.clone(),
+            max_connections: problems.count(
+                "admin.max_connections",
+                admin.max_connections,
+                Admin::DEFAULT_MAX_CONNECTIONS,
+                (1, 10_000),
+            ) as usize,
         })
     });
 

@@ -14,6 +14,9 @@ use crate::clock::now_ms;
 use crate::clock::{rfc3339, unix_ms, unix_of};
 use crate::events::{Kind, Outage, Pending};
 
+/// The longest drill: a value that asks for more (a hand-written fleet key) is cut here.
+pub const MAX_DRILL: Duration = Duration::from_secs(24 * 3600);
+
 /// A drill running on one site.
 #[derive(Debug, Clone)]
 pub struct Drill {
@@ -37,6 +40,7 @@ pub enum DrillError {
 impl Control {
     /// Takes `site` out for `duration`; returns the `drill_started` event's id.
     pub fn start_drill(self: &Arc<Self>, site: &str, duration: Duration) -> Result<u64, DrillError> {
+        let duration = duration.min(MAX_DRILL);
         let mut state = self.lock_state();
         let current = self.current();
         let Some(route) = current.sites.iter().find(|s| s.name == site) else {

@@ -17,7 +17,7 @@ use crate::events::{Events, Observer};
 use crate::health::{spawn_prober, HealthRegistry};
 use crate::routing::{Decisions, Inputs, Routing};
 
-pub use drills::{Drill, DrillError};
+pub use drills::{Drill, DrillError, MAX_DRILL};
 
 /// How often a ramping (slow-start) site's weight is recomputed.
 const RAMP_TICK: Duration = Duration::from_millis(250);

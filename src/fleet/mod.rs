@@ -7,6 +7,7 @@
 //! member's own watch has applied them. When etcd is unreachable the member keeps
 //! serving with the last decisions, kept on disk for a restart, and refuses writes.
 
+mod lineage;
 mod session;
 mod state;
 
@@ -31,6 +32,13 @@ const APPLY_WAIT: Duration = Duration::from_secs(2);
 pub enum FleetError {
     #[error("etcd is not reachable, so the fleet cannot agree on a change; nothing was changed ({0})")]
     Unavailable(String),
+    /// The write was sent and etcd did not answer in time: it may still land.
+    #[error("etcd did not answer within {0:?}: the outcome is unknown; see /status (every member converges on what etcd holds)")]
+    Unknown(Duration),
+    #[error("no change is taken while etcd's history is in question: {0}")]
+    Diverged(String),
+    #[error("etcd's history is not in question here: there is nothing to confirm")]
+    NothingToConfirm,
 }
 
 /// What `/status` shows of the fleet.
@@ -44,6 +52,14 @@ struct Link {
     last_error: Option<String>,
     /// Members alive in etcd: name -> what they last said of themselves.
     members: BTreeMap<String, Value>,
+    /// Keys whose value in etcd is invalid (they keep their last valid value).
+    invalid: state::Invalid,
+    /// Why etcd's view is not applied (its history went back), until confirmed.
+    diverged: Option<String>,
+    /// The epoch number that etcd holds now (0: none).
+    etcd_epoch: u64,
+    /// Another live process announces itself under this member's name.
+    duplicate_name: Option<String>,
 }
 
 pub struct Fleet {
@@ -56,6 +72,8 @@ pub struct Fleet {
     /// The decisions in force (from etcd, or from disk before etcd answered).
     decisions: Mutex<Decisions>,
     state_file: Option<PathBuf>,
+    /// This process, as its member key says.
+    me: lineage::Me,
 }
 
 impl Fleet {
@@ -78,8 +96,9 @@ impl Fleet {
             }),
             applied: watch::channel(kept.revision).0,
             client: Mutex::new(None),
-            decisions: Mutex::new(Decisions::default()),
+            decisions: Mutex::new(kept.clone()),
             state_file,
+            me: lineage::Me::new(),
         });
         if kept.revision > 0 {
             tracing::info!(
@@ -94,6 +113,45 @@ impl Fleet {
 
     fn lock_link(&self) -> std::sync::MutexGuard<'_, Link> {
         self.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The decisions in force here.
+    fn decisions(&self) -> Decisions {
+        self.decisions.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_invalid(&self, invalid: state::Invalid) {
+        metrics::gauge!("splitgate_fleet_invalid_keys").set(invalid.len() as f64);
+        self.lock_link().invalid = invalid;
+    }
+
+    /// Records whether etcd's view is refused, and the epoch etcd holds.
+    fn set_diverged(&self, reason: Option<String>, etcd_epoch: u64) {
+        let mut link = self.lock_link();
+        match (&link.diverged, &reason) {
+            (None, Some(why)) => tracing::error!("fleet: etcd's view is not applied: {why}"),
+            (Some(_), None) => tracing::warn!("fleet: etcd's view is applied again (confirmed, or its history is whole)"),
+            _ => {}
+        }
+        link.diverged = reason;
+        link.etcd_epoch = etcd_epoch;
+        metrics::gauge!("splitgate_fleet_diverged").set(if link.diverged.is_some() { 1.0 } else { 0.0 });
+    }
+
+    /// Another process wrote this member's key: two members share a name.
+    fn duplicate_name(&self, value: &Value) {
+        let what = format!(
+            "another process announces itself as member \"{}\" (host {}, pid {}): give each member its own [fleet] name",
+            self.name,
+            state::shown(value["host"].as_str().unwrap_or("?").as_bytes()),
+            value["pid"].as_u64().unwrap_or(0),
+        );
+        let mut link = self.lock_link();
+        if link.duplicate_name.as_ref() != Some(&what) {
+            tracing::warn!("fleet: {what}");
+            metrics::counter!("splitgate_fleet_duplicate_name_total").increment(1);
+        }
+        link.duplicate_name = Some(what);
     }
 
     /// Applies a whole set of decisions at a revision: one snapshot swap for the
@@ -123,7 +181,9 @@ impl Fleet {
         let running: Vec<String> = self.control.drills().into_iter().map(|(site, _)| site).collect();
         for (site, &until) in drills {
             if until > now && !running.contains(site) {
-                let _ = self.control.start_drill(site, Duration::from_millis(until - now));
+                // A value written by hand may say "for ever": no drill runs past 24 h.
+                let left = Duration::from_millis(until - now).min(crate::control::MAX_DRILL);
+                let _ = self.control.start_drill(site, left);
             }
         }
         for site in running.iter().filter(|s| !drills.contains_key(*s)) {
@@ -186,6 +246,14 @@ impl Fleet {
 
     /// One transaction; returns once this member's watch has applied it.
     async fn commit(&self, ops: Vec<etcd_client::TxnOp>) -> Result<(), FleetError> {
+        if let Some(why) = self.lock_link().diverged.clone() {
+            return Err(FleetError::Diverged(why));
+        }
+        self.send(ops).await
+    }
+
+    /// One transaction as it is; returns once this member's watch has applied it.
+    async fn send(&self, ops: Vec<etcd_client::TxnOp>) -> Result<(), FleetError> {
         let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let connected = self.lock_link().connected;
         let Some(mut client) = client.filter(|_| connected) else {
@@ -194,7 +262,7 @@ impl Fleet {
         let txn = etcd_client::Txn::new().and_then(ops);
         let response = tokio::time::timeout(APPLY_WAIT, client.txn(txn))
             .await
-            .map_err(|_| FleetError::Unavailable("etcd did not answer in time".into()))?
+            .map_err(|_| FleetError::Unknown(APPLY_WAIT))?
             .map_err(|e| {
                 self.set_connected(false, Some(e.to_string()));
                 FleetError::Unavailable(e.to_string())
@@ -202,6 +270,59 @@ impl Fleet {
         let revision = response.header().map_or(0, |h| h.revision());
         let mut applied = self.applied.subscribe();
         let _ = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|&r| r >= revision)).await;
+        Ok(())
+    }
+
+    /// An operator's answer to a refused etcd view (`diverged`): `keep` writes the
+    /// decisions kept here back to etcd, else etcd's view is taken as it is; either way
+    /// the fleet's epoch is raised, so that every member takes the view from then on.
+    pub async fn confirm(&self, keep: bool) -> Result<(), FleetError> {
+        let etcd_epoch = {
+            let link = self.lock_link();
+            if link.diverged.is_none() {
+                return Err(FleetError::NothingToConfirm);
+            }
+            link.etcd_epoch
+        };
+        let kept = self.decisions();
+        let prefix = &self.settings.prefix;
+        let number = kept.epoch.max(etcd_epoch).max(1) + 1;
+        let mut ops = vec![etcd_client::TxnOp::put(
+            format!("{prefix}/epoch"),
+            lineage::Epoch::value(number, &self.name, true),
+            None,
+        )];
+        if keep {
+            let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let Some(mut client) = client else {
+                return Err(FleetError::Unavailable("disconnected".into()));
+            };
+            let sites = format!("{prefix}/sites/");
+            let options = etcd_client::GetOptions::new().with_prefix().with_keys_only();
+            let present = tokio::time::timeout(APPLY_WAIT, client.get(sites, Some(options)))
+                .await
+                .map_err(|_| FleetError::Unavailable("etcd did not answer in time".into()))?
+                .map_err(|e| FleetError::Unavailable(e.to_string()))?;
+            let wanted: Vec<(String, String)> = kept
+                .weights
+                .iter()
+                .map(|(site, w)| (self.weight_key(site), w.to_string()))
+                .chain(kept.drills.iter().map(|(site, until)| {
+                    (format!("{prefix}/sites/{site}/drill"), json!({ "until": until, "by": self.name }).to_string())
+                }))
+                .collect();
+            for kv in present.kvs() {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                if !wanted.iter().any(|(k, _)| *k == key) {
+                    ops.push(etcd_client::TxnOp::delete(key, None));
+                }
+            }
+            ops.extend(wanted.into_iter().map(|(k, v)| etcd_client::TxnOp::put(k, v, None)));
+        }
+        tracing::warn!(member = %self.name, keep, epoch = number, "fleet: an operator confirmed etcd's changed history");
+        self.send(ops).await?;
+        let mut applied = self.applied.subscribe();
+        let _ = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|_| self.lock_link().diverged.is_none())).await;
         Ok(())
     }
 
@@ -220,6 +341,9 @@ impl Fleet {
             "members": link.members.keys().collect::<Vec<_>>(),
             "member_states": link.members,
             "last_error": link.last_error,
+            "invalid_values": link.invalid,
+            "diverged": link.diverged,
+            "duplicate_name": link.duplicate_name,
         })
     }
 }

@@ -1,18 +1,23 @@
-//! One member's link to etcd: connect, read the prefix at revision R, apply, keep this
-//! member's key alive under a lease, and watch from R + 1. Any failure (etcd down, the
+//! One member's link to etcd: connect, read the prefix at revision R, apply it unless
+//! etcd's history went back (`lineage`), keep this member's key alive under a lease
+//! (a lease that expired while the process was paused is granted anew), and watch
+//! from R + 1. Any failure (etcd down, the
 //! watch cancelled or compacted away) ends the session; the next one starts again with
 //! a full read, after a jittered back-off, so no update is missed and each revision is
 //! applied once.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions, WatchOptions,
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, KeyValue, PutOptions, TlsOptions,
+    WatchOptions,
 };
 use serde_json::json;
 
-use super::state::{self, Decisions, Key};
+use super::lineage::{self, Epoch, View};
+use super::state::{self, Decisions, Invalid, Key};
 use super::Fleet;
 
 /// A member's key lives this long after its last keep-alive.
@@ -68,40 +73,64 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
         .get(root.as_str(), Some(GetOptions::new().with_prefix()))
         .await
         .map_err(|e| format!("read: {e}"))?;
-    let mut revision = read.header().map_or(0, |h| h.revision());
+    let revision = read.header().map_or(0, |h| h.revision());
+    let last = fleet.decisions();
+    let applied = fleet.lock_link().revision.max(last.revision);
     let mut decisions = Decisions {
         revision,
+        cluster_id: read.header().map_or(0, |h| h.cluster_id()),
         ..Decisions::default()
     };
-    let mut members = std::collections::BTreeMap::new();
+    let mut invalid = Invalid::new();
+    let mut members = BTreeMap::new();
+    let mut epoch = None;
+    let last = fallback(&mut client, &settings.prefix, read.kvs(), last).await;
     for kv in read.kvs() {
         let key = String::from_utf8_lossy(kv.key()).into_owned();
-        match state::key(&settings.prefix, &key) {
-            Key::Weight(site) => match state::weight(kv.value()) {
-                Some(w) => {
-                    decisions.weights.insert(site.to_string(), w);
-                }
-                None => state::invalid(&key, kv.value()),
-            },
-            Key::Drill(site) => match state::drill(kv.value()) {
-                Some(until) => {
-                    decisions.drills.insert(site.to_string(), until);
-                }
-                None => state::invalid(&key, kv.value()),
-            },
+        let meaning = state::key(&settings.prefix, &key);
+        match meaning {
             Key::Member(name) => {
-                members.insert(
-                    name.to_string(),
-                    serde_json::from_slice(kv.value()).unwrap_or(json!(null)),
-                );
+                let value = serde_json::from_slice(kv.value()).unwrap_or(json!(null));
+                if name == fleet.name && fleet.me.other_process(&value, true) {
+                    fleet.duplicate_name(&value);
+                }
+                members.insert(name.to_string(), value);
             }
-            Key::Other => {}
+            Key::Epoch => {
+                epoch = Epoch::parse(kv.value());
+                decisions.take(&last, &key, &meaning, Some(kv.value()), &mut invalid);
+            }
+            _ => decisions.take(&last, &key, &meaning, Some(kv.value()), &mut invalid),
         }
     }
-    fleet.apply(decisions.clone());
+    let view = View {
+        revision,
+        cluster_id: decisions.cluster_id,
+        epoch: epoch.clone(),
+    };
+    let refusal = lineage::diverged(&last, applied, &view);
+    let last = fleet.decisions();
     fleet.lock_link().members = members;
+    fleet.set_invalid(invalid.clone());
+    fleet.set_diverged(refusal.clone(), epoch.as_ref().map_or(0, |e| e.number));
+    let mut decisions = match refusal {
+        Some(_) => last,
+        None => {
+            fleet.apply(decisions.clone());
+            decisions
+        }
+    };
+    let mut refusing = fleet.lock_link().diverged.is_some();
     *fleet.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
     fleet.set_connected(true, None);
+    if !refusing && epoch.is_none() {
+        // The fleet's first epoch, made once: a later empty etcd is told apart by it.
+        let key = format!("{}/epoch", settings.prefix);
+        let create = etcd_client::Txn::new()
+            .when([etcd_client::Compare::create_revision(key.as_str(), etcd_client::CompareOp::Equal, 0)])
+            .and_then([etcd_client::TxnOp::put(key.as_str(), Epoch::value(1, &fleet.name, false), None)]);
+        client.txn(create).await.map_err(|e| format!("epoch: {e}"))?;
+    }
 
     let lease = client
         .lease_grant(LEASE_TTL, None)
@@ -109,12 +138,20 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
         .map_err(|e| format!("lease: {e}"))?
         .id();
     let member_key = format!("{}/members/{}", settings.prefix, fleet.name);
-    let announce =
-        |revision: i64| json!({"revision": revision, "generation": fleet.control.current().generation}).to_string();
+    let announce = |revision: i64| {
+        json!({
+            "revision": revision,
+            "generation": fleet.control.current().generation,
+            "instance": fleet.me.instance,
+            "host": fleet.me.host,
+            "pid": fleet.me.pid,
+        })
+        .to_string()
+    };
     client
         .put(
             member_key.as_str(),
-            announce(revision),
+            announce(decisions.revision),
             Some(PutOptions::new().with_lease(lease)),
         )
         .await
@@ -135,6 +172,7 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
     // it saw: members' own keys change revisions too, and announcing those would make
     // every member rewrite its key after every other member's write, for ever.
     let mut announced = decisions.revision;
+    let mut seen = revision;
     loop {
         tokio::select! {
             message = stream.message() => {
@@ -143,49 +181,64 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                     return Err(format!("watch cancelled ({}); reading again", response.cancel_reason()));
                 }
                 let Some(header) = response.header() else { continue };
-                if response.events().is_empty() || header.revision() <= revision {
+                if response.events().is_empty() || header.revision() <= seen {
                     continue;
                 }
                 let mut next = decisions.clone();
-                let mut valid = true;
                 let mut link_members = fleet.lock_link().members.clone();
                 for event in response.events() {
                     let Some(kv) = event.kv() else { continue };
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    match (state::key(&settings.prefix, &key), event.event_type()) {
-                        (Key::Weight(site), EventType::Put) => match state::weight(kv.value()) {
-                            Some(w) => { next.weights.insert(site.to_string(), w); }
-                            None => { state::invalid(&key, kv.value()); valid = false; }
-                        },
-                        (Key::Weight(site), EventType::Delete) => { next.weights.remove(site); }
-                        (Key::Drill(site), EventType::Put) => match state::drill(kv.value()) {
-                            Some(until) => { next.drills.insert(site.to_string(), until); }
-                            None => { state::invalid(&key, kv.value()); valid = false; }
-                        },
-                        (Key::Drill(site), EventType::Delete) => { next.drills.remove(site); }
-                        (Key::Member(name), EventType::Put) => {
-                            link_members.insert(name.to_string(), serde_json::from_slice(kv.value()).unwrap_or(json!(null)));
+                    let meaning = state::key(&settings.prefix, &key);
+                    let value = (event.event_type() == EventType::Put).then(|| kv.value());
+                    match (&meaning, value) {
+                        (Key::Member(name), Some(value)) => {
+                            let value = serde_json::from_slice(value).unwrap_or(json!(null));
+                            if *name == fleet.name && fleet.me.other_process(&value, false) {
+                                fleet.duplicate_name(&value);
+                            }
+                            link_members.insert(name.to_string(), value);
                         }
-                        (Key::Member(name), EventType::Delete) => { link_members.remove(name); }
-                        (Key::Other, _) => {}
+                        (Key::Member(name), None) => { link_members.remove(*name); }
+                        (Key::Epoch, value) => {
+                            let confirmed = value.and_then(Epoch::parse).is_some_and(|e| e.number > decisions.epoch && e.number >= 2);
+                            if value.is_none() || (refusing && confirmed) {
+                                return Err("the fleet's epoch changed; reading again".into());
+                            }
+                            if !refusing {
+                                next.take(&decisions, &key, &meaning, value, &mut invalid);
+                            }
+                        }
+                        // While the history is in question, no decision is taken.
+                        _ if refusing => {}
+                        _ => next.take(&decisions, &key, &meaning, value, &mut invalid),
                     }
                 }
                 fleet.lock_link().members = link_members;
-                revision = header.revision();
-                next.revision = revision;
-                // A revision with an invalid value is left out whole: never half of it.
-                if valid && (next.weights != decisions.weights || next.drills != decisions.drills) {
+                fleet.set_invalid(invalid.clone());
+                seen = header.revision();
+                if refusing {
+                    refusing = fleet.lock_link().diverged.is_some();
+                    continue;
+                }
+                next.revision = seen;
+                if next.weights != decisions.weights || next.drills != decisions.drills || next.epoch_id != decisions.epoch_id {
                     decisions = next;
                     fleet.apply(decisions.clone());
                 } else {
                     // Nothing to apply (a member key, an unchanged value): the revision
                     // still counts as applied, so a write waiting for it answers.
-                    fleet.advance(revision);
+                    fleet.advance(seen);
                 }
             }
             _ = tick.tick() => {
                 keeper.keep_alive().await.map_err(|e| format!("keep-alive: {e}"))?;
-                kept.message().await.map_err(|e| format!("keep-alive: {e}"))?.ok_or("lease lost")?;
+                let answer = kept.message().await.map_err(|e| format!("keep-alive: {e}"))?.ok_or("lease lost")?;
+                if answer.ttl() <= 0 {
+                    // Paused past the lease (SIGSTOP, a long GC of the host): the member
+                    // key is gone; a new session grants a new lease and announces again.
+                    return Err("the lease expired; announcing this member again".into());
+                }
                 if announced != decisions.revision {
                     announced = decisions.revision;
                     client
@@ -196,4 +249,52 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
             }
         }
     }
+}
+
+/// How many older versions of a key are looked at for its last valid value.
+const HISTORY_STEPS: usize = 8;
+
+/// The decisions to fall back on for keys whose value is invalid now: each such key's
+/// last valid value in etcd's own history (so that every member, a new one too, falls
+/// back on the same value; a key created invalid falls back on no value), or, where
+/// that history is compacted away, what this member had applied (`last`).
+async fn fallback(client: &mut Client, prefix: &str, kvs: &[KeyValue], last: Decisions) -> Decisions {
+    let valid = |meaning: &Key<'_>, value: &[u8]| match meaning {
+        Key::Weight(_) => state::weight(value).is_some(),
+        Key::Drill(_) => state::drill(value).is_some(),
+        _ => true,
+    };
+    let mut fallback = last.clone();
+    let mut scratch = Invalid::new();
+    for kv in kvs {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let meaning = state::key(prefix, &key);
+        if valid(&meaning, kv.value()) {
+            continue;
+        }
+        let mut version = kv.clone();
+        for _ in 0..HISTORY_STEPS {
+            if version.create_revision() == version.mod_revision() {
+                // Created with this value: before it, the key did not exist.
+                fallback.take(&last, &key, &meaning, None, &mut scratch);
+                break;
+            }
+            let at = GetOptions::new().with_revision(version.mod_revision() - 1);
+            let Ok(answer) = client.get(kv.key(), Some(at)).await else {
+                break; // compacted: what this member had stays
+            };
+            match answer.kvs().first() {
+                None => {
+                    fallback.take(&last, &key, &meaning, None, &mut scratch);
+                    break;
+                }
+                Some(before) if valid(&meaning, before.value()) => {
+                    fallback.take(&last, &key, &meaning, Some(before.value()), &mut scratch);
+                    break;
+                }
+                Some(before) => version = before.clone(),
+            }
+        }
+    }
+    fallback
 }

@@ -1,13 +1,15 @@
-//! The fleet's decisions as data: read from etcd keys (invalid values are logged,
-//! counted and left out), and kept on disk atomically (write, fsync, rename) so that a
-//! member restarted while etcd is down starts with the last decisions it saw.
+//! The fleet's decisions as data: read from etcd keys (an invalid value never changes
+//! what is applied: the key keeps its last valid value, and the key is listed as an
+//! alarm), and kept on disk atomically (write, fsync, rename) so that a member
+//! restarted while etcd is down starts with the last decisions it saw.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::lineage::Epoch;
 use crate::config::MAX_WEIGHT;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +21,93 @@ pub struct Decisions {
     /// Drills by site: until when (Unix ms).
     #[serde(default)]
     pub drills: HashMap<String, u64>,
+    /// The etcd cluster these decisions came from (0: not known).
+    #[serde(default)]
+    pub cluster_id: u64,
+    /// The fleet's epoch (`{prefix}/epoch`) these decisions belong to (0: none seen).
+    /// An operator's confirmation of a changed etcd history raises it.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The id written with that epoch: tells a re-created epoch of the same number apart.
+    #[serde(default)]
+    pub epoch_id: String,
+}
+
+/// Keys whose value in etcd is invalid: key -> what it holds (shortened for display).
+pub type Invalid = BTreeMap<String, String>;
+
+/// The longest part of an invalid value that is logged or shown.
+const SHOWN_BYTES: usize = 64;
+
+/// A remote party's value, for a log line or `/status`: at most `SHOWN_BYTES`,
+/// control characters escaped, with the full length when it was cut.
+pub fn shown(value: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&value[..value.len().min(SHOWN_BYTES)]);
+    let mut out: String = text.chars().flat_map(char::escape_default).collect();
+    if value.len() > SHOWN_BYTES {
+        out.push_str(&format!("... ({} bytes)", value.len()));
+    }
+    out
+}
+
+impl Decisions {
+    /// Takes one key's value (`None`: the key was deleted) into these decisions. An
+    /// invalid value leaves the key at its value in `last` (the decisions applied
+    /// before) and lists it in `invalid`; a valid value or a delete clears it there.
+    pub fn take(&mut self, last: &Decisions, key: &str, meaning: &Key<'_>, value: Option<&[u8]>, invalid: &mut Invalid) {
+        let valid = match (meaning, value) {
+            (Key::Weight(site), None) => {
+                self.weights.remove(*site);
+                true
+            }
+            (Key::Weight(site), Some(v)) => set_or_keep(&mut self.weights, &last.weights, site, weight(v)),
+            (Key::Drill(site), None) => {
+                self.drills.remove(*site);
+                true
+            }
+            (Key::Drill(site), Some(v)) => set_or_keep(&mut self.drills, &last.drills, site, drill(v)),
+            // A deleted epoch key is seen at the next full read (see `session`).
+            (Key::Epoch, None) => true,
+            (Key::Epoch, Some(v)) => match Epoch::parse(v) {
+                Some(e) => {
+                    self.epoch = e.number;
+                    self.epoch_id = e.id;
+                    true
+                }
+                None => false,
+            },
+            (Key::Member(_) | Key::Other, _) => return,
+        };
+        if valid {
+            invalid.remove(key);
+        } else {
+            let shown = shown(value.unwrap_or_default());
+            if invalid.get(key) != Some(&shown) {
+                metrics::counter!("splitgate_fleet_invalid_values_total").increment(1);
+                tracing::warn!(
+                    key = %shown_key(key),
+                    value = %shown,
+                    "fleet: an invalid value in etcd is not applied; the key keeps its last valid value \
+                     (a weight is a whole number from 0 to 10000; a drill is {{\"until\": UNIX_MS}})"
+                );
+            }
+            invalid.insert(key.to_string(), shown);
+        }
+    }
+}
+
+/// A valid value is set; an invalid one (`None`) leaves the site at its value in
+/// `last`. Says whether the value was valid.
+fn set_or_keep<T: Copy>(map: &mut HashMap<String, T>, last: &HashMap<String, T>, site: &str, value: Option<T>) -> bool {
+    match value.or_else(|| last.get(site).copied()) {
+        Some(v) => map.insert(site.to_string(), v),
+        None => map.remove(site),
+    };
+    value.is_some()
+}
+
+fn shown_key(key: &str) -> String {
+    shown(key.as_bytes())
 }
 
 /// What one key under the prefix means.
@@ -27,6 +116,9 @@ pub enum Key<'a> {
     Weight(&'a str),
     Drill(&'a str),
     Member(&'a str),
+    /// `{prefix}/epoch`: the fleet's epoch, raised when an operator confirms a changed
+    /// etcd history.
+    Epoch,
     Other,
 }
 
@@ -43,6 +135,9 @@ pub fn key<'a>(prefix: &str, key: &'a str) -> Key<'a> {
         if !site.is_empty() && !site.contains('/') {
             return Key::Drill(site);
         }
+    }
+    if rest == "epoch" {
+        return Key::Epoch;
     }
     match rest.strip_prefix("members/") {
         Some(name) if !name.is_empty() => Key::Member(name),
@@ -63,10 +158,6 @@ pub fn drill(value: &[u8]) -> Option<u64> {
     value["until"].as_u64()
 }
 
-pub fn invalid(key: &str, value: &[u8]) {
-    metrics::counter!("splitgate_fleet_invalid_values_total").increment(1);
-    tracing::warn!(key, value = %String::from_utf8_lossy(value), "fleet: ignoring an invalid value (use a whole number from 0 to 10000)");
-}
 
 pub fn load(path: &Path) -> Option<Decisions> {
     let bytes = crate::config::read_bounded(path).ok()?;
@@ -115,6 +206,9 @@ mod tests {
             revision: 42,
             weights: HashMap::from([("a".to_string(), 0)]),
             drills: HashMap::from([("b".to_string(), 1_800_000_000_000)]),
+            cluster_id: 7,
+            epoch: 2,
+            epoch_id: "x".into(),
         };
         save(&path, &decisions).unwrap();
         assert_eq!(load(&path), Some(decisions));

@@ -34,6 +34,12 @@ pub fn spawn_prober(backend: Arc<Backend>) {
                     let ok = status.is_success() || status.is_redirection();
                     backend.record_probe(ok, &format_args!("health check answered {}", status.as_u16()));
                 }
+                Err(SendError::Connect(e)) if crate::descriptors::exhausted(e.as_ref()) => {
+                    // The proxy ran out of descriptors: says nothing of the backend.
+                    crate::descriptors::record_exhausted("probe");
+                    tracing::error!(site = %backend.site, backend = %backend.addr, error = %e,
+                        "health check not made: this process is out of file descriptors (the backend is not judged)");
+                }
                 Err(error) => backend.record_probe(false, &ProbeFailure(&error)),
             }
             backend.pool.close_expired();

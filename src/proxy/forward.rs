@@ -18,6 +18,7 @@ use super::headers::{prepare_request, prepare_response, refusal, upgrade_request
 use super::upgrade::spawn_tunnel;
 use super::Proxy;
 use super::{InFlight, PendingLog, ResponseBody};
+use crate::descriptors;
 use crate::access_log::Record;
 use crate::body::{is_too_large, Replay, RequestBody};
 use crate::clock::{ms_of, now_ms};
@@ -179,6 +180,10 @@ impl Proxy {
                 }
                 Err(Failure { error, request: back }) => {
                     match &error {
+                        // Out of descriptors is the proxy's trouble, never the backend's.
+                        SendError::Connect(e) if descriptors::exhausted(e.as_ref()) => {
+                            descriptors::record_exhausted("connect");
+                        }
                         SendError::Connect(_) => {
                             site.metrics.connect_errors.increment(1);
                             backend.record_connect_failure(&error);

@@ -43,7 +43,11 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(routing: Arc<ArcSwap<Routing>>, tracker: Tracker) -> Arc<Proxy> {
-        let max_connections = routing.load().config.limits.max_connections;
+        let current = routing.load();
+        let backends = current.sites.iter().map(|s| s.backends.len()).sum();
+        let admin = current.config.admin.as_ref().map_or(0, |a| a.max_connections);
+        let max_connections =
+            crate::descriptors::max_client_connections(current.config.limits.max_connections, backends, admin);
         Arc::new(Proxy {
             routing,
             budget: RetryBudget::new(),

@@ -30,6 +30,11 @@ impl ProxyProcess {
     /// Writes `config(listen, admin)` to a file, starts `splitgate run` on it and waits
     /// until the admin API answers.
     pub fn start(config: impl Fn(SocketAddr, SocketAddr) -> String) -> ProxyProcess {
+        Self::start_limited(None, config)
+    }
+
+    /// As `start`, under an open-file limit of `open_files` (`ulimit -n`) when given.
+    pub fn start_limited(open_files: Option<u32>, config: impl Fn(SocketAddr, SocketAddr) -> String) -> ProxyProcess {
         let dir = tempfile::tempdir().unwrap();
         // Both held while read: two calls of `free_port` may return the same port.
         let (first, second) = (
@@ -43,7 +48,15 @@ impl ProxyProcess {
         let log_path = dir.path().join("stderr.log");
         let log = std::fs::File::create(&log_path).unwrap();
         std::fs::write(&config_path, config(addr, admin)).unwrap();
-        let child = Command::new(BINARY)
+        let mut command = match open_files {
+            None => Command::new(BINARY),
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), BINARY]);
+                sh
+            }
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info")
