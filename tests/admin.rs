@@ -172,13 +172,25 @@ async fn the_page_and_every_answer_forbid_framing_and_sniffing() {
     let page = page.to_ascii_lowercase();
     assert!(page.contains("x-frame-options: deny"), "{page}");
     assert!(page.contains("x-content-type-options: nosniff"));
-    let policy = page.lines().find(|l| l.starts_with("content-security-policy:")).unwrap();
-    assert!(policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'none'"), "{policy}");
-    assert!(policy.contains("script-src 'sha256-"), "only the page's own script runs: {policy}");
+    let policy = page
+        .lines()
+        .find(|l| l.starts_with("content-security-policy:"))
+        .unwrap();
+    assert!(
+        policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'none'"),
+        "{policy}"
+    );
+    assert!(
+        policy.contains("script-src 'sha256-"),
+        "only the page's own script runs: {policy}"
+    );
     for path in ["/status", "/metrics", "/events", "/nowhere"] {
         let (_, answer) = raw(&proxy, "GET", path, "Host: 127.0.0.1\r\n").await;
         let answer = answer.to_ascii_lowercase();
-        assert!(answer.contains("x-frame-options: deny") && answer.contains("nosniff"), "{path}: {answer}");
+        assert!(
+            answer.contains("x-frame-options: deny") && answer.contains("nosniff"),
+            "{path}: {answer}"
+        );
     }
 }
 
@@ -187,9 +199,15 @@ async fn without_a_token_reads_need_a_local_host_too() {
     let a = Backend::start("a").await;
     let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
     for path in ["/", "/status", "/metrics", "/events"] {
-        assert_eq!(raw(&proxy, "GET", path, "Host: localhost:9901\r\n").await.0, 200, "{path}");
         assert_eq!(
-            raw(&proxy, "GET", path, "Host: rebound.attacker.example:9901\r\n").await.0,
+            raw(&proxy, "GET", path, "Host: localhost:9901\r\n").await.0,
+            200,
+            "{path}"
+        );
+        assert_eq!(
+            raw(&proxy, "GET", path, "Host: rebound.attacker.example:9901\r\n")
+                .await
+                .0,
             403,
             "a DNS-rebinding page reads nothing: {path}"
         );
@@ -204,7 +222,10 @@ async fn a_site_named_twice_is_refused_by_put_weights_as_by_put_weight() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("named twice"), "{body}");
     let current = proxy.server.control().current();
-    assert!(current.sites.iter().all(|s| s.weight_override.is_none()), "nothing changed");
+    assert!(
+        current.sites.iter().all(|s| s.weight_override.is_none()),
+        "nothing changed"
+    );
 }
 
 #[tokio::test]
@@ -281,7 +302,9 @@ async fn under_a_low_open_file_limit_floods_never_make_probes_fail_or_a_backend_
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(status["sites"][0]["healthy"], true, "{status}");
-    let (_, events) = common::get(&client(), &format!("http://{}/events", process.admin)).await.unwrap();
+    let (_, events) = common::get(&client(), &format!("http://{}/events", process.admin))
+        .await
+        .unwrap();
     assert!(!events.contains("site_down"), "no outage was recorded: {events}");
     assert!(
         !process.stderr().contains("backend is down"),

@@ -31,15 +31,19 @@ async fn an_invalid_value_never_undoes_a_drain_on_any_path() {
     let fleet = members(&etcd, "/sg/s1", &a, &b).await;
     let (status, answer) = call(fleet[0].admin_url("/sites/b/weight"), Method::PUT, r#"{"weight": 0}"#).await;
     assert_eq!(status, 200, "{answer}");
-    assert!(wait(Duration::from_secs(5), || fleet.iter().all(|m| weight_override(m, "b") == Some(0)))
-        .await
-        .is_some());
+    assert!(wait(Duration::from_secs(5), || fleet
+        .iter()
+        .all(|m| weight_override(m, "b") == Some(0)))
+    .await
+    .is_some());
 
     // A value no member can read, long enough that logging it whole would hurt.
     let long = format!("zero{}", "x".repeat(100_000));
     assert!(etcd.ctl(&["put", "/sg/s1/sites/b/weight", &long]));
     let flagged = |m: &TestProxy| fleet_field(m, "invalid_values")["/sg/s1/sites/b/weight"].is_string();
-    assert!(wait(Duration::from_secs(5), || fleet.iter().all(flagged)).await.is_some());
+    assert!(wait(Duration::from_secs(5), || fleet.iter().all(flagged))
+        .await
+        .is_some());
     for member in &fleet {
         assert_eq!(weight_override(member, "b"), Some(0), "the watch keeps the drain");
         let shown = fleet_field(member, "invalid_values")["/sg/s1/sites/b/weight"].to_string();
@@ -48,9 +52,13 @@ async fn an_invalid_value_never_undoes_a_drain_on_any_path() {
 
     // A full re-read (etcd restarted, every member reads the prefix again).
     etcd.kill();
-    assert!(wait(Duration::from_secs(15), || fleet.iter().all(|m| !connected(m))).await.is_some());
+    assert!(wait(Duration::from_secs(15), || fleet.iter().all(|m| !connected(m)))
+        .await
+        .is_some());
     etcd.run();
-    assert!(wait(Duration::from_secs(15), || fleet.iter().all(connected)).await.is_some());
+    assert!(wait(Duration::from_secs(15), || fleet.iter().all(connected))
+        .await
+        .is_some());
     for member in &fleet {
         assert_eq!(weight_override(member, "b"), Some(0), "the full read keeps the drain");
         assert!(flagged(member), "still listed after the re-read");
@@ -63,7 +71,11 @@ async fn an_invalid_value_never_undoes_a_drain_on_any_path() {
     ))
     .await;
     assert!(wait(Duration::from_secs(10), || connected(&newcomer)).await.is_some());
-    assert_eq!(weight_override(&newcomer, "b"), Some(0), "a new member keeps the drain too");
+    assert_eq!(
+        weight_override(&newcomer, "b"),
+        Some(0),
+        "a new member keeps the drain too"
+    );
     assert!(flagged(&newcomer));
 
     // A valid value clears the alarm; a drill "for ever" is cut to 24 hours.
@@ -102,15 +114,21 @@ async fn an_etcd_that_came_back_empty_is_not_applied_until_an_operator_confirms(
     let (status, answer) = call(fleet[0].admin_url("/sites/b/weight"), Method::PUT, r#"{"weight": 0}"#).await;
     assert_eq!(status, 200, "{answer}");
     let drained = |m: &TestProxy| weight_override(m, "b") == Some(0);
-    assert!(wait(Duration::from_secs(5), || fleet.iter().all(drained)).await.is_some());
+    assert!(wait(Duration::from_secs(5), || fleet.iter().all(drained))
+        .await
+        .is_some());
     let kept = || std::fs::read_to_string(&state_file).unwrap_or_default();
-    assert!(wait(Duration::from_secs(5), || kept().contains("\"b\": 0")).await.is_some());
+    assert!(wait(Duration::from_secs(5), || kept().contains("\"b\": 0"))
+        .await
+        .is_some());
 
     etcd.kill_and_empty();
     etcd.run();
     let refusing = |m: &TestProxy| fleet_field(m, "diverged").is_string() && connected(m);
     assert!(
-        wait(Duration::from_secs(15), || fleet.iter().all(refusing)).await.is_some(),
+        wait(Duration::from_secs(15), || fleet.iter().all(refusing))
+            .await
+            .is_some(),
         "{:?}",
         fleet.iter().map(|m| m.server.fleet_status()).collect::<Vec<_>>()
     );
@@ -124,20 +142,31 @@ async fn an_etcd_that_came_back_empty_is_not_applied_until_an_operator_confirms(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(seen["fleet"]["diverged"].is_string(), "{seen}");
-    assert!(kept().contains("\"b\": 0"), "the state file is not overwritten: {}", kept());
+    assert!(
+        kept().contains("\"b\": 0"),
+        "the state file is not overwritten: {}",
+        kept()
+    );
     let (status, answer) = call(fleet[1].admin_url("/sites/a/weight"), Method::PUT, r#"{"weight": 9}"#).await;
     assert_eq!(status, 409, "no change while the history is in question: {answer}");
     assert!(answer["error"].as_str().unwrap().contains("/fleet/confirm"), "{answer}");
 
     // An operator writes the kept decisions back: every member applies etcd again.
-    let (status, answer) = call(fleet[0].admin_url("/fleet/confirm"), Method::POST, r#"{"use": "maybe"}"#).await;
+    let (status, answer) = call(
+        fleet[0].admin_url("/fleet/confirm"),
+        Method::POST,
+        r#"{"use": "maybe"}"#,
+    )
+    .await;
     assert_eq!(status, 400, "{answer}");
     let (status, answer) = call(fleet[0].admin_url("/fleet/confirm"), Method::POST, r#"{"use": "kept"}"#).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(etcd.get("/sg/s2/sites/b/weight").as_deref(), Some("0"));
-    assert!(wait(Duration::from_secs(10), || fleet.iter().all(|m| !refusing(m) && connected(m)))
-        .await
-        .is_some());
+    assert!(wait(Duration::from_secs(10), || fleet
+        .iter()
+        .all(|m| !refusing(m) && connected(m)))
+    .await
+    .is_some());
     assert!(fleet.iter().all(drained));
     let (status, answer) = call(fleet[1].admin_url("/fleet/confirm"), Method::POST, r#"{"use": "etcd"}"#).await;
     assert_eq!(status, 409, "nothing to confirm now: {answer}");
@@ -145,7 +174,9 @@ async fn an_etcd_that_came_back_empty_is_not_applied_until_an_operator_confirms(
     // Emptied again, and this time etcd's empty view is taken: the drain ends everywhere.
     etcd.kill_and_empty();
     etcd.run();
-    assert!(wait(Duration::from_secs(15), || fleet.iter().all(refusing)).await.is_some());
+    assert!(wait(Duration::from_secs(15), || fleet.iter().all(refusing))
+        .await
+        .is_some());
     let (status, answer) = call(fleet[2].admin_url("/fleet/confirm"), Method::POST, r#"{"use": "etcd"}"#).await;
     assert_eq!(status, 200, "{answer}");
     assert!(wait(Duration::from_secs(10), || fleet
@@ -162,7 +193,9 @@ async fn an_etcd_that_came_back_empty_is_not_applied_until_an_operator_confirms(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(seen["fleet"]["diverged"].is_null(), "{seen}");
-    assert!(wait(Duration::from_secs(5), || !kept().contains("\"b\": 0")).await.is_some());
+    assert!(wait(Duration::from_secs(5), || !kept().contains("\"b\": 0"))
+        .await
+        .is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +207,10 @@ async fn a_write_that_etcd_does_not_answer_is_an_unknown_outcome_and_members_con
     let (status, answer) = call(fleet[0].admin_url("/sites/b/weight"), Method::PUT, r#"{"weight": 3}"#).await;
     etcd.pause(false);
     assert_eq!(status, 504, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("outcome is unknown"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("outcome is unknown"),
+        "{answer}"
+    );
     // Whatever etcd did with it, every member ends up with what etcd holds.
     let converged = || {
         let held = etcd.get("/sg/s3/sites/b/weight").and_then(|v| v.parse::<u32>().ok());
@@ -220,15 +256,20 @@ async fn a_member_paused_past_its_lease_announces_itself_again() {
 async fn a_second_member_with_the_same_name_is_reported() {
     let Some(etcd) = Etcd::start() else { return };
     let backend = Backend::start("a").await;
-    let text = config(&fleet_section(&etcd, "twin", "/sg/s5"), &[site("a", 50, 0, &[backend.addr])]);
+    let text = config(
+        &fleet_section(&etcd, "twin", "/sg/s5"),
+        &[site("a", 50, 0, &[backend.addr])],
+    );
     let first = TestProxy::start(&text).await;
     assert!(wait(Duration::from_secs(10), || connected(&first)).await.is_some());
     let second = TestProxy::start(&text).await;
     assert!(wait(Duration::from_secs(10), || connected(&second)).await.is_some());
     let reported = wait(Duration::from_secs(10), || {
-        [&first, &second]
-            .iter()
-            .any(|m| fleet_field(m, "duplicate_name").as_str().is_some_and(|w| w.contains("twin")))
+        [&first, &second].iter().any(|m| {
+            fleet_field(m, "duplicate_name")
+                .as_str()
+                .is_some_and(|w| w.contains("twin"))
+        })
     })
     .await;
     assert!(reported.is_some());

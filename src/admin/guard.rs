@@ -113,7 +113,10 @@ fn page_policy() -> &'static HeaderValue {
                 .and_then(|(_, rest)| rest.split_once(close.as_str()))
                 .map_or("", |(body, _)| body);
             let digest = ring::digest::digest(&ring::digest::SHA256, body.as_bytes());
-            format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(digest.as_ref()))
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+            )
         };
         let policy = format!(
             "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self'; \

@@ -61,7 +61,9 @@ pub fn spawn(listener: TcpListener, server: Arc<dyn Operator>, mut shutdown: wat
         .config
         .admin
         .as_ref()
-        .map_or(crate::config::Admin::DEFAULT_MAX_CONNECTIONS as usize, |a| a.max_connections);
+        .map_or(crate::config::Admin::DEFAULT_MAX_CONNECTIONS as usize, |a| {
+            a.max_connections
+        });
     let room = Arc::new(Semaphore::new(limit));
     tokio::spawn(async move {
         if let Ok(addr) = listener.local_addr() {
@@ -250,4 +252,3 @@ pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> AdminR
 pub(crate) fn error(status: StatusCode, message: &str) -> AdminResponse {
     json(status, &serde_json::json!({ "error": message }))
 }
-

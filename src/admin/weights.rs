@@ -193,8 +193,17 @@ mod tests {
     #[test]
     fn a_site_named_twice_is_refused() {
         let parsed = |text: &str| serde_json::from_str::<SiteWeights>(text).map(|w| w.0);
-        assert_eq!(parsed(r#"{"a": 1, "b": 2}"#).unwrap(), vec![("a".into(), 1), ("b".into(), 2)]);
-        assert!(parsed(r#"{"a": 1, "a": 0}"#).unwrap_err().to_string().contains("named twice"));
-        assert!(parsed(r#"{"a": "1"}"#).unwrap_err().to_string().contains("not a whole number"));
+        assert_eq!(
+            parsed(r#"{"a": 1, "b": 2}"#).unwrap(),
+            vec![("a".into(), 1), ("b".into(), 2)]
+        );
+        assert!(parsed(r#"{"a": 1, "a": 0}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("named twice"));
+        assert!(parsed(r#"{"a": "1"}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("not a whole number"));
     }
 }

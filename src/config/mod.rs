@@ -64,7 +64,6 @@ impl ConfigError {
     }
 }
 
-
 /// Largest config, certificate, key or CA file read.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -149,7 +148,10 @@ mod tests {
         let text = "[admin]\nbind = \"127.0.0.1:9901\"\ntoken = s3cr3t-t0ken\n";
         let message = problems(text);
         assert!(!message.contains("s3cr3t"), "the token leaked: {message}");
-        assert!(message.contains("admin.token (line 3, column 9)"), "names the key: {message}");
+        assert!(
+            message.contains("admin.token (line 3, column 9)"),
+            "names the key: {message}"
+        );
     }
 
     const GOOD: &str = r#"

@@ -67,7 +67,11 @@ fn key_at(text: &str, line: usize) -> Option<String> {
         }
     }
     let key = key?;
-    Some(if table.is_empty() { key } else { format!("{table}.{key}") })
+    Some(if table.is_empty() {
+        key
+    } else {
+        format!("{table}.{key}")
+    })
 }
 
 /// A bare or dotted key (`weight`, `health.path`, `"odd key"`): never a value's text.
@@ -93,8 +97,16 @@ mod tests {
         assert_eq!(key_at("token = s3cr3t\n", 1).as_deref(), Some("token"));
         let spanning = "[[site]]\nbackends = [\n  \"127.0.0.1:1\",\n  oops\n]\n";
         assert_eq!(key_at(spanning, 4).as_deref(), Some("site[0].backends"));
-        assert_eq!(key_at("[admin\nbind = 1\n", 1).as_deref(), Some("admin"), "the table of a broken header");
+        assert_eq!(
+            key_at("[admin\nbind = 1\n", 1).as_deref(),
+            Some("admin"),
+            "the table of a broken header"
+        );
         let quoted = "[[site]]\nbackends = [\n  \"s3cr3t=1\",\n  oops\n]\n";
-        assert_eq!(key_at(quoted, 4).as_deref(), Some("site[0].backends"), "a value is never a key");
+        assert_eq!(
+            key_at(quoted, 4).as_deref(),
+            Some("site[0].backends"),
+            "a value is never a key"
+        );
     }
 }

@@ -74,7 +74,9 @@ pub fn diverged(last: &Decisions, applied: i64, view: &View) -> Option<String> {
             return Some(format!(
                 "the fleet's epoch {} (the key {{prefix}}/epoch) is gone from etcd or was replaced by {}: {confirm}",
                 last.epoch,
-                view.epoch.as_ref().map_or("nothing".to_string(), |e| e.number.to_string()),
+                view.epoch
+                    .as_ref()
+                    .map_or("nothing".to_string(), |e| e.number.to_string()),
             ));
         }
     }
@@ -153,16 +155,26 @@ mod tests {
     fn a_view_that_continues_the_history_is_taken() {
         assert_eq!(diverged(&kept(0, 0, 0, ""), 0, &view(1, 7, None)), None, "a new member");
         assert_eq!(diverged(&kept(40, 7, 1, "x"), 40, &view(55, 7, Some((1, "x")))), None);
-        assert_eq!(diverged(&kept(40, 0, 0, ""), 40, &view(40, 7, None)), None, "an older state file");
+        assert_eq!(
+            diverged(&kept(40, 0, 0, ""), 40, &view(40, 7, None)),
+            None,
+            "an older state file"
+        );
     }
 
     #[test]
     fn a_history_that_went_back_or_changed_is_refused() {
         let last = kept(40, 7, 1, "x");
-        assert!(diverged(&last, 40, &view(3, 7, None)).unwrap().contains("lower than the 40"));
-        assert!(diverged(&last, 40, &view(90, 8, Some((1, "x")))).unwrap().contains("cluster id"));
+        assert!(diverged(&last, 40, &view(3, 7, None))
+            .unwrap()
+            .contains("lower than the 40"));
+        assert!(diverged(&last, 40, &view(90, 8, Some((1, "x"))))
+            .unwrap()
+            .contains("cluster id"));
         // etcd emptied, then revisions grew past ours and a new member made a new epoch 1.
-        assert!(diverged(&last, 40, &view(90, 7, Some((1, "y")))).unwrap().contains("epoch 1"));
+        assert!(diverged(&last, 40, &view(90, 7, Some((1, "y"))))
+            .unwrap()
+            .contains("epoch 1"));
         assert!(diverged(&last, 40, &view(90, 7, None)).unwrap().contains("gone"));
     }
 
@@ -185,6 +197,9 @@ mod tests {
         let gone = json!({"instance": "other", "host": me.host, "pid": u32::MAX});
         assert!(!me.other_process(&gone, true));
         assert!(me.other_process(&gone, false), "written while this process is alive");
-        assert!(!me.other_process(&json!({"revision": 3}), false), "an older version's key");
+        assert!(
+            !me.other_process(&json!({"revision": 3}), false),
+            "an older version's key"
+        );
     }
 }

@@ -130,7 +130,9 @@ impl Fleet {
         let mut link = self.lock_link();
         match (&link.diverged, &reason) {
             (None, Some(why)) => tracing::error!("fleet: etcd's view is not applied: {why}"),
-            (Some(_), None) => tracing::warn!("fleet: etcd's view is applied again (confirmed, or its history is whole)"),
+            (Some(_), None) => {
+                tracing::warn!("fleet: etcd's view is applied again (confirmed, or its history is whole)")
+            }
             _ => {}
         }
         link.diverged = reason;
@@ -308,7 +310,10 @@ impl Fleet {
                 .iter()
                 .map(|(site, w)| (self.weight_key(site), w.to_string()))
                 .chain(kept.drills.iter().map(|(site, until)| {
-                    (format!("{prefix}/sites/{site}/drill"), json!({ "until": until, "by": self.name }).to_string())
+                    (
+                        format!("{prefix}/sites/{site}/drill"),
+                        json!({ "until": until, "by": self.name }).to_string(),
+                    )
                 }))
                 .collect();
             for kv in present.kvs() {

@@ -127,8 +127,16 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
         // The fleet's first epoch, made once: a later empty etcd is told apart by it.
         let key = format!("{}/epoch", settings.prefix);
         let create = etcd_client::Txn::new()
-            .when([etcd_client::Compare::create_revision(key.as_str(), etcd_client::CompareOp::Equal, 0)])
-            .and_then([etcd_client::TxnOp::put(key.as_str(), Epoch::value(1, &fleet.name, false), None)]);
+            .when([etcd_client::Compare::create_revision(
+                key.as_str(),
+                etcd_client::CompareOp::Equal,
+                0,
+            )])
+            .and_then([etcd_client::TxnOp::put(
+                key.as_str(),
+                Epoch::value(1, &fleet.name, false),
+                None,
+            )]);
         client.txn(create).await.map_err(|e| format!("epoch: {e}"))?;
     }
 

@@ -54,7 +54,14 @@ impl Decisions {
     /// Takes one key's value (`None`: the key was deleted) into these decisions. An
     /// invalid value leaves the key at its value in `last` (the decisions applied
     /// before) and lists it in `invalid`; a valid value or a delete clears it there.
-    pub fn take(&mut self, last: &Decisions, key: &str, meaning: &Key<'_>, value: Option<&[u8]>, invalid: &mut Invalid) {
+    pub fn take(
+        &mut self,
+        last: &Decisions,
+        key: &str,
+        meaning: &Key<'_>,
+        value: Option<&[u8]>,
+        invalid: &mut Invalid,
+    ) {
         let valid = match (meaning, value) {
             (Key::Weight(site), None) => {
                 self.weights.remove(*site);
@@ -157,7 +164,6 @@ pub fn drill(value: &[u8]) -> Option<u64> {
     let value: serde_json::Value = serde_json::from_slice(value).ok()?;
     value["until"].as_u64()
 }
-
 
 pub fn load(path: &Path) -> Option<Decisions> {
     let bytes = crate::config::read_bounded(path).ok()?;

@@ -18,10 +18,10 @@ use super::headers::{prepare_request, prepare_response, refusal, upgrade_request
 use super::upgrade::spawn_tunnel;
 use super::Proxy;
 use super::{InFlight, PendingLog, ResponseBody};
-use crate::descriptors;
 use crate::access_log::Record;
 use crate::body::{is_too_large, Replay, RequestBody};
 use crate::clock::{ms_of, now_ms};
+use crate::descriptors;
 use crate::health::Backend;
 use crate::retry::{costs_budget, is_idempotent, may_retry};
 use crate::routing::{Pick, Routing};

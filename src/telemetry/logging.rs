@@ -87,7 +87,12 @@ mod tests {
     fn a_record_stays_one_line_whatever_it_quotes() {
         let forged = b"WARN upstream: bad name a\n2026-12-01 WARN splitgate::forged: FORGED LOG LINE\r\x00\n";
         let written = one_line(forged, false);
-        assert_eq!(written.iter().filter(|&&b| b == b'\n').count(), 1, "{:?}", String::from_utf8_lossy(&written));
+        assert_eq!(
+            written.iter().filter(|&&b| b == b'\n').count(),
+            1,
+            "{:?}",
+            String::from_utf8_lossy(&written)
+        );
         assert!(written.ends_with(b"FORGED LOG LINE\\r\\x00\n"));
         assert!(String::from_utf8_lossy(&written).contains("a\\n2026"));
         let plain = b"INFO tab\tstays\n";

@@ -210,7 +210,6 @@ fn data_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temporary directory")
 }
 
-
 // Fleet members in-process, and what tests ask of them.
 
 pub fn fleet_section(etcd: &Etcd, name: &str, prefix: &str) -> String {
@@ -262,4 +261,3 @@ pub async fn wait(limit: Duration, mut condition: impl FnMut() -> bool) -> Optio
     }
     None
 }
-
