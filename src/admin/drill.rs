@@ -13,8 +13,6 @@ use crate::config::parse_duration;
 use crate::control::{Control, DrillError, MAX_DRILL};
 use crate::fleet::Fleet;
 
-/// The longest drill accepted.
-
 pub async fn handle(
     request: Request<Incoming>,
     control: &Arc<Control>,
