@@ -255,3 +255,33 @@ async fn remote_peers_cannot_flood_the_log_through_the_http2_library() {
     let lines = log.lines().filter(|l| l.contains("PING")).count();
     assert!(lines <= 1, "{lines} log lines from remote peers:\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_certificate_cannot_forge_a_log_line() {
+    let pki = common::tls::Pki::new("forge");
+    let forged = "legit.example\n2026-12-01T00:00:00.000000Z  WARN splitgate::forged: FORGED LOG LINE";
+    let leaf = pki.leaf("hostile", &[forged]);
+    let backend = Backend::start_tls("a", pki.server(&leaf, false)).await;
+    let ca = pki.ca_path.display().to_string();
+    let process = ProxyProcess::start(|listen, admin| {
+        format!(
+            "[[listener]]\nbind = \"{listen}\"\n[admin]\nbind = \"{admin}\"\n\
+             [health]\ninterval = \"100ms\"\nfall = 1\n\
+             [[site]]\nname = \"a\"\nweight = 1\nbackends = [\"{}\"]\ntls = {{ ca = \"{ca}\", server_name = \"api.internal\" }}\n",
+            backend.addr
+        )
+    });
+    let start = Instant::now();
+    while !process.stderr().contains("backend is down") && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = process.stderr();
+    assert!(log.contains("backend is down"), "{log}");
+    assert!(log.contains("FORGED LOG LINE"), "the name is logged, escaped: {log}");
+    for line in log.lines() {
+        assert!(
+            !line.starts_with("2026-12-01T00:00:00.000000Z"),
+            "a forged line: {line}"
+        );
+    }
+}
