@@ -20,6 +20,8 @@
 //!   it reaches the server only through the narrow `admin::Operator` handle.
 //! - `telemetry` + `access_log`: metric handles, operational logs and their rate
 //!   limits, the access log.
+//! - `state`: the state file (decisions, drills, backends' health, the fleet's part),
+//!   written after every change and read at start.
 //! - `server`: starts and stops all of the above; `signals` (SIGHUP, SIGUSR1,
 //!   SIGTERM) and `shutdown` (the drain) drive it.
 //! - `workers`: thread per core (one current-thread runtime per worker, each with its
@@ -49,6 +51,7 @@ pub mod routing;
 pub mod server;
 pub mod shutdown;
 pub mod signals;
+pub mod state;
 pub mod telemetry;
 pub mod upstream;
 pub mod workers;

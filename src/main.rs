@@ -158,7 +158,15 @@ fn report(path: &std::path::Path, days: u64, json: bool) -> ExitCode {
 
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
-        Ok(_) => {
+        Ok(config) => {
+            // The default state file, beside the config file (a configured one is
+            // checked with the rest).
+            if let Some(state) = config.state_path(Some(path)).filter(|_| config.state_path.is_none()) {
+                if let Err(reason) = splitgate::state::check_writable(&state) {
+                    println!("{}: state.path (default {}): {reason}", path.display(), state.display());
+                    return ExitCode::FAILURE;
+                }
+            }
             println!("ok");
             ExitCode::SUCCESS
         }

@@ -20,6 +20,7 @@ use crate::events::{history, notify, Events, RING};
 use crate::fleet::Fleet;
 use crate::proxy::{bind_listener, spawn_listener, ListenerHandle, Proxy};
 use crate::shutdown::{Signal, Tracker};
+use crate::state::{self, Saved, StateFile};
 use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -105,18 +106,27 @@ impl Server {
             events.set_sinks("history", vec![sink]);
         }
         events.set_sinks("notify", notify::sinks(&config.notify));
-        let control = Control::new(config, events);
+        let kept = keep_state(&config, config_path.as_deref());
+        let saved = kept.as_ref().and_then(|(_, saved)| saved.as_ref());
+        let standalone = config.fleet.is_none();
+        let control = Control::restore(config, events, saved.map(|s| (s, standalone)));
         let fleet = control.current().config.fleet.clone().map(|settings| {
             let name = settings
                 .name
                 .clone()
                 .unwrap_or_else(|| member_name(admin_socket.as_ref()));
-            let state = settings
-                .state
-                .clone()
-                .or_else(|| config_path.as_ref().map(|p| p.with_extension("fleet-state.json")));
-            Fleet::start(settings, control.clone(), name, state)
+            let decisions = saved.and_then(|s| s.fleet.clone());
+            Fleet::start(
+                settings,
+                control.clone(),
+                name,
+                decisions,
+                kept.as_ref().map(|(f, _)| f.clone()),
+            )
         });
+        if let Some((file, _)) = &kept {
+            control.keep_in(file.clone());
+        }
         let proxy = Proxy::new(control.routing().clone(), Tracker::default());
         proxy.access_log.configure(control.current().config.access_log.as_ref());
         let listeners = bound
@@ -289,9 +299,50 @@ impl Server {
         self.shutdown.fire();
         self.listeners.lock().await.clear();
         let left = self.proxy.tracker.wait_idle(drain.max(Duration::from_millis(1))).await;
+        self.keep_state_now();
         self.control.stop();
         left
     }
+
+    /// Writes the state file now (before exiting, before handing over to a new binary).
+    pub fn keep_state_now(&self) {
+        if let Some(file) = self.control.state_file() {
+            if let Err(e) = file.write_now(self.control.saved(), true) {
+                tracing::error!(path = %file.path.display(), error = %e, "cannot write the state file");
+            }
+        }
+    }
+}
+
+/// The state file and what it held: read before anything is built, so that the first
+/// snapshot already has every decision and health it kept. A corrupt or unreadable file
+/// is a WARN and nothing of it is applied; a directory that cannot be written, an
+/// ERROR (the proxy serves; decisions made now would not survive a restart).
+fn keep_state(config: &Config, config_path: Option<&std::path::Path>) -> Option<(Arc<StateFile>, Option<Saved>)> {
+    let path = config.state_path(config_path)?;
+    if let Err(reason) = state::check_writable(&path) {
+        tracing::error!(path = %path.display(), %reason, "the state file cannot be written");
+    }
+    let saved = match state::load(&path) {
+        Ok(saved) => saved,
+        Err(e) => {
+            tracing::warn!(error = %e, "starting without the state kept from before");
+            None
+        }
+    };
+    if let Some(saved) = &saved {
+        tracing::info!(
+            path = %path.display(),
+            overrides = saved.weights.len(),
+            drills = saved.drills.len(),
+            fresh_health = saved.health_is_fresh(crate::clock::unix_ms()),
+            "state kept from before applied"
+        );
+    }
+    Some((
+        StateFile::new(path, saved.as_ref().and_then(|s| s.fleet.clone())),
+        saved,
+    ))
 }
 
 /// A fleet member's default name: the host name and the admin port.

@@ -30,6 +30,13 @@ pub struct FileConfig {
     #[serde(default)]
     pub notify: Vec<NotifyFile>,
     pub fleet: Option<FleetFile>,
+    pub state: Option<StateFileSection>,
+}
+
+/// `[state]`: where run-time decisions and health are kept across restarts.
+#[derive(Debug, Deserialize, Default)]
+pub struct StateFileSection {
+    pub path: Option<String>,
 }
 
 /// `[fleet]`: proxies sharing run-time decisions through etcd.

@@ -27,6 +27,20 @@ pub struct Config {
     pub events: EventsConfig,
     pub notify: Vec<Notify>,
     pub fleet: Option<Fleet>,
+    /// `[state] path` (or `[fleet] state`, its older name); `None`: beside the config
+    /// file (`state_path`).
+    pub state_path: Option<std::path::PathBuf>,
+}
+
+impl Config {
+    /// Where run-time state is kept: the configured path, else beside the config file
+    /// and named after it (`splitgate.toml` -> `splitgate.state`); `None` without a
+    /// file (tests, the demo).
+    pub fn state_path(&self, config_file: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+        self.state_path
+            .clone()
+            .or_else(|| config_file.map(|p| p.with_extension("state")))
+    }
 }
 
 /// `[fleet]`: weight overrides and drills are decisions of the fleet, kept in etcd.

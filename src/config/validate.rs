@@ -107,6 +107,24 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
         .fleet
         .as_ref()
         .map(|f| fleet::validate_fleet(f, base, &mut problems));
+    let state_path = match file.state.as_ref().and_then(|s| s.path.as_deref()) {
+        Some("") => {
+            problems.add("state.path", "must name a file");
+            None
+        }
+        Some(path) => Some(base.join(path)),
+        None => fleet.as_ref().and_then(|f| f.state.clone()),
+    };
+    if let Some(path) = &state_path {
+        if let Err(reason) = crate::state::check_writable(path) {
+            let key = if file.state.is_some() {
+                "state.path"
+            } else {
+                "fleet.state"
+            };
+            problems.add(key, reason);
+        }
+    }
 
     if problems.0.is_empty() {
         Ok(Config {
@@ -124,6 +142,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
             events,
             notify,
             fleet,
+            state_path,
         })
     } else {
         Err(problems.0)

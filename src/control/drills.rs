@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::Control;
+use super::{Control, State};
 use crate::clock::now_ms;
 use crate::clock::{rfc3339, unix_ms, unix_of};
 use crate::events::{Kind, Outage, Pending};
+use crate::state::SavedDrill;
 
 /// The longest drill: a value that asks for more (a hand-written fleet key) is cut here.
 pub const MAX_DRILL: Duration = Duration::from_secs(24 * 3600);
@@ -35,6 +36,29 @@ pub enum DrillError {
     AlreadyRunning(String),
     #[error("no drill runs on \"{0}\"")]
     NotRunning(String),
+}
+
+impl State {
+    /// A drill kept in the state file, running on after a restart as the same drill
+    /// (no second `drill_started`): its site out from the first snapshot, its end at
+    /// its own time. Returns what the timer needs.
+    pub(super) fn resume_drill(&mut self, site: &str, saved: &SavedDrill, now_unix: u64) -> (String, u64, Duration) {
+        let left = Duration::from_millis(saved.until.saturating_sub(now_unix)).min(MAX_DRILL);
+        let started_ms = now_ms().saturating_sub(now_unix.saturating_sub(saved.started));
+        let duration = Duration::from_millis(saved.until.saturating_sub(saved.started));
+        self.drills.insert(
+            site.to_string(),
+            Drill {
+                id: saved.id,
+                started_ms,
+                duration,
+            },
+        );
+        self.decisions.drilled.insert(site.to_string());
+        self.observer.drill_started(site, started_ms);
+        tracing::warn!(site, drill = saved.id, left = ?left, "drill resumed from the state file: the site stays out");
+        (site.to_string(), saved.id, left)
+    }
 }
 
 impl Control {
@@ -81,15 +105,19 @@ impl Control {
         state.observer.drill_started(site, now);
         self.publish(&mut state);
         drop(state);
+        self.end_drill_after(site.to_string(), id, duration);
+        Ok(id)
+    }
+
+    /// Ends drill `id` on `site` when `left` has passed (unless it ended before).
+    pub(super) fn end_drill_after(self: &Arc<Self>, site: String, id: u64, left: Duration) {
         let control = Arc::downgrade(self);
-        let site = site.to_string();
         tokio::spawn(async move {
-            tokio::time::sleep(duration).await;
+            tokio::time::sleep(left).await;
             if let Some(control) = control.upgrade() {
                 let _ = control.finish_drill(&site, Some(id), "time_up");
             }
         });
-        Ok(id)
     }
 
     /// Ends the drill on `site` now; returns the `drill_ended` event's id.

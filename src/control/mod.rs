@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::clock::now_ms;
+use crate::clock::{now_ms, unix_ms, unix_of};
 use crate::config::{Config, MAX_WEIGHT};
 use crate::events::{Events, Observer};
 use crate::health::{spawn_prober, HealthRegistry};
 use crate::routing::{Decisions, Inputs, Routing};
+use crate::state::{Saved, SavedDrill, StateFile};
 
 pub use drills::{Drill, DrillError, MAX_DRILL};
 
@@ -32,6 +33,8 @@ pub enum WeightError {
 
 pub struct Control {
     routing: Arc<ArcSwap<Routing>>,
+    /// Told of every published change, to keep it in the state file.
+    keeper: std::sync::OnceLock<Arc<StateFile>>,
     registry: HealthRegistry,
     /// Run-time decisions and the event observer; the lock also serialises publishing.
     state: Mutex<State>,
@@ -49,13 +52,40 @@ struct State {
 impl Control {
     /// Builds generation 1 and starts probing every backend. Needs a tokio runtime.
     pub fn new(config: Config, events: Arc<Events>) -> Arc<Control> {
+        Self::restore(config, events, None)
+    }
+
+    /// As `new`, starting from what the state file kept: weight overrides and drills
+    /// (unless `saved` is the fleet's, whose decisions the fleet applies), and backends
+    /// that were down start down when that health is fresh.
+    pub fn restore(config: Config, events: Arc<Events>, saved: Option<(&Saved, bool)>) -> Arc<Control> {
         let registry = HealthRegistry::new();
         let synced = registry.sync(&config);
+        let mut state = State::default();
+        let mut resumed = Vec::new();
+        if let Some((saved, decisions_too)) = saved {
+            let now = unix_ms();
+            if saved.health_is_fresh(now) {
+                for backend in synced.backends.iter().flatten() {
+                    if saved.health.get(&Saved::backend_key(&backend.site, &backend.addr)) == Some(&false) {
+                        backend.start_down();
+                    }
+                }
+            }
+            if decisions_too {
+                state.decisions.weights = saved.weights.iter().map(|(s, w)| (s.clone(), *w)).collect();
+                for (site, drill) in saved.drills.iter().filter(|(_, d)| d.until > now) {
+                    if config.sites.iter().any(|s| &s.name == site) {
+                        resumed.push(state.resume_drill(site, drill, now));
+                    }
+                }
+            }
+        }
         let routing = Routing::build(Inputs {
             generation: 1,
             config: Arc::new(config),
             backends: synced.backends,
-            decisions: &Decisions::default(),
+            decisions: &state.decisions,
             now_ms: now_ms(),
         });
         record_routing(&routing);
@@ -63,12 +93,60 @@ impl Control {
         synced.added.into_iter().for_each(spawn_prober);
         let control = Arc::new(Control {
             routing,
+            keeper: std::sync::OnceLock::new(),
             registry,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             events,
         });
+        for (site, id, left) in resumed {
+            control.end_drill_after(site, id, left);
+        }
         spawn_publisher(Arc::downgrade(&control), control.registry.changes.clone());
         control
+    }
+
+    /// Keeps every change from now on in `file`, and writes it there now.
+    pub fn keep_in(self: &Arc<Self>, file: Arc<StateFile>) {
+        let _ = self.keeper.set(file.clone());
+        let control = Arc::downgrade(self);
+        file.spawn_writer(move || control.upgrade().map(|c| c.saved()));
+        file.changed();
+    }
+
+    /// What the state file should hold now.
+    pub fn saved(&self) -> Saved {
+        let state = self.lock_state();
+        let current = self.current();
+        let health = current
+            .sites
+            .iter()
+            .flat_map(|s| s.backends.iter())
+            .map(|b| (Saved::backend_key(&b.site, &b.addr), b.is_healthy()))
+            .collect();
+        let drills = state
+            .drills
+            .iter()
+            .map(|(site, d)| {
+                let started = unix_of(d.started_ms);
+                let drill = SavedDrill {
+                    id: d.id,
+                    started,
+                    until: started + d.duration.as_millis() as u64,
+                };
+                (site.clone(), drill)
+            })
+            .collect();
+        Saved {
+            weights: state.decisions.weights.iter().map(|(s, w)| (s.clone(), *w)).collect(),
+            drills,
+            health,
+            ..Saved::default()
+        }
+    }
+
+    /// The state file, when one is kept.
+    pub fn state_file(&self) -> Option<&Arc<StateFile>> {
+        self.keeper.get()
     }
 
     /// The swap that requests read from.
@@ -114,6 +192,9 @@ impl Control {
         state.observer.observe(&old, &routing, &self.events);
         self.routing.store(Arc::new(routing));
         synced.added.into_iter().for_each(spawn_prober);
+        if let Some(file) = self.keeper.get() {
+            file.changed();
+        }
         generation
     }
 
@@ -192,6 +273,9 @@ impl Control {
         record_routing(&routing);
         state.observer.observe(&old, &routing, &self.events);
         self.routing.store(Arc::new(routing));
+        if let Some(file) = self.keeper.get() {
+            file.changed();
+        }
     }
 
     /// Stops every prober; used when the server goes away.

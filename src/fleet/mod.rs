@@ -12,7 +12,6 @@ mod session;
 mod state;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use tokio::sync::watch;
 use crate::clock::{rfc3339, unix_ms};
 use crate::config::{self, MAX_WEIGHT};
 use crate::control::Control;
+use crate::state::StateFile;
 
 pub use state::Decisions;
 
@@ -71,20 +71,22 @@ pub struct Fleet {
     client: Mutex<Option<etcd_client::Client>>,
     /// The decisions in force (from etcd, or from disk before etcd answered).
     decisions: Mutex<Decisions>,
-    state_file: Option<PathBuf>,
+    state_file: Option<Arc<StateFile>>,
     /// This process, as its member key says.
     me: lineage::Me,
 }
 
 impl Fleet {
-    /// Applies the decisions kept on disk, then connects and watches in the background.
+    /// Applies the decisions kept in the state file (`kept`, its fleet part), then
+    /// connects and watches in the background.
     pub fn start(
         settings: config::Fleet,
         control: Arc<Control>,
         name: String,
-        state_file: Option<PathBuf>,
+        kept: Option<Value>,
+        state_file: Option<Arc<StateFile>>,
     ) -> Arc<Fleet> {
-        let kept = state_file.as_deref().and_then(state::load).unwrap_or_default();
+        let kept: Decisions = kept.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
         let fleet = Arc::new(Fleet {
             settings,
             name,
@@ -162,10 +164,8 @@ impl Fleet {
         let revision = decisions.revision;
         self.control.replace_weights(decisions.weights.clone());
         self.sync_drills(&decisions.drills);
-        if let Some(path) = &self.state_file {
-            if let Err(e) = state::save(path, &decisions) {
-                tracing::warn!(path = %path.display(), error = %e, "fleet: cannot keep the decisions on disk");
-            }
+        if let Some(file) = &self.state_file {
+            file.set_fleet(serde_json::to_value(&decisions).unwrap_or_default());
         }
         *self.decisions.lock().unwrap_or_else(|p| p.into_inner()) = decisions;
         self.advance(revision);

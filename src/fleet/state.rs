@@ -1,11 +1,9 @@
-//! The fleet's decisions as data: read from etcd keys (an invalid value never changes
-//! what is applied: the key keeps its last valid value, and the key is listed as an
-//! alarm), and kept on disk atomically (write, fsync, rename) so that a member
-//! restarted while etcd is down starts with the last decisions it saw.
+//! The fleet's decisions as data, read from etcd keys: an invalid value never changes
+//! what is applied (the key keeps its last valid value, and the key is listed as an
+//! alarm). They are kept in the state file (`crate::state`), so that a member restarted
+//! while etcd is down starts with the last decisions it saw.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -165,25 +163,6 @@ pub fn drill(value: &[u8]) -> Option<u64> {
     value["until"].as_u64()
 }
 
-pub fn load(path: &Path) -> Option<Decisions> {
-    let bytes = crate::config::read_bounded(path).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-pub fn save(path: &Path, decisions: &Decisions) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(decisions).unwrap_or_default())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(dir) = std::fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,18 +184,23 @@ mod tests {
     }
 
     #[test]
-    fn decisions_survive_on_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fleet.json");
-        let decisions = Decisions {
-            revision: 42,
-            weights: HashMap::from([("a".to_string(), 0)]),
-            drills: HashMap::from([("b".to_string(), 1_800_000_000_000)]),
-            cluster_id: 7,
-            epoch: 2,
-            epoch_id: "x".into(),
+    fn an_invalid_value_keeps_the_last_valid_one_and_is_listed() {
+        let last = Decisions {
+            weights: HashMap::from([("b".to_string(), 0)]),
+            ..Decisions::default()
         };
-        save(&path, &decisions).unwrap();
-        assert_eq!(load(&path), Some(decisions));
+        let (mut next, mut invalid) = (last.clone(), Invalid::new());
+        let key = "/sg/sites/b/weight";
+        next.take(&last, key, &Key::Weight("b"), Some(b"zero"), &mut invalid);
+        assert_eq!(next.weights.get("b"), Some(&0));
+        assert_eq!(invalid.get(key).map(String::as_str), Some("zero"));
+        next.take(&last, key, &Key::Weight("b"), Some(b"7"), &mut invalid);
+        assert_eq!(next.weights.get("b"), Some(&7));
+        assert!(invalid.is_empty());
+        let mut fresh = Decisions::default();
+        fresh.take(&Decisions::default(), key, &Key::Weight("b"), Some(b"x"), &mut invalid);
+        assert!(fresh.weights.is_empty(), "no valid value ever: no override");
+        assert_eq!(shown(&[b'a'; 100]).len(), 64 + " (100 bytes)".len() + 3);
+        assert_eq!(shown(b"a\nb"), "a\\nb");
     }
 }

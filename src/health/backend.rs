@@ -134,6 +134,12 @@ impl Backend {
         self.healthy.load(Ordering::Acquire)
     }
 
+    /// Down when the proxy stopped (the state file says so): it starts down and comes
+    /// back only after `rise` good probes, so no first request goes into a black hole.
+    pub fn start_down(&self) {
+        self.set_healthy(false, "it was down when the proxy last stopped (state file)");
+    }
+
     /// The backend left the config: its prober stops and its connections close.
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Release);
