@@ -22,6 +22,8 @@
 //!   limits, the access log.
 //! - `state`: the state file (decisions, drills, backends' health, the fleet's part),
 //!   written after every change and read at start.
+//! - `lifecycle`: readiness (`/ready`), sockets inherited (systemd socket activation,
+//!   or the process being replaced) and handed to a new binary on SIGUSR2.
 //! - `server`: starts and stops all of the above; `signals` (SIGHUP, SIGUSR1,
 //!   SIGTERM) and `shutdown` (the drain) drive it.
 //! - `workers`: thread per core (one current-thread runtime per worker, each with its
@@ -43,6 +45,7 @@ pub mod descriptors;
 pub mod events;
 pub mod fleet;
 pub mod health;
+pub mod lifecycle;
 pub mod proxy;
 pub mod rehearsal;
 pub mod report;

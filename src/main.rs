@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use splitgate::clock::unix_ms;
 use splitgate::config::{self, Config};
 use splitgate::events::history::History;
+use splitgate::lifecycle::inherit::{self, Inherited};
 use splitgate::server::Server;
 use splitgate::workers::Workers;
 use splitgate::{demo, rehearsal, report, signals, telemetry};
@@ -117,7 +118,13 @@ fn main() -> ExitCode {
                 return fail("cannot start the async runtime");
             };
             match runtime.block_on(demo::demo_config(listen, admin)) {
-                Ok(config) => run_on(runtime, config, None, Some(demo::instructions(listen, admin))),
+                Ok(config) => run_on(
+                    runtime,
+                    config,
+                    None,
+                    Some(demo::instructions(listen, admin)),
+                    Inherited::default(),
+                ),
                 Err(e) => fail(&e.to_string()),
             }
         }
@@ -181,8 +188,10 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 fn run(config: Config, path: Option<PathBuf>, banner: Option<String>) -> ExitCode {
     telemetry::init_logging(&config.log);
+    // Before any thread starts: the sockets of systemd or of the process replaced.
+    let inherited = Inherited::from_env();
     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => run_on(runtime, config, path, banner),
+        Ok(runtime) => run_on(runtime, config, path, banner, inherited),
         Err(e) => fail(&format!("cannot start the async runtime: {e}")),
     }
 }
@@ -190,7 +199,13 @@ fn run(config: Config, path: Option<PathBuf>, banner: Option<String>) -> ExitCod
 /// `runtime` (the main thread's) runs the control plane; `workers` threads (one per
 /// core by default) accept and serve client connections, each on a runtime of its own
 /// (see `splitgate::workers`).
-fn run_on(runtime: tokio::runtime::Runtime, config: Config, path: Option<PathBuf>, banner: Option<String>) -> ExitCode {
+fn run_on(
+    runtime: tokio::runtime::Runtime,
+    config: Config,
+    path: Option<PathBuf>,
+    banner: Option<String>,
+    inherited: Inherited,
+) -> ExitCode {
     let count = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -205,10 +220,11 @@ fn run_on(runtime: tokio::runtime::Runtime, config: Config, path: Option<PathBuf
             Ok(signals) => signals,
             Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
         };
-        let server = match Server::start_on(config, path, runtimes).await {
+        let server = match Server::start_on(config, path, runtimes, inherited).await {
             Ok(server) => server,
             Err(e) => return fail(&e.to_string()),
         };
+        inherit::announce_ready();
         if let Some(banner) = banner {
             println!("{banner}");
         }

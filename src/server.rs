@@ -18,6 +18,8 @@ use crate::config::{self, Config, ConfigError};
 use crate::control::Control;
 use crate::events::{history, notify, Events, RING};
 use crate::fleet::Fleet;
+use crate::lifecycle::inherit::{self, Inherited};
+use crate::lifecycle::{Phase, Readiness};
 use crate::proxy::{bind_listener, spawn_listener, ListenerHandle, Proxy};
 use crate::shutdown::{Signal, Tracker};
 use crate::state::{self, Saved, StateFile};
@@ -49,6 +51,10 @@ pub struct Server {
     /// Running listeners by their configured bind address; changed only by reloads.
     listeners: tokio::sync::Mutex<HashMap<SocketAddr, ListenerHandle>>,
     admin_addr: Option<SocketAddr>,
+    /// A copy of the admin API's socket, to hand to a new binary on upgrade.
+    admin_copy: Option<std::net::TcpListener>,
+    /// What `/ready` says.
+    readiness: Readiness,
     shutdown: Signal,
     config_path: Option<PathBuf>,
     last_reload: Mutex<Option<LastReload>>,
@@ -62,32 +68,57 @@ pub struct Server {
 impl Server {
     /// Starts with client connections served on the current runtime (tests).
     pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Server>, StartError> {
-        Self::start_on(config, config_path, Vec::new()).await
+        Self::start_on(config, config_path, Vec::new(), Inherited::default()).await
     }
 
-    /// Binds everything first, so a port in use fails the start before any work begins.
-    /// Client connections are accepted and served on `runtimes` (the workers), one
-    /// `SO_REUSEPORT` socket per runtime and listener.
+    /// Binds everything first (or takes what `inherited` holds for an address), so a
+    /// port in use fails the start before any work begins. Client connections are
+    /// accepted and served on `runtimes` (the workers), one `SO_REUSEPORT` socket per
+    /// runtime and listener.
     pub async fn start_on(
         config: Config,
         config_path: Option<PathBuf>,
         runtimes: Vec<Handle>,
+        mut inherited: Inherited,
     ) -> Result<Arc<Server>, StartError> {
         telemetry::install_metrics();
         let mut bound = Vec::new();
         for listener in &config.listeners {
-            let socket = bind_listener(listener.bind, runtimes.len()).map_err(|source| StartError::Bind {
+            let given = inherited.take(listener.bind);
+            let socket = if given.is_empty() {
+                bind_listener(listener.bind, runtimes.len())
+            } else {
+                inherit::fit(given, runtimes.len())
+            };
+            let socket = socket.map_err(|source| StartError::Bind {
                 addr: listener.bind,
                 source,
             })?;
             bound.push((listener.bind, socket));
         }
         let admin_socket = match &config.admin {
-            Some(admin) => Some(TcpListener::bind(admin.bind).await.map_err(|source| StartError::Bind {
-                addr: admin.bind,
-                source,
-            })?),
+            Some(admin) => {
+                let bind_error = |source| StartError::Bind {
+                    addr: admin.bind,
+                    source,
+                };
+                let socket = match inherited.take(admin.bind).pop() {
+                    Some(socket) => socket,
+                    None => {
+                        let socket = std::net::TcpListener::bind(admin.bind).map_err(bind_error)?;
+                        socket.set_nonblocking(true).map_err(bind_error)?;
+                        socket
+                    }
+                };
+                let copy = socket.try_clone().map_err(bind_error)?;
+                Some((TcpListener::from_std(socket).map_err(bind_error)?, copy))
+            }
             None => None,
+        };
+        inherited.close_rest();
+        let (admin_socket, admin_copy) = match admin_socket {
+            Some((socket, copy)) => (Some(socket), Some(copy)),
+            None => (None, None),
         };
         let shutdown = Signal::default();
         let history = match &config.events.history {
@@ -141,6 +172,8 @@ impl Server {
             proxy,
             listeners: tokio::sync::Mutex::new(listeners),
             admin_addr: admin_socket.as_ref().and_then(|s| s.local_addr().ok()),
+            admin_copy,
+            readiness: Readiness::default(),
             shutdown,
             config_path,
             last_reload: Mutex::new(None),
@@ -151,6 +184,7 @@ impl Server {
         if let Some(socket) = admin_socket {
             admin::spawn(socket, server.clone() as Arc<dyn Operator>, server.shutdown.subscribe());
         }
+        server.readiness.set(Phase::Serving);
         Ok(server)
     }
 
@@ -304,6 +338,24 @@ impl Server {
         left
     }
 
+    /// `/ready` turns 503 from now on (SIGTERM, or replaced by a new binary).
+    pub fn stop_being_ready(&self) {
+        self.readiness.set(Phase::Draining);
+    }
+
+    /// Copies of every listening socket (the proxy's, then the admin API's), for a new
+    /// binary to accept on.
+    pub async fn listening_sockets(&self) -> Vec<std::os::fd::OwnedFd> {
+        let listeners = self.listeners.lock().await;
+        listeners
+            .values()
+            .flat_map(|l| l.sockets.iter())
+            .chain(self.admin_copy.iter())
+            .filter_map(|s| s.try_clone().ok())
+            .map(std::os::fd::OwnedFd::from)
+            .collect()
+    }
+
     /// Writes the state file now (before exiting, before handing over to a new binary).
     pub fn keep_state_now(&self) {
         if let Some(file) = self.control.state_file() {
@@ -357,6 +409,10 @@ fn member_name(admin: Option<&TcpListener>) -> String {
 }
 
 impl Operator for Server {
+    fn phase(&self) -> Phase {
+        self.readiness.phase()
+    }
+
     fn fleet(&self) -> Option<Arc<Fleet>> {
         self.fleet.clone()
     }

@@ -40,6 +40,8 @@ pub trait Operator: Send + Sync + 'static {
     fn last_reload(&self) -> Option<LastReload>;
     /// The admin API's own address (a loopback address allows token-less changes).
     fn admin_addr(&self) -> Option<SocketAddr>;
+    /// Where the process is in its life (`/ready`).
+    fn phase(&self) -> crate::lifecycle::Phase;
     /// Re-reads and applies the config file: the new generation, or every error.
     fn reload(&self) -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>>;
 }
@@ -140,6 +142,7 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
             page
         }
         (Method::GET | Method::HEAD, ["status"]) => json(StatusCode::OK, &full_status(server)),
+        (Method::GET | Method::HEAD, ["ready"]) => ready(server),
         (Method::GET | Method::HEAD, ["metrics"]) => {
             respond(StatusCode::OK, "text/plain; version=0.0.4", telemetry::render())
         }
@@ -202,7 +205,7 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
             }
             weights::confirm(request, server, peer).await
         }
-        (_, [endpoint @ ("status" | "metrics" | "reload" | "weights" | "events" | "")])
+        (_, [endpoint @ ("status" | "ready" | "metrics" | "reload" | "weights" | "events" | "")])
         | (_, ["sites", _, endpoint @ ("weight" | "drill")])
         | (_, ["fleet", endpoint @ "confirm"]) => {
             let allow = match *endpoint {
@@ -233,6 +236,28 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Admi
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     guard::harden(response.headers_mut(), false);
     response
+}
+
+/// `GET /ready`: 200 while accepting with a site that can serve, else 503 with why.
+fn ready(server: &dyn Operator) -> AdminResponse {
+    use crate::lifecycle::Phase;
+    let routing = server.control().current();
+    let reason = match server.phase() {
+        Phase::Starting => Some("starting"),
+        Phase::Draining => Some("draining"),
+        Phase::Serving if !routing.sites.iter().any(|s| s.healthy && s.effective_weight > 0) => {
+            Some("no site can serve")
+        }
+        Phase::Serving => None,
+    };
+    let pid = std::process::id();
+    match reason {
+        None => json(StatusCode::OK, &serde_json::json!({ "ready": true, "pid": pid })),
+        Some(reason) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "ready": false, "reason": reason, "pid": pid }),
+        ),
+    }
 }
 
 /// `/status`, with the fleet's link when this proxy is a member.

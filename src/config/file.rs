@@ -195,6 +195,7 @@ pub struct TimeoutsFile {
     pub client_header: Option<String>,
     pub idle: Option<String>,
     pub drain: Option<String>,
+    pub stop_delay: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

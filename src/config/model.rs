@@ -33,13 +33,22 @@ pub struct Config {
 }
 
 impl Config {
-    /// Where run-time state is kept: the configured path, else beside the config file
-    /// and named after it (`splitgate.toml` -> `splitgate.state`); `None` without a
+    /// Where run-time state is kept: the configured path, else named after the config
+    /// file (`splitgate.toml` -> `splitgate.state`) in systemd's `StateDirectory=`
+    /// (`$STATE_DIRECTORY`) when set, else beside the config file; `None` without a
     /// file (tests, the demo).
     pub fn state_path(&self, config_file: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
-        self.state_path
-            .clone()
-            .or_else(|| config_file.map(|p| p.with_extension("state")))
+        if let Some(path) = &self.state_path {
+            return Some(path.clone());
+        }
+        let beside = config_file?.with_extension("state");
+        let state_dir = std::env::var_os("STATE_DIRECTORY")
+            .and_then(|dirs| std::env::split_paths(&dirs).next())
+            .filter(|dir| !dir.as_os_str().is_empty());
+        Some(match (state_dir, beside.file_name()) {
+            (Some(dir), Some(name)) => dir.join(name),
+            _ => beside,
+        })
     }
 }
 
@@ -255,6 +264,9 @@ pub struct Timeouts {
     pub client_header: Duration,
     pub idle: Duration,
     pub drain: Duration,
+    /// On SIGTERM (and in the old process of an upgrade): `/ready` says 503 at once,
+    /// the listeners keep accepting this long, then the drain begins.
+    pub stop_delay: Duration,
 }
 
 impl Default for Timeouts {
@@ -265,6 +277,7 @@ impl Default for Timeouts {
             client_header: Duration::from_secs(10),
             idle: Duration::from_secs(60),
             drain: Duration::from_secs(30),
+            stop_delay: Duration::ZERO,
         }
     }
 }

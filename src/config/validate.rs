@@ -220,6 +220,7 @@ fn validate_timeouts(file: &FileConfig, problems: &mut Problems) -> Timeouts {
         client_header: problems.duration("timeouts.client_header", t.client_header.as_ref(), d.client_header),
         idle: problems.duration("timeouts.idle", t.idle.as_ref(), d.idle),
         drain: problems.duration("timeouts.drain", t.drain.as_ref(), d.drain),
+        stop_delay: problems.duration("timeouts.stop_delay", t.stop_delay.as_ref(), d.stop_delay),
     };
     for (key, value) in [
         ("timeouts.connect", timeouts.connect),

@@ -4,6 +4,7 @@
 //! `client_header`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,10 @@ use super::Proxy;
 use crate::clock::ms_of;
 use crate::config::Timeouts;
 use crate::shutdown::fired;
+
+/// How long a keep-alive connection may stay idle once the process drains, waiting for
+/// a request to answer with `Connection: close`.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves an accepted connection: with TLS when the listener bound to `bind` has TLS
 /// in the current config, else plain.
@@ -120,20 +125,39 @@ async fn serve<S>(
         proxy.client_metrics.received.clone(),
         proxy.client_metrics.sent.clone(),
     ));
+    // Set when the process drains: the next HTTP/1 answer says `Connection: close`.
+    let closing = Arc::new(AtomicBool::new(false));
     let service = {
         let activity = activity.clone();
+        let closing = closing.clone();
         service_fn(move |request: http::Request<hyper::body::Incoming>| {
             // The request's one clock read: arrival, in-flight mark and first try share it.
             let arrived = Instant::now();
             let in_flight = activity.begin(ms_of(arrived));
+            let http1 = request.version() < http::Version::HTTP_2;
+            let answer = proxy.clone().forward(request, client.clone(), in_flight, arrived);
+            let closing = closing.clone();
             // Boxed: hyper keeps a slot the size of this future for the connection's
             // whole life (5.8 KB per idle connection when inline).
-            Box::pin(proxy.clone().forward(request, client.clone(), in_flight, arrived))
+            Box::pin(async move {
+                let mut response = answer.await?;
+                if http1
+                    && closing.load(Ordering::Relaxed)
+                    && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            })
         })
     };
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let mut draining = false;
+    // Boxed, and only once draining: an idle connection carries no timer for it.
+    let mut close_idle: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         tokio::select! {
             // In order, with the connection first: no random draw on every wake-up.
@@ -144,8 +168,18 @@ async fn serve<S>(
                 }
                 return;
             }
+            // Draining (SIGTERM, or replaced by a new binary): closing an idle keep-alive
+            // connection at once races a request the client is sending on it (it would
+            // fail). Its next answer says `Connection: close` instead, as HAProxy's
+            // `idle-close-on-response` does; what is still idle after `DRAIN_GRACE` is
+            // closed then (HTTP/2 gets its GOAWAY then too).
             _ = fired(&mut shutdown), if !draining => {
                 draining = true;
+                closing.store(true, Ordering::Relaxed);
+                close_idle = Some(Box::pin(tokio::time::sleep(DRAIN_GRACE.min(timeouts.drain))));
+            }
+            _ = grace_over(&mut close_idle) => {
+                close_idle = None;
                 connection.as_mut().graceful_shutdown();
             }
             reason = activity.expired(&timeouts) => {
@@ -159,5 +193,13 @@ async fn serve<S>(
                 return;
             }
         }
+    }
+}
+
+/// Waits out the drain's grace for idle connections; never, before the drain.
+async fn grace_over(grace: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match grace {
+        Some(sleep) => sleep.await,
+        None => std::future::pending().await,
     }
 }

@@ -22,6 +22,8 @@ use crate::shutdown::fired;
 /// A running listener; dropping it (or calling `stop`) stops accepting.
 pub struct ListenerHandle {
     pub local_addr: SocketAddr,
+    /// Copies of the listening sockets, to hand to a new binary on upgrade.
+    pub sockets: Vec<std::net::TcpListener>,
     stop: watch::Sender<bool>,
 }
 
@@ -91,8 +93,8 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Accepts on `sockets` (from `bind_listener`) until stopped or until `shutdown`
-/// fires: copy i on `runtimes[i]` (a worker), or all on the current runtime when
+/// Accepts on `sockets` (from `bind_listener`, or inherited) until stopped or until
+/// `shutdown` fires: copy i on `runtimes[i]` (a worker), or all on the current runtime when
 /// `runtimes` is empty. `bind` is the configured address: it finds this listener's TLS
 /// settings in the current config, so a reload can change them.
 pub fn spawn_listener(
@@ -106,6 +108,7 @@ pub fn spawn_listener(
         .first()
         .and_then(|s| s.local_addr().ok())
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let copies = sockets.iter().filter_map(|s| s.try_clone().ok()).collect();
     let (stop, stopped) = watch::channel(false);
     let builder = Arc::new(builder(&proxy.routing.load().config.limits));
     tracing::info!(listen = %local_addr, accept_loops = sockets.len(), "proxy listener started");
@@ -118,12 +121,17 @@ pub fn spawn_listener(
             stopped.clone(),
             shutdown.clone(),
         );
-        match runtimes.get(index) {
+        // More sockets than workers (inherited from a process with more): shared out.
+        match runtimes.get(index % runtimes.len().max(1)) {
             Some(runtime) => runtime.spawn(accepting),
             None => tokio::spawn(accepting),
         };
     }
-    ListenerHandle { local_addr, stop }
+    ListenerHandle {
+        local_addr,
+        sockets: copies,
+        stop,
+    }
 }
 
 async fn accept_loop(

@@ -35,6 +35,19 @@ impl ProxyProcess {
 
     /// As `start`, under an open-file limit of `open_files` (`ulimit -n`) when given.
     pub fn start_limited(open_files: Option<u32>, config: impl Fn(SocketAddr, SocketAddr) -> String) -> ProxyProcess {
+        Self::launch(std::path::Path::new(BINARY), open_files, config)
+    }
+
+    /// As `start`, with the binary at `binary` (a copy, for upgrade tests).
+    pub fn start_binary(binary: &std::path::Path, config: impl Fn(SocketAddr, SocketAddr) -> String) -> ProxyProcess {
+        Self::launch(binary, None, config)
+    }
+
+    fn launch(
+        binary: &std::path::Path,
+        open_files: Option<u32>,
+        config: impl Fn(SocketAddr, SocketAddr) -> String,
+    ) -> ProxyProcess {
         let dir = tempfile::tempdir().unwrap();
         // Both held while read: two calls of `free_port` may return the same port.
         let (first, second) = (
@@ -49,10 +62,11 @@ impl ProxyProcess {
         let log = std::fs::File::create(&log_path).unwrap();
         std::fs::write(&config_path, config(addr, admin)).unwrap();
         let mut command = match open_files {
-            None => Command::new(BINARY),
+            None => Command::new(binary),
             Some(limit) => {
                 let mut sh = Command::new("sh");
-                sh.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), BINARY]);
+                sh.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\"")])
+                    .arg(binary);
                 sh
             }
         };
