@@ -496,3 +496,28 @@ async fn a_pipelined_head_with_both_framings_is_refused_with_400() {
     assert!(answer.contains("HTTP/1.1 400"), "{answer}");
     assert_eq!(a.hits(), hits + 1, "only the first request reached the backend");
 }
+
+/// RFC 9112 3.2: a Host that is not one `host[:port]` (a list, a blank inside) is
+/// refused with 400, as NGINX does; nothing of it reaches a backend.
+#[tokio::test]
+async fn a_host_with_a_comma_or_a_blank_inside_is_refused_with_400() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let hits = a.hits();
+    for host in [
+        "a.example, b.example",
+        "a.example,b.example",
+        "a.example b.example",
+        "a.example\tb",
+    ] {
+        let request = format!("GET /headers HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let answer = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "Host: {host:?}: {answer}");
+    }
+    assert_eq!(a.hits(), hits, "nothing reached the backend");
+    for host in ["a.example:8080", "[::1]:80", "127.0.0.1", "xn--bcher-kva.example."] {
+        let request = format!("GET /headers HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "Host: {host:?}: {answer}");
+    }
+}

@@ -184,24 +184,29 @@ fn join_cookies(headers: &mut HeaderMap) {
 }
 
 /// Why a request head must be refused with 400 before anything of it moves: its target
-/// is not a path (`GET foo`, never rewritten to `/`), it names its host twice or, in
-/// HTTP/1.1, not at all (RFC 9112 3.2), or its body could be framed two ways (request
-/// smuggling): Content-Length together with Transfer-Encoding, or a transfer coding other than one `chunked`
+/// is not a path (`GET foo`, never rewritten to `/`); it names its host twice, in
+/// HTTP/1.1 not at all, or not as one `host[:port]` (`Host: a, b`, `Host: a b`: RFC 9112
+/// 3.2); or its body could be framed two ways (request smuggling): Content-Length
+/// together with Transfer-Encoding, or a transfer coding other than one `chunked`
 /// (`identity, chunked`, `chunked` twice, `gzip`...). The strictest reading that no
 /// legitimate client notices. `head_had_length`: the head's bytes held a Content-Length
 /// line, which hyper drops from the headers when Transfer-Encoding is present.
 pub fn refusal<B>(request: &http::Request<B>, head_had_length: bool) -> Option<&'static str> {
-    if request.uri().path_and_query().is_none() {
+    let uri = request.uri();
+    if uri.path_and_query().is_none() {
         return Some("the request target must be a path, e.g. /index.html\n");
     }
     let headers = request.headers();
     let mut hosts = headers.get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
+    let host = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Some("two Host headers\n"),
-        (None, _) if request.version() == http::Version::HTTP_11 => {
+        (None, _) if request.version() == Version::HTTP_11 => {
             return Some("an HTTP/1.1 request must have a Host header\n")
         }
-        _ => {}
+        (host, _) => host,
+    };
+    if host.is_some_and(|host| !is_host(host.as_bytes())) {
+        return Some("the Host header must be one host[:port]\n");
     }
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
@@ -217,6 +222,33 @@ pub fn refusal<B>(request: &http::Request<B>, head_had_length: bool) -> Option<&
         return Some("unsupported Transfer-Encoding; only chunked is accepted\n");
     }
     None
+}
+
+/// A Host value is `uri-host [":" port]` (RFC 9110 7.2, RFC 3986 3.2.2): an IP literal
+/// in brackets, or a name or IPv4 address of unreserved characters, %-escapes and
+/// sub-delimiters other than the comma (a comma is what joins two Host values into one,
+/// and no name has one); the port is digits. Empty is valid (a target without
+/// authority).
+fn is_host(value: &[u8]) -> bool {
+    let (host, port) = split_port(value);
+    let name_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+;=".contains(b);
+    let host_ok = match host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")) {
+        Some(literal) => !literal.is_empty() && literal.iter().all(|b| name_byte(b) || *b == b':'),
+        None => !host.starts_with(b"[") && host.iter().all(name_byte),
+    };
+    host_ok && port.is_none_or(|port| port.iter().all(u8::is_ascii_digit))
+}
+
+/// `host[:port]` split at the port's colon (after the brackets of an IP literal).
+fn split_port(value: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let after_literal = match value.first() {
+        Some(b'[') => value.iter().position(|&b| b == b']').map_or(value.len(), |end| end + 1),
+        _ => 0,
+    };
+    match value[after_literal..].iter().position(|&b| b == b':') {
+        Some(at) => (&value[..after_literal + at], Some(&value[after_literal + at + 1..])),
+        None => (value, None),
+    }
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
@@ -343,6 +375,27 @@ mod tests {
         prepare_request(&mut p, &client(), upgrade.as_ref());
         assert_eq!(p.headers["connection"], "upgrade");
         assert_eq!(p.headers["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn a_host_is_one_host_and_an_optional_port() {
+        for good in [
+            "a.example",
+            "a.example:8080",
+            "a.example.",
+            "[::1]",
+            "[::1]:80",
+            "127.0.0.1",
+            "",
+            "a:",
+        ] {
+            assert!(is_host(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "a, b", "a,b", "a b", "a\tb", "[::1", "[]:80", "a:b", "a:80:80", "a/b", "u@a", "a\u{e9}",
+        ] {
+            assert!(!is_host(bad.as_bytes()), "{bad:?}");
+        }
     }
 
     #[test]
