@@ -521,3 +521,36 @@ async fn a_host_with_a_comma_or_a_blank_inside_is_refused_with_400() {
         assert!(answer.starts_with("HTTP/1.1 200"), "Host: {host:?}: {answer}");
     }
 }
+
+/// Two sites, each the only one of a route named after a host.
+fn two_hosts() -> String {
+    "[[route]]\nname = \"a\"\nhost = \"a.example\"\nweights = { a = 100 }\n\
+     [[route]]\nname = \"other\"\nhost = \"other.example\"\nweights = { b = 100 }\n"
+        .to_string()
+}
+
+/// RFC 9112 3.2.2: a request in absolute form is routed and forwarded by its target's
+/// authority, whatever its Host says (it was routed by Host and forwarded with it).
+#[tokio::test]
+async fn an_absolute_form_target_is_routed_and_forwarded_by_its_authority() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let sites = [site("a", 1, 0, &[a.addr]), site("b", 1, 0, &[b.addr])];
+    let proxy = TestProxy::start(&config(&two_hosts(), &sites)).await;
+    let answer = raw_exchange(
+        proxy.addr,
+        b"GET http://other.example/headers?x=1 HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("x-site: b\r\n"), "routed by the target: {answer}");
+    assert!(answer.contains("\nhost: other.example\n"), "{answer}");
+    assert!(answer.contains("\nx-forwarded-host: other.example\n"), "{answer}");
+    let hits = (a.hits(), b.hits());
+    for target in ["http://user@other.example/headers", "ftp://other.example/headers"] {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: other.example\r\n\r\n");
+        let answer = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");
+    }
+    assert_eq!((a.hits(), b.hits()), hits, "nothing reached a backend");
+}

@@ -14,7 +14,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use super::headers::{prepare_request, prepare_response, refusal, upgrade_request, ClientInfo};
+use super::headers::{host_from_target, prepare_request, prepare_response, refusal, upgrade_request, ClientInfo};
 use super::upgrade::spawn_tunnel;
 use super::Proxy;
 use super::{InFlight, PendingLog, ResponseBody};
@@ -41,7 +41,7 @@ impl Proxy {
     /// Serves one client request; never fails (errors become 502/504 responses).
     pub async fn forward(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         client: Arc<ClientInfo>,
         in_flight: InFlight,
         started: Instant,
@@ -49,6 +49,18 @@ impl Proxy {
         let routing = self.routing.load_full();
         let arrived_ms = ms_of(started);
         self.budget.record_request(arrived_ms);
+        // A forward-proxy tunnel request: not something a reverse proxy serves.
+        let connect = request.method() == Method::CONNECT;
+        let refused = if connect {
+            None
+        } else {
+            refusal(&request, in_flight.head_had_content_length())
+                .map(|reason| (StatusCode::BAD_REQUEST, reason))
+                .or_else(|| too_long(request.headers(), routing.config.limits.max_body_bytes))
+        };
+        if !connect && refused.is_none() {
+            host_from_target(&mut request);
+        }
         let log = self
             .access_log
             .is_enabled()
@@ -64,17 +76,13 @@ impl Proxy {
                 }
             })
         };
-        if request.method() == Method::CONNECT {
-            // A forward-proxy tunnel request: not something a reverse proxy serves.
+        if connect {
             let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
             let allow = HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
             response.headers_mut().insert(header::ALLOW, allow);
             let log = pending_log(log, response.status());
             return Ok(response.map(|body| ResponseBody::new(body, None, log, in_flight)));
         }
-        let refused = refusal(&request, in_flight.head_had_content_length())
-            .map(|reason| (StatusCode::BAD_REQUEST, reason))
-            .or_else(|| too_long(request.headers(), routing.config.limits.max_body_bytes));
         if let Some((status, reason)) = refused {
             // Refused before any of it moves, and the connection closed (the body, if
             // any, is not read).

@@ -184,13 +184,14 @@ fn join_cookies(headers: &mut HeaderMap) {
 }
 
 /// Why a request head must be refused with 400 before anything of it moves: its target
-/// is not a path (`GET foo`, never rewritten to `/`); it names its host twice, in
-/// HTTP/1.1 not at all, or not as one `host[:port]` (`Host: a, b`, `Host: a b`: RFC 9112
-/// 3.2); or its body could be framed two ways (request smuggling): Content-Length
-/// together with Transfer-Encoding, or a transfer coding other than one `chunked`
-/// (`identity, chunked`, `chunked` twice, `gzip`...). The strictest reading that no
-/// legitimate client notices. `head_had_length`: the head's bytes held a Content-Length
-/// line, which hyper drops from the headers when Transfer-Encoding is present.
+/// is not a path (`GET foo`, never rewritten to `/`), or in absolute form with user
+/// information or a scheme other than http(s); it names its host twice, in HTTP/1.1 not
+/// at all, or not as one `host[:port]` (`Host: a, b`, `Host: a b`: RFC 9112 3.2); or
+/// its body could be framed two ways (request smuggling): Content-Length together with
+/// Transfer-Encoding, or a transfer coding other than one `chunked` (`identity,
+/// chunked`, `chunked` twice, `gzip`...). The strictest reading that no legitimate
+/// client notices. `head_had_length`: the head's bytes held a Content-Length line,
+/// which hyper drops from the headers when Transfer-Encoding is present.
 pub fn refusal<B>(request: &http::Request<B>, head_had_length: bool) -> Option<&'static str> {
     let uri = request.uri();
     if uri.path_and_query().is_none() {
@@ -208,6 +209,14 @@ pub fn refusal<B>(request: &http::Request<B>, head_had_length: bool) -> Option<&
     if host.is_some_and(|host| !is_host(host.as_bytes())) {
         return Some("the Host header must be one host[:port]\n");
     }
+    if let Some(authority) = uri.authority() {
+        if authority.as_str().contains('@') {
+            return Some("the request target must not carry user information\n");
+        }
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Some("the request target's scheme must be http or https\n");
+        }
+    }
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
@@ -222,6 +231,22 @@ pub fn refusal<B>(request: &http::Request<B>, head_had_length: bool) -> Option<&
         return Some("unsupported Transfer-Encoding; only chunked is accepted\n");
     }
     None
+}
+
+/// RFC 9112 3.2.2: an HTTP/1 request in absolute form (`GET http://host/path`) is
+/// addressed by its target's authority, whatever its Host says: the authority becomes
+/// its Host, for routing and for the backend. (Checked by `refusal` first.)
+pub fn host_from_target<B>(request: &mut http::Request<B>) {
+    if request.version() == Version::HTTP_2 {
+        return;
+    }
+    let authority = request
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    if let Some(authority) = authority {
+        request.headers_mut().insert(header::HOST, authority);
+    }
 }
 
 /// A Host value is `uri-host [":" port]` (RFC 9110 7.2, RFC 3986 3.2.2): an IP literal
