@@ -21,6 +21,16 @@ async fn raw_backend(answer: &'static [u8]) -> SocketAddr {
 /// A backend that answers every request head with `answer` at once and `late` after
 /// `pause`, on kept-alive connections.
 async fn late_backend(answer: &'static [u8], pause: Duration, late: &'static [u8]) -> SocketAddr {
+    scripted_backend(move |_| answer, pause, late).await
+}
+
+/// A backend that answers each request head with what `answer` picks for it at once
+/// and `late` after `pause`, on kept-alive connections.
+async fn scripted_backend(
+    answer: impl Fn(&[u8]) -> &'static [u8] + Copy + Send + 'static,
+    pause: Duration,
+    late: &'static [u8],
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -34,6 +44,7 @@ async fn late_backend(answer: &'static [u8], pause: Duration, late: &'static [u8
                     }
                     seen.extend_from_slice(&buf[..n]);
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let answer = answer(&seen[..end]);
                         seen.drain(..end + 4);
                         if stream.write_all(answer).await.is_err() {
                             return;
@@ -553,4 +564,48 @@ async fn an_absolute_form_target_is_routed_and_forwarded_by_its_authority() {
         assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");
     }
     assert_eq!((a.hits(), b.hits()), hits, "nothing reached a backend");
+}
+
+/// An HTTP/2 connection with prior knowledge to `addr`, whatever host the requests
+/// name.
+async fn h2_connection(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Empty<bytes::Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, connection) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// A backend that switches protocols on `/switch` whatever the request asked, and
+/// answers anything else with a short 200.
+async fn switching_backend() -> SocketAddr {
+    let answer = |head: &[u8]| -> &'static [u8] {
+        if head.starts_with(b"GET /switch ") {
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        }
+    };
+    scripted_backend(answer, Duration::ZERO, b"").await
+}
+
+/// A 101 to a request that asked for no upgrade leaves nothing to tunnel: the client
+/// gets 502 (it got the 101 and then the end of its connection).
+#[tokio::test]
+async fn a_101_to_a_request_that_asked_for_no_upgrade_is_answered_502() {
+    let backend = switching_backend().await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[backend])])).await;
+    let answer = raw_exchange(
+        proxy.addr,
+        b"GET /switch HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    let mut h2 = h2_connection(proxy.addr).await;
+    let request = Request::get(proxy.url("/switch")).body(Empty::new()).unwrap();
+    let response = h2.send_request(request).await.expect("an answer, not a reset");
+    assert_eq!(response.status(), 502, "an HTTP/2 client");
 }

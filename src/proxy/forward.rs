@@ -166,7 +166,8 @@ impl Proxy {
             // under load, any wait for the task to run.
             let sent = if attempt == 0 { arrived } else { Instant::now() };
             backend.outage.sent(ms_of(sent));
-            match backend.pool.send(request, routing.config.timeouts.response).await {
+            let answered = backend.pool.send(request, routing.config.timeouts.response).await;
+            match answered.and_then(|response| no_unasked_switch(response, upgrade.is_some())) {
                 Ok(mut response) => {
                     let waited = sent.elapsed();
                     outcome.upstream = Some(waited);
@@ -236,6 +237,18 @@ impl Proxy {
         }
         (response, outcome)
     }
+}
+
+/// A 101 to a request that asked for no upgrade leaves nothing to tunnel (the
+/// backend's connection now speaks another protocol): a failed try, answered 502.
+fn no_unasked_switch(response: Response<UpstreamBody>, asked: bool) -> Result<Response<UpstreamBody>, Failure> {
+    if asked || response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(response);
+    }
+    Err(Failure {
+        error: SendError::Failed("backend switched protocols without an upgrade request".into()),
+        request: None,
+    })
 }
 
 /// A declared body length over `[limits].max_body_bytes` (0 = unlimited): 413 at once.
