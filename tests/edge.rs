@@ -609,3 +609,45 @@ async fn a_101_to_a_request_that_asked_for_no_upgrade_is_answered_502() {
     let response = h2.send_request(request).await.expect("an answer, not a reset");
     assert_eq!(response.status(), 502, "an HTTP/2 client");
 }
+
+/// hyper sends an HTTP/1.1 client the response's trailers only when it sent `TE:
+/// trailers`; the `Trailer` header that announces them goes with them.
+#[tokio::test]
+async fn a_trailer_header_goes_with_trailers_an_http11_client_does_not_take() {
+    let backend = raw_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: 42\r\n\r\n",
+    )
+    .await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[backend])])).await;
+    let without = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(without.starts_with("http/1.1 200"), "{without}");
+    assert!(without.contains("hello"), "{without}");
+    assert!(!without.contains("x-checksum"), "no trailer, none announced: {without}");
+    let with = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(with.contains("\r\ntrailer: x-checksum\r\n"), "{with}");
+    assert!(with.contains("\r\n0\r\nx-checksum: 42\r\n"), "{with}");
+    // A body framed by length has no room for trailers, whatever the client takes.
+    let by_length = raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTrailer: x-checksum\r\n\r\nhello").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[by_length])])).await;
+    let answer = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(!answer.contains("trailer:"), "{answer}");
+}

@@ -14,7 +14,9 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use super::headers::{host_from_target, prepare_request, prepare_response, refusal, upgrade_request, ClientInfo};
+use super::headers::{
+    host_from_target, prepare_request, prepare_response, refusal, upgrade_request, ClientInfo, Trailers,
+};
 use super::upgrade::spawn_tunnel;
 use super::Proxy;
 use super::{InFlight, PendingLog, ResponseBody};
@@ -123,6 +125,7 @@ impl Proxy {
         let mut plan = routing.plan(&parts, client.addr);
         let upgrade = upgrade_request(&parts);
         let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
+        let trailers = Trailers::of(&parts);
         prepare_request(&mut parts, client, upgrade.as_ref());
         let path = parts
             .uri
@@ -180,7 +183,7 @@ impl Proxy {
                     if let (Some(client_side), Some(backend_side)) = (client_upgrade, backend_side) {
                         spawn_tunnel(client_side, backend_side, self.tracker.token());
                     }
-                    prepare_response(response.headers_mut(), switching);
+                    prepare_response(response.headers_mut(), switching, trailers);
                     if let Some(cookie) = plan.set_cookie.take() {
                         response.headers_mut().append(header::SET_COOKIE, cookie);
                     }

@@ -11,7 +11,8 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// RFC 9110 7.6.1, plus the Proxy-* headers meant for this hop. `Connection` first,
 /// `TE` second (kept when it only says `trailers`, as gRPC needs). `Trailer` is
-/// end-to-end and stays, so trailers reach HTTP/1.1 clients.
+/// end-to-end and stays, except on a response whose trailers the client will not get
+/// (see `Trailers`).
 static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     header::TE,
@@ -31,6 +32,7 @@ struct Survey {
     hop: [bool; HOP_BY_HOP.len()],
     host: bool,
     forwarded_for: bool,
+    trailer: bool,
 }
 
 impl Survey {
@@ -48,6 +50,7 @@ impl Survey {
                 "proxy-authorization" => survey.hop[7] = true,
                 "host" => survey.host = true,
                 "x-forwarded-for" => survey.forwarded_for = true,
+                "trailer" => survey.trailer = true,
                 _ => {}
             }
         }
@@ -290,14 +293,53 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
     headers.insert(X_FORWARDED_FOR.clone(), joined.unwrap_or_else(|| ip.clone()));
 }
 
+/// Whether a client gets its response's trailers (hyper's rule): over HTTP/2 always;
+/// over HTTP/1.1 only when it sent `TE: trailers`, and then only in a chunked body
+/// (not one framed by Content-Length); over HTTP/1.0 never.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Trailers {
+    Sent,
+    InChunkedBody,
+    Dropped,
+}
+
+impl Trailers {
+    /// What the client of this request head gets (before `prepare_request` strips TE).
+    pub fn of(parts: &Parts) -> Trailers {
+        let asked = || {
+            parts
+                .headers
+                .get_all(header::TE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|list| list.split(','))
+                .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
+        };
+        match parts.version {
+            Version::HTTP_2 => Trailers::Sent,
+            Version::HTTP_11 if asked() => Trailers::InChunkedBody,
+            _ => Trailers::Dropped,
+        }
+    }
+}
+
 /// Rewrites a backend response's head for the client. A 101 keeps its upgrade headers.
 /// A Content-Length received with a Transfer-Encoding is removed (RFC 9112 6.3: the
-/// body was framed by the transfer coding, and the length would cut it short).
-pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
+/// body was framed by the transfer coding, and the length would cut it short). A
+/// `Trailer` header announcing trailers that will not reach the client is removed.
+pub fn prepare_response(headers: &mut HeaderMap, switching: bool, trailers: Trailers) {
     let survey = Survey::of(headers);
     let upgrade = switching.then(|| headers.get(header::UPGRADE).cloned()).flatten();
     if survey.hop[3] {
         headers.remove(header::CONTENT_LENGTH);
+    }
+    let unsent = match trailers {
+        Trailers::Sent => false,
+        Trailers::InChunkedBody => headers.contains_key(header::CONTENT_LENGTH),
+        Trailers::Dropped => true,
+    };
+    if survey.trailer && unsent {
+        headers.remove(header::TRAILER);
     }
     strip_present(headers, survey.hop);
     if let Some(protocol) = upgrade {
