@@ -578,6 +578,43 @@ async fn h2_connection(addr: SocketAddr) -> hyper::client::conn::http2::SendRequ
     sender
 }
 
+/// RFC 9113 8.3.1: an HTTP/2 request whose `host` names another entity than its
+/// `:authority` is malformed: 400, never routed by either (it was routed by `host`).
+#[tokio::test]
+async fn an_http2_host_that_contradicts_the_authority_is_refused_with_400() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let sites = [site("a", 1, 0, &[a.addr]), site("b", 1, 0, &[b.addr])];
+    let proxy = TestProxy::start(&config(&two_hosts(), &sites)).await;
+    let mut h2 = h2_connection(proxy.addr).await;
+    let port = proxy.addr.port();
+    let hits = (a.hits(), b.hits());
+    for (authority, host) in [
+        (format!("a.example:{port}"), "other.example".to_string()),
+        ("a.example".to_string(), "a.example:8080".to_string()),
+    ] {
+        let request = Request::get(format!("http://{authority}/headers"))
+            .header("host", &host)
+            .body(Empty::new())
+            .unwrap();
+        let response = h2.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 400, ":authority {authority}, host {host}");
+    }
+    assert_eq!((a.hits(), b.hits()), hits, "nothing reached a backend");
+    // The same entity written another way (case, the scheme's default port) passes.
+    for (authority, host) in [
+        (format!("a.example:{port}"), format!("A.Example:{port}")),
+        ("a.example".to_string(), "a.example:80".to_string()),
+    ] {
+        let request = Request::get(format!("http://{authority}/headers"))
+            .header("host", &host)
+            .body(Empty::new())
+            .unwrap();
+        let response = h2.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200, ":authority {authority}, host {host}");
+        assert_eq!(response.headers()["x-site"], "a");
+    }
+}
+
 /// A backend that switches protocols on `/switch` whatever the request asked, and
 /// answers anything else with a short 200.
 async fn switching_backend() -> SocketAddr {

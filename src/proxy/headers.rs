@@ -189,7 +189,8 @@ fn join_cookies(headers: &mut HeaderMap) {
 /// Why a request head must be refused with 400 before anything of it moves: its target
 /// is not a path (`GET foo`, never rewritten to `/`), or in absolute form with user
 /// information or a scheme other than http(s); it names its host twice, in HTTP/1.1 not
-/// at all, or not as one `host[:port]` (`Host: a, b`, `Host: a b`: RFC 9112 3.2); or
+/// at all, or not as one `host[:port]` (`Host: a, b`, `Host: a b`: RFC 9112 3.2); in
+/// HTTP/2 its `host` names another entity than its `:authority` (RFC 9113 8.3.1); or
 /// its body could be framed two ways (request smuggling): Content-Length together with
 /// Transfer-Encoding, or a transfer coding other than one `chunked` (`identity,
 /// chunked`, `chunked` twice, `gzip`...). The strictest reading that no legitimate
@@ -218,6 +219,11 @@ pub fn refusal<B>(request: &http::Request<B>, head_had_length: bool) -> Option<&
         }
         if !matches!(uri.scheme_str(), Some("http" | "https")) {
             return Some("the request target's scheme must be http or https\n");
+        }
+        let contradicted =
+            host.is_some_and(|host| !same_authority(host.as_bytes(), authority.as_str().as_bytes(), uri.scheme_str()));
+        if request.version() == Version::HTTP_2 && contradicted {
+            return Some("the host header names another host than :authority\n");
         }
     }
     let mut codings = headers
@@ -277,6 +283,28 @@ fn split_port(value: &[u8]) -> (&[u8], Option<&[u8]>) {
         Some(at) => (&value[..after_literal + at], Some(&value[after_literal + at + 1..])),
         None => (value, None),
     }
+}
+
+/// Two authorities name the same entity after scheme-based normalization (RFC 3986
+/// 6.2.3, as RFC 9113 8.3.1 asks of a proxy): host names compared without case, an
+/// empty or absent port read as the scheme's default.
+fn same_authority(a: &[u8], b: &[u8], scheme: Option<&str>) -> bool {
+    let default: &[u8] = match scheme {
+        Some("https") => b"443",
+        _ => b"80",
+    };
+    let ((host_a, port_a), (host_b, port_b)) = (split_port(a), split_port(b));
+    host_a.eq_ignore_ascii_case(host_b) && port_number(port_a, default) == port_number(port_b, default)
+}
+
+/// A port's digits without leading zeros; `default` when it is empty or absent.
+fn port_number<'a>(port: Option<&'a [u8]>, default: &'a [u8]) -> &'a [u8] {
+    let port = port.filter(|p| !p.is_empty()).unwrap_or(default);
+    let first = port
+        .iter()
+        .position(|&b| b != b'0')
+        .unwrap_or(port.len().saturating_sub(1));
+    &port[first..]
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
@@ -463,6 +491,18 @@ mod tests {
         ] {
             assert!(!is_host(bad.as_bytes()), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn authorities_are_compared_after_scheme_based_normalization() {
+        let same = |a: &str, b: &str, scheme| same_authority(a.as_bytes(), b.as_bytes(), Some(scheme));
+        assert!(same("A.Example", "a.example:80", "http"));
+        assert!(same("a.example:443", "a.example", "https"));
+        assert!(same("a.example:0080", "a.example:", "http"));
+        assert!(same("[::1]:80", "[::1]", "http"));
+        assert!(!same("a.example:443", "a.example", "http"));
+        assert!(!same("a.example", "b.example", "http"));
+        assert!(!same("a.example:8080", "a.example:80", "http"));
     }
 
     #[test]
