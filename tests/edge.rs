@@ -688,3 +688,42 @@ async fn a_trailer_header_goes_with_trailers_an_http11_client_does_not_take() {
     assert!(answer.starts_with("http/1.1 200"), "{answer}");
     assert!(!answer.contains("trailer:"), "{answer}");
 }
+
+/// RFC 9113 3.4: a client that starts as HTTP/2 and sends a wrong preface gets a
+/// GOAWAY(PROTOCOL_ERROR) before the connection closes (it was closed silently): in one
+/// read, and with the error in a later read than the start.
+#[tokio::test]
+async fn an_invalid_http2_preface_gets_goaway_protocol_error() {
+    use common::h2_frames::{RawH2, GOAWAY, PROTOCOL_ERROR, SETTINGS};
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let cases: [&[&[u8]]; 2] = [
+        &[b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"],
+        &[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\r"],
+    ];
+    for writes in cases {
+        let mut raw = RawH2::connect(proxy.addr, writes[0]).await;
+        for more in &writes[1..] {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            raw.send(more).await;
+        }
+        let frames = raw.frames_until(Duration::from_secs(5), |f| f.kind == GOAWAY).await;
+        assert_eq!(frames.first().map(|f| f.kind), Some(SETTINGS), "{writes:?}: {frames:?}");
+        let goaway = frames.iter().find(|f| f.kind == GOAWAY);
+        assert_eq!(
+            goaway.and_then(|f| f.error_code()),
+            Some(PROTOCOL_ERROR),
+            "{writes:?}: {frames:?}"
+        );
+        assert!(raw.next_frame(Duration::from_secs(5)).await.is_none(), "then closed");
+    }
+    assert_eq!(a.hits(), 0);
+    // HTTP/1 requests with a method that starts like the preface are still HTTP/1.
+    let answer = raw_exchange(
+        proxy.addr,
+        b"PRI /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+}
