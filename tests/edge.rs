@@ -727,3 +727,56 @@ async fn an_invalid_http2_preface_gets_goaway_protocol_error() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
 }
+
+/// RFC 9113 6.9.1: a WINDOW_UPDATE that takes a stream's window past 2^31-1 resets that
+/// stream with FLOW_CONTROL_ERROR while it still sends, and the connection serves on.
+#[tokio::test]
+async fn a_window_update_overflowing_a_stream_resets_it_with_flow_control_error() {
+    use common::h2_frames::{get, headers, window_update, RawH2, FLOW_CONTROL_ERROR, HEADERS, PREFACE, RST_STREAM};
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let mut raw = RawH2::connect(proxy.addr, PREFACE).await;
+    // In flight at the proxy, while the response is awaited and while it streams.
+    for (stream, path) in [(1, "/sleep/300"), (3, "/download/1048576")] {
+        raw.send(&headers(stream, true, &get(path))).await;
+        if stream == 3 {
+            let head = raw
+                .frames_until(Duration::from_secs(5), |f| f.kind == HEADERS && f.stream == 3)
+                .await;
+            assert!(head.iter().any(|f| f.kind == HEADERS && f.stream == 3), "{head:?}");
+        }
+        // Twice: the first may only fill a window that sent data emptied.
+        raw.send(&window_update(stream, 0x7fff_ffff)).await;
+        raw.send(&window_update(stream, 0x7fff_ffff)).await;
+        let frames = raw
+            .frames_until(Duration::from_secs(5), |f| f.kind == RST_STREAM && f.stream == stream)
+            .await;
+        let reset = frames.iter().find(|f| f.kind == RST_STREAM && f.stream == stream);
+        let seen: Vec<_> = frames.iter().map(|f| (f.kind, f.stream, f.error_code())).collect();
+        assert_eq!(
+            reset.and_then(|f| f.error_code()),
+            Some(FLOW_CONTROL_ERROR),
+            "stream {stream}: {seen:?}"
+        );
+    }
+    // A stream whose response is complete while its request is still open is closed
+    // with RST_STREAM(NO_ERROR) (RFC 9113 8.1); a WINDOW_UPDATE after that finds a closed
+    // stream and is ignored (RFC 9113 5.1): no second reset, and the connection serves on.
+    raw.send(&window_update(0, 1 << 20)).await; // what the download took of the connection's window
+    raw.send(&headers(5, false, &get("/"))).await;
+    let frames = raw
+        .frames_until(Duration::from_secs(5), |f| f.kind == RST_STREAM && f.stream == 5)
+        .await;
+    let reset = frames.iter().find(|f| f.kind == RST_STREAM && f.stream == 5);
+    assert_eq!(reset.and_then(|f| f.error_code()), Some(0), "{frames:?}");
+    raw.send(&window_update(5, 0x7fff_ffff)).await;
+    raw.send(&headers(7, true, &get("/"))).await;
+    let frames = raw
+        .frames_until(Duration::from_secs(5), |f| f.kind == HEADERS && f.stream == 7)
+        .await;
+    assert!(
+        frames.iter().any(|f| f.kind == HEADERS && f.stream == 7),
+        "served on: {frames:?}"
+    );
+    assert!(!frames.iter().any(|f| f.kind == RST_STREAM), "{frames:?}");
+}
