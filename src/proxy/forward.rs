@@ -169,8 +169,13 @@ impl Proxy {
             // under load, any wait for the task to run.
             let sent = if attempt == 0 { arrived } else { Instant::now() };
             backend.outage.sent(ms_of(sent));
-            let answered = backend.pool.send(request, routing.config.timeouts.response).await;
-            match answered.and_then(|response| no_unasked_switch(response, upgrade.is_some())) {
+            let answered = match backend.pool.send(request, routing.config.timeouts.response).await {
+                Ok(response) if upgrade.is_none() && response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    Err(unasked_switch())
+                }
+                answered => answered,
+            };
+            match answered {
                 Ok(mut response) => {
                     let waited = sent.elapsed();
                     outcome.upstream = Some(waited);
@@ -244,14 +249,11 @@ impl Proxy {
 
 /// A 101 to a request that asked for no upgrade leaves nothing to tunnel (the
 /// backend's connection now speaks another protocol): a failed try, answered 502.
-fn no_unasked_switch(response: Response<UpstreamBody>, asked: bool) -> Result<Response<UpstreamBody>, Failure> {
-    if asked || response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(response);
-    }
-    Err(Failure {
+fn unasked_switch() -> Failure {
+    Failure {
         error: SendError::Failed("backend switched protocols without an upgrade request".into()),
         request: None,
-    })
+    }
 }
 
 /// A declared body length over `[limits].max_body_bytes` (0 = unlimited): 413 at once.
