@@ -1,5 +1,6 @@
 //! Header rules for proxied messages: hop-by-hop headers removed both ways (RFC 9110
-//! 7.6.1), forwarding headers (X-Forwarded-*, Via) set on requests, Host preserved.
+//! 7.6.1), forwarding headers (X-Forwarded-*, Via) set on requests, Host preserved (an
+//! absolute-form target's authority replaces it), and the request heads refused with 400.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
