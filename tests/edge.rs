@@ -21,6 +21,16 @@ async fn raw_backend(answer: &'static [u8]) -> SocketAddr {
 /// A backend that answers every request head with `answer` at once and `late` after
 /// `pause`, on kept-alive connections.
 async fn late_backend(answer: &'static [u8], pause: Duration, late: &'static [u8]) -> SocketAddr {
+    scripted_backend(move |_| answer, pause, late).await
+}
+
+/// A backend that answers each request head with what `answer` picks for it at once
+/// and `late` after `pause`, on kept-alive connections.
+async fn scripted_backend(
+    answer: impl Fn(&[u8]) -> &'static [u8] + Copy + Send + 'static,
+    pause: Duration,
+    late: &'static [u8],
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -34,6 +44,7 @@ async fn late_backend(answer: &'static [u8], pause: Duration, late: &'static [u8
                     }
                     seen.extend_from_slice(&buf[..n]);
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let answer = answer(&seen[..end]);
                         seen.drain(..end + 4);
                         if stream.write_all(answer).await.is_err() {
                             return;
@@ -495,4 +506,277 @@ async fn a_pipelined_head_with_both_framings_is_refused_with_400() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("HTTP/1.1 400"), "{answer}");
     assert_eq!(a.hits(), hits + 1, "only the first request reached the backend");
+}
+
+/// RFC 9112 3.2: a Host that is not one `host[:port]` (a list, a blank inside) is
+/// refused with 400, as NGINX does; nothing of it reaches a backend.
+#[tokio::test]
+async fn a_host_with_a_comma_or_a_blank_inside_is_refused_with_400() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let hits = a.hits();
+    for host in [
+        "a.example, b.example",
+        "a.example,b.example",
+        "a.example b.example",
+        "a.example\tb",
+    ] {
+        let request = format!("GET /headers HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let answer = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "Host: {host:?}: {answer}");
+    }
+    assert_eq!(a.hits(), hits, "nothing reached the backend");
+    for host in ["a.example:8080", "[::1]:80", "127.0.0.1", "xn--bcher-kva.example."] {
+        let request = format!("GET /headers HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "Host: {host:?}: {answer}");
+    }
+}
+
+/// Two sites, each the only one of a route named after a host.
+fn two_hosts() -> String {
+    "[[route]]\nname = \"a\"\nhost = \"a.example\"\nweights = { a = 100 }\n\
+     [[route]]\nname = \"other\"\nhost = \"other.example\"\nweights = { b = 100 }\n"
+        .to_string()
+}
+
+/// RFC 9112 3.2.2: a request in absolute form is routed and forwarded by its target's
+/// authority, whatever its Host says (it was routed by Host and forwarded with it).
+#[tokio::test]
+async fn an_absolute_form_target_is_routed_and_forwarded_by_its_authority() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let sites = [site("a", 1, 0, &[a.addr]), site("b", 1, 0, &[b.addr])];
+    let proxy = TestProxy::start(&config(&two_hosts(), &sites)).await;
+    let answer = raw_exchange(
+        proxy.addr,
+        b"GET http://other.example/headers?x=1 HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("x-site: b\r\n"), "routed by the target: {answer}");
+    assert!(answer.contains("\nhost: other.example\n"), "{answer}");
+    assert!(answer.contains("\nx-forwarded-host: other.example\n"), "{answer}");
+    let hits = (a.hits(), b.hits());
+    for target in ["http://user@other.example/headers", "ftp://other.example/headers"] {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: other.example\r\n\r\n");
+        let answer = raw_exchange(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");
+    }
+    assert_eq!((a.hits(), b.hits()), hits, "nothing reached a backend");
+}
+
+/// An HTTP/2 connection with prior knowledge to `addr`, whatever host the requests
+/// name.
+async fn h2_connection(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Empty<bytes::Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, connection) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// RFC 9113 8.3.1: an HTTP/2 request whose `host` names another entity than its
+/// `:authority` is malformed: 400, never routed by either (it was routed by `host`).
+#[tokio::test]
+async fn an_http2_host_that_contradicts_the_authority_is_refused_with_400() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let sites = [site("a", 1, 0, &[a.addr]), site("b", 1, 0, &[b.addr])];
+    let proxy = TestProxy::start(&config(&two_hosts(), &sites)).await;
+    let mut h2 = h2_connection(proxy.addr).await;
+    let port = proxy.addr.port();
+    let hits = (a.hits(), b.hits());
+    for (authority, host) in [
+        (format!("a.example:{port}"), "other.example".to_string()),
+        ("a.example".to_string(), "a.example:8080".to_string()),
+    ] {
+        let request = Request::get(format!("http://{authority}/headers"))
+            .header("host", &host)
+            .body(Empty::new())
+            .unwrap();
+        let response = h2.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 400, ":authority {authority}, host {host}");
+    }
+    assert_eq!((a.hits(), b.hits()), hits, "nothing reached a backend");
+    // The same entity written another way (case, the scheme's default port) passes.
+    for (authority, host) in [
+        (format!("a.example:{port}"), format!("A.Example:{port}")),
+        ("a.example".to_string(), "a.example:80".to_string()),
+    ] {
+        let request = Request::get(format!("http://{authority}/headers"))
+            .header("host", &host)
+            .body(Empty::new())
+            .unwrap();
+        let response = h2.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200, ":authority {authority}, host {host}");
+        assert_eq!(response.headers()["x-site"], "a");
+    }
+}
+
+/// A backend that switches protocols on `/switch` whatever the request asked, and
+/// answers anything else with a short 200.
+async fn switching_backend() -> SocketAddr {
+    let answer = |head: &[u8]| -> &'static [u8] {
+        if head.starts_with(b"GET /switch ") {
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        }
+    };
+    scripted_backend(answer, Duration::ZERO, b"").await
+}
+
+/// A 101 to a request that asked for no upgrade leaves nothing to tunnel: the client
+/// gets 502 (it got the 101 and then the end of its connection).
+#[tokio::test]
+async fn a_101_to_a_request_that_asked_for_no_upgrade_is_answered_502() {
+    let backend = switching_backend().await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[backend])])).await;
+    let answer = raw_exchange(
+        proxy.addr,
+        b"GET /switch HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    let mut h2 = h2_connection(proxy.addr).await;
+    let request = Request::get(proxy.url("/switch")).body(Empty::new()).unwrap();
+    let response = h2.send_request(request).await.expect("an answer, not a reset");
+    assert_eq!(response.status(), 502, "an HTTP/2 client");
+}
+
+/// hyper sends an HTTP/1.1 client the response's trailers only when it sent `TE:
+/// trailers`; the `Trailer` header that announces them goes with them.
+#[tokio::test]
+async fn a_trailer_header_goes_with_trailers_an_http11_client_does_not_take() {
+    let backend = raw_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: 42\r\n\r\n",
+    )
+    .await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[backend])])).await;
+    let without = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(without.starts_with("http/1.1 200"), "{without}");
+    assert!(without.contains("hello"), "{without}");
+    assert!(!without.contains("x-checksum"), "no trailer, none announced: {without}");
+    let with = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(with.contains("\r\ntrailer: x-checksum\r\n"), "{with}");
+    assert!(with.contains("\r\n0\r\nx-checksum: 42\r\n"), "{with}");
+    // A body framed by length has no room for trailers, whatever the client takes.
+    let by_length = raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTrailer: x-checksum\r\n\r\nhello").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[by_length])])).await;
+    let answer = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(!answer.contains("trailer:"), "{answer}");
+}
+
+/// RFC 9113 3.4: a client that starts as HTTP/2 and sends a wrong preface gets a
+/// GOAWAY(PROTOCOL_ERROR) before the connection closes (it was closed silently): in one
+/// read, and with the error in a later read than the start.
+#[tokio::test]
+async fn an_invalid_http2_preface_gets_goaway_protocol_error() {
+    use common::h2_frames::{RawH2, GOAWAY, PROTOCOL_ERROR, SETTINGS};
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let cases: [&[&[u8]]; 2] = [
+        &[b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"],
+        &[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\r"],
+    ];
+    for writes in cases {
+        let mut raw = RawH2::connect(proxy.addr, writes[0]).await;
+        for more in &writes[1..] {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            raw.send(more).await;
+        }
+        let frames = raw.frames_until(Duration::from_secs(5), |f| f.kind == GOAWAY).await;
+        assert_eq!(frames.first().map(|f| f.kind), Some(SETTINGS), "{writes:?}: {frames:?}");
+        let goaway = frames.iter().find(|f| f.kind == GOAWAY);
+        assert_eq!(
+            goaway.and_then(|f| f.error_code()),
+            Some(PROTOCOL_ERROR),
+            "{writes:?}: {frames:?}"
+        );
+        assert!(raw.next_frame(Duration::from_secs(5)).await.is_none(), "then closed");
+    }
+    assert_eq!(a.hits(), 0);
+    // HTTP/1 requests with a method that starts like the preface are still HTTP/1.
+    let answer = raw_exchange(
+        proxy.addr,
+        b"PRI /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+}
+
+/// RFC 9113 6.9.1: a WINDOW_UPDATE that takes a stream's window past 2^31-1 resets that
+/// stream with FLOW_CONTROL_ERROR while it still sends, and the connection serves on.
+#[tokio::test]
+async fn a_window_update_overflowing_a_stream_resets_it_with_flow_control_error() {
+    use common::h2_frames::{get, headers, window_update, RawH2, FLOW_CONTROL_ERROR, HEADERS, PREFACE, RST_STREAM};
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let mut raw = RawH2::connect(proxy.addr, PREFACE).await;
+    // In flight at the proxy, while the response is awaited and while it streams.
+    for (stream, path) in [(1, "/sleep/300"), (3, "/download/1048576")] {
+        raw.send(&headers(stream, true, &get(path))).await;
+        if stream == 3 {
+            let head = raw
+                .frames_until(Duration::from_secs(5), |f| f.kind == HEADERS && f.stream == 3)
+                .await;
+            assert!(head.iter().any(|f| f.kind == HEADERS && f.stream == 3), "{head:?}");
+        }
+        // Twice: the first may only fill a window that sent data emptied.
+        raw.send(&window_update(stream, 0x7fff_ffff)).await;
+        raw.send(&window_update(stream, 0x7fff_ffff)).await;
+        let frames = raw
+            .frames_until(Duration::from_secs(5), |f| f.kind == RST_STREAM && f.stream == stream)
+            .await;
+        let reset = frames.iter().find(|f| f.kind == RST_STREAM && f.stream == stream);
+        let seen: Vec<_> = frames.iter().map(|f| (f.kind, f.stream, f.error_code())).collect();
+        assert_eq!(
+            reset.and_then(|f| f.error_code()),
+            Some(FLOW_CONTROL_ERROR),
+            "stream {stream}: {seen:?}"
+        );
+    }
+    // A stream whose response is complete while its request is still open is closed
+    // with RST_STREAM(NO_ERROR) (RFC 9113 8.1); a WINDOW_UPDATE after that finds a closed
+    // stream and is ignored (RFC 9113 5.1): no second reset, and the connection serves on.
+    raw.send(&window_update(0, 1 << 20)).await; // what the download took of the connection's window
+    raw.send(&headers(5, false, &get("/"))).await;
+    let frames = raw
+        .frames_until(Duration::from_secs(5), |f| f.kind == RST_STREAM && f.stream == 5)
+        .await;
+    let reset = frames.iter().find(|f| f.kind == RST_STREAM && f.stream == 5);
+    assert_eq!(reset.and_then(|f| f.error_code()), Some(0), "{frames:?}");
+    raw.send(&window_update(5, 0x7fff_ffff)).await;
+    raw.send(&headers(7, true, &get("/"))).await;
+    let frames = raw
+        .frames_until(Duration::from_secs(5), |f| f.kind == HEADERS && f.stream == 7)
+        .await;
+    assert!(
+        frames.iter().any(|f| f.kind == HEADERS && f.stream == 7),
+        "served on: {frames:?}"
+    );
+    assert!(!frames.iter().any(|f| f.kind == RST_STREAM), "{frames:?}");
 }

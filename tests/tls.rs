@@ -93,6 +93,25 @@ async fn an_https_listener_serves_http2_and_http1_by_alpn() {
     assert_eq!((version, body.as_str()), (http::Version::HTTP_11, "a"));
 }
 
+/// RFC 9113 3.4: a client that chose h2 by ALPN must open with the HTTP/2 preface; an
+/// HTTP/1 request line in its place gets GOAWAY(PROTOCOL_ERROR) and the connection
+/// closes (it was served as HTTP/1.1).
+#[tokio::test]
+async fn a_client_that_chose_h2_by_alpn_and_sends_no_preface_gets_goaway() {
+    use common::h2_frames::{RawH2, GOAWAY, PROTOCOL_ERROR};
+    let pki = Pki::new("preface");
+    let leaf = pki.leaf("a", &["a.test"]);
+    let backend = Backend::start("a").await;
+    let proxy = TestProxy::start(&(listener_tls(&leaf, &[]) + &plain_site(backend.addr))).await;
+    let stream = handshake(&pki, proxy.addr, "a.test", &[b"h2"]).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut raw = RawH2::over(stream, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    let frames = raw.frames_until(Duration::from_secs(5), |f| f.kind == GOAWAY).await;
+    let goaway = frames.iter().find(|f| f.kind == GOAWAY);
+    assert_eq!(goaway.and_then(|f| f.error_code()), Some(PROTOCOL_ERROR), "{frames:?}");
+    assert_eq!(backend.hits(), 0);
+}
+
 #[tokio::test]
 async fn sni_picks_the_certificate_for_each_name() {
     let pki = Pki::new("sni");

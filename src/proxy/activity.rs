@@ -10,6 +10,10 @@
 //! HEADERS frame trickled byte by byte) do not keep a connection open: with no stream
 //! in flight, it closes `idle` after its last request ended, or `client_header` after
 //! it opened if no request ever started.
+//!
+//! The watched socket also answers in hyper's place where hyper would answer wrongly or
+//! not at all: 408 for a head too slow, 414 for a first request line too long, and
+//! SETTINGS + GOAWAY(PROTOCOL_ERROR) for an HTTP/2 client whose preface is wrong.
 
 use std::io;
 use std::pin::Pin;
@@ -66,6 +70,13 @@ const REQUEST_TIMEOUT: &[u8] =
 /// closes.
 const URI_TOO_LONG: &[u8] =
     b"HTTP/1.1 414 URI Too Long\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n\r\nrequest URI too long\n";
+
+/// What a client whose connection preface is not HTTP/2's gets (RFC 9113 3.4: a
+/// connection error of type PROTOCOL_ERROR), before the connection closes: the server's
+/// own preface (an empty SETTINGS frame), then GOAWAY(last stream 0, PROTOCOL_ERROR,
+/// "invalid preface").
+const INVALID_PREFACE: &[u8] = b"\0\0\0\x04\0\0\0\0\0\
+    \0\0\x17\x07\0\0\0\0\0\0\0\0\0\0\0\0\x01invalid preface";
 
 /// The reason `expired` gives when an HTTP/1 request head did not arrive in time.
 pub const CLIENT_HEADER_TIMEOUT: &str = "client header timeout";
@@ -228,6 +239,8 @@ pub struct Watched<S> {
     /// Bytes of `HTTP2_PREFACE` the connection's first bytes matched so far, in however
     /// many reads they came; `usize::MAX` once they differ.
     preface: usize,
+    /// The client chose HTTP/2 by ALPN: its first bytes must be the preface.
+    alpn_h2: bool,
     scan: HeadScan,
     /// `max_header_bytes`: a request line this long is refused with 414.
     head_limit: usize,
@@ -239,24 +252,43 @@ pub struct Watched<S> {
     sent: metrics::Counter,
 }
 
-/// What an HTTP/2 client sends first (prior knowledge, RFC 9113 3.4); enough of it to
-/// tell it from any HTTP/1 request line.
-const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// What an HTTP/2 client sends first (RFC 9113 3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The start of the preface that no HTTP/1 request line has (its version is 2.0): a
+/// client that sent it speaks HTTP/2.
+const HTTP2_START: usize = b"PRI * HTTP/2.0".len();
+
+/// What a read told of the connection's first bytes.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Preface {
+    /// Nothing new (still matching, or decided before).
+    Same,
+    /// The client speaks HTTP/2: the start of the preface is complete.
+    Http2,
+    /// A client speaking HTTP/2 (it sent the start, or chose h2 by ALPN) sent bytes that
+    /// are not the preface.
+    Invalid,
+}
 
 impl<S> Watched<S> {
-    /// Follows the connection's first bytes against `HTTP2_PREFACE`; true on the read
-    /// that completes it.
-    fn preface_read(&mut self, bytes: &[u8]) -> bool {
+    /// Follows the connection's first bytes against `HTTP2_PREFACE`.
+    fn preface_read(&mut self, bytes: &[u8]) -> Preface {
         let Some(rest) = HTTP2_PREFACE.get(self.preface..).filter(|rest| !rest.is_empty()) else {
-            return false;
+            return Preface::Same;
         };
         let n = rest.len().min(bytes.len());
-        if rest[..n] != bytes[..n] {
+        if let Some(at) = rest[..n].iter().zip(bytes).position(|(want, got)| want != got) {
+            let http2 = self.alpn_h2 || self.preface + at >= HTTP2_START;
             self.preface = usize::MAX;
-            return false;
+            return if http2 { Preface::Invalid } else { Preface::Same };
         }
+        let before = self.preface;
         self.preface += n;
-        self.preface == HTTP2_PREFACE.len()
+        if before < HTTP2_START && self.preface >= HTTP2_START {
+            Preface::Http2
+        } else {
+            Preface::Same
+        }
     }
 
     pub fn new(
@@ -266,10 +298,12 @@ impl<S> Watched<S> {
         received: metrics::Counter,
         sent: metrics::Counter,
     ) -> Self {
+        let alpn_h2 = activity.http2.load(Ordering::Relaxed);
         Watched {
             stream,
             activity,
             preface: 0,
+            alpn_h2,
             scan: HeadScan::default(),
             head_limit,
             refusal: None,
@@ -301,8 +335,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<S> {
         if matches!(polled, Poll::Ready(Ok(()))) && read > 0 {
             let this = &mut *self;
             let bytes = &buf.filled()[before..];
-            let preface_complete = this.preface_read(bytes);
-            this.activity.saw_read(bytes, preface_complete, &mut this.scan);
+            let preface = this.preface_read(bytes);
+            if preface == Preface::Invalid {
+                // Nothing was written yet (hyper is still telling HTTP/1 from HTTP/2):
+                // the read is taken back and the GOAWAY goes out in its place; hyper
+                // then finds the stream ended and closes.
+                this.received.increment(read as u64);
+                buf.set_filled(before);
+                this.refusal = Some(INVALID_PREFACE);
+                return this.refuse(INVALID_PREFACE, cx);
+            }
+            this.activity.saw_read(bytes, preface == Preface::Http2, &mut this.scan);
             if this.scan.oversized_chunk {
                 // As hyper fails a malformed chunk: the body errs, the upstream request
                 // is cut and the client gets 400. When the size came in the read that

@@ -14,7 +14,9 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use super::headers::{prepare_request, prepare_response, refusal, upgrade_request, ClientInfo};
+use super::headers::{
+    host_from_target, prepare_request, prepare_response, refusal, upgrade_request, ClientInfo, Trailers,
+};
 use super::upgrade::spawn_tunnel;
 use super::Proxy;
 use super::{InFlight, PendingLog, ResponseBody};
@@ -42,7 +44,7 @@ impl Proxy {
     /// Serves one client request; never fails (errors become 502/504 responses).
     pub async fn forward(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         client: Arc<ClientInfo>,
         in_flight: InFlight,
         started: Instant,
@@ -50,6 +52,18 @@ impl Proxy {
         let routing = self.routing.load_full();
         let arrived_ms = ms_of(started);
         self.budget.record_request(arrived_ms);
+        // A forward-proxy tunnel request: not something a reverse proxy serves.
+        let connect = request.method() == Method::CONNECT;
+        let refused = if connect {
+            None
+        } else {
+            refusal(&request, in_flight.head_had_content_length())
+                .map(|reason| (StatusCode::BAD_REQUEST, reason))
+                .or_else(|| too_long(request.headers(), routing.config.limits.max_body_bytes))
+        };
+        if !connect && refused.is_none() {
+            host_from_target(&mut request);
+        }
         let log = self
             .access_log
             .is_enabled()
@@ -65,17 +79,13 @@ impl Proxy {
                 }
             })
         };
-        if request.method() == Method::CONNECT {
-            // A forward-proxy tunnel request: not something a reverse proxy serves.
+        if connect {
             let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
             let allow = HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
             response.headers_mut().insert(header::ALLOW, allow);
             let log = pending_log(log, response.status());
             return Ok(response.map(|body| ResponseBody::new(body, None, log, in_flight)));
         }
-        let refused = refusal(&request, in_flight.head_had_content_length())
-            .map(|reason| (StatusCode::BAD_REQUEST, reason))
-            .or_else(|| too_long(request.headers(), routing.config.limits.max_body_bytes));
         if let Some((status, reason)) = refused {
             // Refused before any of it moves, and the connection closed (the body, if
             // any, is not read).
@@ -116,6 +126,7 @@ impl Proxy {
         let mut plan = routing.plan(&parts, client.addr);
         let upgrade = upgrade_request(&parts);
         let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
+        let trailers = Trailers::of(&parts);
         prepare_request(&mut parts, client, upgrade.as_ref());
         let path = parts
             .uri
@@ -159,7 +170,13 @@ impl Proxy {
             // under load, any wait for the task to run.
             let sent = if attempt == 0 { arrived } else { Instant::now() };
             backend.outage.sent(ms_of(sent));
-            match backend.pool.send(request, routing.config.timeouts.response).await {
+            let answered = match backend.pool.send(request, routing.config.timeouts.response).await {
+                Ok(response) if upgrade.is_none() && response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    Err(unasked_switch())
+                }
+                answered => answered,
+            };
+            match answered {
                 Ok(mut response) => {
                     let waited = sent.elapsed();
                     outcome.upstream = Some(waited);
@@ -172,7 +189,7 @@ impl Proxy {
                     if let (Some(client_side), Some(backend_side)) = (client_upgrade, backend_side) {
                         spawn_tunnel(client_side, backend_side, self.tracker.token());
                     }
-                    prepare_response(response.headers_mut(), switching);
+                    prepare_response(response.headers_mut(), switching, trailers);
                     if let Some(cookie) = plan.set_cookie.take() {
                         response.headers_mut().append(header::SET_COOKIE, cookie);
                     }
@@ -232,6 +249,15 @@ impl Proxy {
             None => telemetry::record_unrouted(&method),
         }
         (response, outcome)
+    }
+}
+
+/// A 101 to a request that asked for no upgrade leaves nothing to tunnel (the
+/// backend's connection now speaks another protocol): a failed try, answered 502.
+fn unasked_switch() -> Failure {
+    Failure {
+        error: SendError::Failed("backend switched protocols without an upgrade request".into()),
+        request: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Header rules for proxied messages: hop-by-hop headers removed both ways (RFC 9110
-//! 7.6.1), forwarding headers (X-Forwarded-*, Via) set on requests, Host preserved.
+//! 7.6.1), forwarding headers (X-Forwarded-*, Via) set on requests, Host preserved (an
+//! absolute-form target's authority replaces it), and the request heads refused with 400.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -11,7 +12,8 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// RFC 9110 7.6.1, plus the Proxy-* headers meant for this hop. `Connection` first,
 /// `TE` second (kept when it only says `trailers`, as gRPC needs). `Trailer` is
-/// end-to-end and stays, so trailers reach HTTP/1.1 clients.
+/// end-to-end and stays, except on a response whose trailers the client will not get
+/// (see `Trailers`).
 static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     header::TE,
@@ -31,6 +33,7 @@ struct Survey {
     hop: [bool; HOP_BY_HOP.len()],
     host: bool,
     forwarded_for: bool,
+    trailer: bool,
 }
 
 impl Survey {
@@ -48,6 +51,7 @@ impl Survey {
                 "proxy-authorization" => survey.hop[7] = true,
                 "host" => survey.host = true,
                 "x-forwarded-for" => survey.forwarded_for = true,
+                "trailer" => survey.trailer = true,
                 _ => {}
             }
         }
@@ -184,24 +188,44 @@ fn join_cookies(headers: &mut HeaderMap) {
 }
 
 /// Why a request head must be refused with 400 before anything of it moves: its target
-/// is not a path (`GET foo`, never rewritten to `/`), it names its host twice or, in
-/// HTTP/1.1, not at all (RFC 9112 3.2), or its body could be framed two ways (request
-/// smuggling): Content-Length together with Transfer-Encoding, or a transfer coding other than one `chunked`
-/// (`identity, chunked`, `chunked` twice, `gzip`...). The strictest reading that no
-/// legitimate client notices. `head_had_length`: the head's bytes held a Content-Length
-/// line, which hyper drops from the headers when Transfer-Encoding is present.
+/// is not a path (`GET foo`, never rewritten to `/`), or in absolute form with user
+/// information or a scheme other than http(s); it names its host twice, in HTTP/1.1 not
+/// at all, or not as one `host[:port]` (`Host: a, b`, `Host: a b`: RFC 9112 3.2); in
+/// HTTP/2 its `host` names another entity than its `:authority` (RFC 9113 8.3.1); or
+/// its body could be framed two ways (request smuggling): Content-Length together with
+/// Transfer-Encoding, or a transfer coding other than one `chunked` (`identity,
+/// chunked`, `chunked` twice, `gzip`...). The strictest reading that no legitimate
+/// client notices. `head_had_length`: the head's bytes held a Content-Length line,
+/// which hyper drops from the headers when Transfer-Encoding is present.
 pub fn refusal<B>(request: &http::Request<B>, head_had_length: bool) -> Option<&'static str> {
-    if request.uri().path_and_query().is_none() {
+    let uri = request.uri();
+    if uri.path_and_query().is_none() {
         return Some("the request target must be a path, e.g. /index.html\n");
     }
     let headers = request.headers();
     let mut hosts = headers.get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
+    let host = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Some("two Host headers\n"),
-        (None, _) if request.version() == http::Version::HTTP_11 => {
+        (None, _) if request.version() == Version::HTTP_11 => {
             return Some("an HTTP/1.1 request must have a Host header\n")
         }
-        _ => {}
+        (host, _) => host,
+    };
+    if host.is_some_and(|host| !is_host(host.as_bytes())) {
+        return Some("the Host header must be one host[:port]\n");
+    }
+    if let Some(authority) = uri.authority() {
+        if authority.as_str().contains('@') {
+            return Some("the request target must not carry user information\n");
+        }
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Some("the request target's scheme must be http or https\n");
+        }
+        let contradicted =
+            host.is_some_and(|host| !same_authority(host.as_bytes(), authority.as_str().as_bytes(), uri.scheme_str()));
+        if request.version() == Version::HTTP_2 && contradicted {
+            return Some("the host header names another host than :authority\n");
+        }
     }
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
@@ -219,6 +243,71 @@ pub fn refusal<B>(request: &http::Request<B>, head_had_length: bool) -> Option<&
     None
 }
 
+/// RFC 9112 3.2.2: an HTTP/1 request in absolute form (`GET http://host/path`) is
+/// addressed by its target's authority, whatever its Host says: the authority becomes
+/// its Host, for routing and for the backend. (Checked by `refusal` first.)
+pub fn host_from_target<B>(request: &mut http::Request<B>) {
+    if request.version() == Version::HTTP_2 {
+        return;
+    }
+    let authority = request
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    if let Some(authority) = authority {
+        request.headers_mut().insert(header::HOST, authority);
+    }
+}
+
+/// A Host value is `uri-host [":" port]` (RFC 9110 7.2, RFC 3986 3.2.2): an IP literal
+/// in brackets, or a name or IPv4 address of unreserved characters, %-escapes and
+/// sub-delimiters other than the comma (a comma is what joins two Host values into one,
+/// and no name has one); the port is digits. Empty is valid (a target without
+/// authority).
+fn is_host(value: &[u8]) -> bool {
+    let (host, port) = split_port(value);
+    let name_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+;=".contains(b);
+    let host_ok = match host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")) {
+        Some(literal) => !literal.is_empty() && literal.iter().all(|b| name_byte(b) || *b == b':'),
+        None => !host.starts_with(b"[") && host.iter().all(name_byte),
+    };
+    host_ok && port.is_none_or(|port| port.iter().all(u8::is_ascii_digit))
+}
+
+/// `host[:port]` split at the port's colon (after the brackets of an IP literal).
+fn split_port(value: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let after_literal = match value.first() {
+        Some(b'[') => value.iter().position(|&b| b == b']').map_or(value.len(), |end| end + 1),
+        _ => 0,
+    };
+    match value[after_literal..].iter().position(|&b| b == b':') {
+        Some(at) => (&value[..after_literal + at], Some(&value[after_literal + at + 1..])),
+        None => (value, None),
+    }
+}
+
+/// Two authorities name the same entity after scheme-based normalization (RFC 3986
+/// 6.2.3, as RFC 9113 8.3.1 asks of a proxy): host names compared without case, an
+/// empty or absent port read as the scheme's default.
+fn same_authority(a: &[u8], b: &[u8], scheme: Option<&str>) -> bool {
+    let default: &[u8] = match scheme {
+        Some("https") => b"443",
+        _ => b"80",
+    };
+    let ((host_a, port_a), (host_b, port_b)) = (split_port(a), split_port(b));
+    host_a.eq_ignore_ascii_case(host_b) && port_number(port_a, default) == port_number(port_b, default)
+}
+
+/// A port's digits without leading zeros; `default` when it is empty or absent.
+fn port_number<'a>(port: Option<&'a [u8]>, default: &'a [u8]) -> &'a [u8] {
+    let port = port.filter(|p| !p.is_empty()).unwrap_or(default);
+    let first = port
+        .iter()
+        .position(|&b| b != b'0')
+        .unwrap_or(port.len().saturating_sub(1));
+    &port[first..]
+}
+
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
     let joined = match headers.get(&X_FORWARDED_FOR) {
         None => None,
@@ -233,14 +322,53 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
     headers.insert(X_FORWARDED_FOR.clone(), joined.unwrap_or_else(|| ip.clone()));
 }
 
+/// Whether a client gets its response's trailers (hyper's rule): over HTTP/2 always;
+/// over HTTP/1.1 only when it sent `TE: trailers`, and then only in a chunked body
+/// (not one framed by Content-Length); over HTTP/1.0 never.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Trailers {
+    Sent,
+    InChunkedBody,
+    Dropped,
+}
+
+impl Trailers {
+    /// What the client of this request head gets (before `prepare_request` strips TE).
+    pub fn of(parts: &Parts) -> Trailers {
+        let asked = || {
+            parts
+                .headers
+                .get_all(header::TE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|list| list.split(','))
+                .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
+        };
+        match parts.version {
+            Version::HTTP_2 => Trailers::Sent,
+            Version::HTTP_11 if asked() => Trailers::InChunkedBody,
+            _ => Trailers::Dropped,
+        }
+    }
+}
+
 /// Rewrites a backend response's head for the client. A 101 keeps its upgrade headers.
 /// A Content-Length received with a Transfer-Encoding is removed (RFC 9112 6.3: the
-/// body was framed by the transfer coding, and the length would cut it short).
-pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
+/// body was framed by the transfer coding, and the length would cut it short). A
+/// `Trailer` header announcing trailers that will not reach the client is removed.
+pub fn prepare_response(headers: &mut HeaderMap, switching: bool, trailers: Trailers) {
     let survey = Survey::of(headers);
     let upgrade = switching.then(|| headers.get(header::UPGRADE).cloned()).flatten();
     if survey.hop[3] {
         headers.remove(header::CONTENT_LENGTH);
+    }
+    let unsent = match trailers {
+        Trailers::Sent => false,
+        Trailers::InChunkedBody => headers.contains_key(header::CONTENT_LENGTH),
+        Trailers::Dropped => true,
+    };
+    if survey.trailer && unsent {
+        headers.remove(header::TRAILER);
     }
     strip_present(headers, survey.hop);
     if let Some(protocol) = upgrade {
@@ -343,6 +471,39 @@ mod tests {
         prepare_request(&mut p, &client(), upgrade.as_ref());
         assert_eq!(p.headers["connection"], "upgrade");
         assert_eq!(p.headers["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn a_host_is_one_host_and_an_optional_port() {
+        for good in [
+            "a.example",
+            "a.example:8080",
+            "a.example.",
+            "[::1]",
+            "[::1]:80",
+            "127.0.0.1",
+            "",
+            "a:",
+        ] {
+            assert!(is_host(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "a, b", "a,b", "a b", "a\tb", "[::1", "[]:80", "a:b", "a:80:80", "a/b", "u@a", "a\u{e9}",
+        ] {
+            assert!(!is_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn authorities_are_compared_after_scheme_based_normalization() {
+        let same = |a: &str, b: &str, scheme| same_authority(a.as_bytes(), b.as_bytes(), Some(scheme));
+        assert!(same("A.Example", "a.example:80", "http"));
+        assert!(same("a.example:443", "a.example", "https"));
+        assert!(same("a.example:0080", "a.example:", "http"));
+        assert!(same("[::1]:80", "[::1]", "http"));
+        assert!(!same("a.example:443", "a.example", "http"));
+        assert!(!same("a.example", "b.example", "http"));
+        assert!(!same("a.example:8080", "a.example:80", "http"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod etcd;
+pub mod h2_frames;
 pub mod process;
 pub mod tls;
 
