@@ -125,6 +125,10 @@ fn main() -> ExitCode {
 }
 
 fn report(path: &std::path::Path, days: u64, json: bool) -> ExitCode {
+    if let Err(e) = report::window(days) {
+        eprintln!("splitgate report: {e}");
+        return ExitCode::FAILURE;
+    }
     let config = match config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -139,7 +143,16 @@ fn report(path: &std::path::Path, days: u64, json: bool) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    let built = History::open(&file).and_then(|h| report::build(&h, days.max(1), unix_ms()));
+    if !file.exists() {
+        eprintln!(
+            "splitgate report: {}: no history yet (the proxy writes it once it runs)",
+            file.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let built = History::open(&file)
+        .map_err(report::ReportError::from)
+        .and_then(|h| report::build(&h, days, unix_ms()));
     match built {
         Ok(report) if json => {
             println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
@@ -158,7 +171,17 @@ fn report(path: &std::path::Path, days: u64, json: bool) -> ExitCode {
 
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
-        Ok(_) => {
+        Ok(config) => {
+            // What `run` would meet but not stop for: it starts without the history
+            // and retries it.
+            if let Some(history) = &config.events.history {
+                if let Err(reason) = History::probe(history) {
+                    eprintln!(
+                        "warning: {}: events.history: {reason}; splitgate run serves without the history and retries it",
+                        path.display()
+                    );
+                }
+            }
             println!("ok");
             ExitCode::SUCCESS
         }

@@ -244,6 +244,7 @@ async fn set_weights(request: Request<Incoming>, server: &dyn Operator, peer: So
 fn full_status(server: &dyn Operator) -> Status {
     let mut doc = status(&server.control().current(), server.last_reload());
     doc.fleet = server.fleet().map(|f| f.status());
+    doc.history = server.control().events.history();
     doc
 }
 

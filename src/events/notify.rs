@@ -33,6 +33,7 @@ pub fn sinks(notifiers: &[Notify]) -> Vec<Sink> {
                 name: "notify",
                 queue,
                 amendments: false,
+                dropped: None,
             }
         })
         .collect()
