@@ -56,9 +56,20 @@ enum Command {
         /// How long the site stays out, e.g. 30s.
         #[arg(long = "for", default_value = "30s")]
         duration: String,
-        /// The admin bearer token, if one is configured.
+        /// The admin bearer token, if one is configured (else --token-file, else
+        /// the SPLITGATE_TOKEN environment variable).
         #[arg(long)]
         token: Option<String>,
+        /// A file holding the admin bearer token (keeps it out of the process list).
+        #[arg(long, conflicts_with = "token")]
+        token_file: Option<PathBuf>,
+        /// The longest wait for one admin API answer, e.g. 10s.
+        #[arg(long, default_value = "10s")]
+        timeout: String,
+        /// How long after the drill's time to wait for the site to be back at full
+        /// weight before giving up, e.g. 10m.
+        #[arg(long, default_value = "10m")]
+        wait: String,
     },
     /// Print availability, failovers, drills and the DR grade from the history file.
     Report {
@@ -91,21 +102,10 @@ fn main() -> ExitCode {
             site,
             duration,
             token,
-        } => {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return fail("cannot start the async runtime");
-            };
-            match runtime.block_on(rehearsal::drill(admin, &site, &duration, token.as_deref())) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("splitgate drill: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+            token_file,
+            timeout,
+            wait,
+        } => drill(admin, &site, &duration, token, token_file, &timeout, &wait),
         Command::Report {
             config: path,
             days,
@@ -121,6 +121,43 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e.to_string()),
             }
         }
+    }
+}
+
+fn drill(
+    admin: SocketAddr,
+    site: &str,
+    duration: &str,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    timeout: &str,
+    wait: &str,
+) -> ExitCode {
+    let refuse = |e: &dyn std::fmt::Display| {
+        eprintln!("splitgate drill: {e}");
+        ExitCode::FAILURE
+    };
+    let token = match rehearsal::token(token, token_file.as_deref(), std::env::var("SPLITGATE_TOKEN").ok()) {
+        Ok(token) => token,
+        Err(e) => return refuse(&e),
+    };
+    let limits = match rehearsal::Limits::parse(timeout, wait) {
+        Ok(limits) => limits,
+        Err(e) => return refuse(&e),
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return refuse(&"cannot start the async runtime");
+    };
+    match runtime.block_on(rehearsal::drill(admin, site, duration, token.as_deref(), limits)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(rehearsal::RehearsalError::NotBack { report, reason }) => {
+            print!("{report}");
+            refuse(&reason)
+        }
+        Err(e) => refuse(&e),
     }
 }
 
