@@ -167,7 +167,7 @@ pub async fn drill(
     let mut told_end = false;
     loop {
         let since = format!("/events?since={}", id.saturating_sub(1));
-        let (_, page) = call(admin, Method::GET, &since, String::new(), None, limits.call).await?;
+        let (_, page) = call(admin, Method::GET, &since, String::new(), token, limits.call).await?;
         let events = page["events"].as_array().cloned().unwrap_or_default();
         let started = events.iter().find(|e| e["id"] == id).cloned();
         let ended = events
@@ -202,7 +202,7 @@ pub async fn drill(
             told_end |= ended.is_some();
             let elapsed = human(now.duration_since(began).as_millis() as u64);
             if ended.is_some() {
-                let state = site_state(admin, site, limits.call).await;
+                let state = site_state(admin, site, token, limits.call).await;
                 eprintln!("drill {id} ended; waiting for {site} to be back at full weight ({elapsed} so far; {state})");
             } else {
                 let left = (began + length).saturating_duration_since(now);
@@ -223,8 +223,8 @@ pub async fn drill(
 }
 
 /// `healthy: false, effective weight 0 of 50`, from `/status` (or why it is unknown).
-async fn site_state(admin: SocketAddr, site: &str, limit: Duration) -> String {
-    match call(admin, Method::GET, "/status", String::new(), None, limit).await {
+async fn site_state(admin: SocketAddr, site: &str, token: Option<&str>, limit: Duration) -> String {
+    match call(admin, Method::GET, "/status", String::new(), token, limit).await {
         Ok((_, status)) => {
             let sites = status["sites"].as_array().cloned().unwrap_or_default();
             match sites.iter().find(|s| s["name"] == site) {

@@ -132,6 +132,8 @@ impl History {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let describe = |e: rusqlite::Error| format!("{}: {e}", path.display());
         let connection = Connection::open_with_flags(path, flags).map_err(describe)?;
+        // A proxy writing it now holds the lock for milliseconds.
+        connection.busy_timeout(Duration::from_millis(500)).map_err(describe)?;
         connection
             .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get::<_, i64>(0))
             .map_err(describe)?;

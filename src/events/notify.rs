@@ -155,19 +155,18 @@ async fn run(argv: &[String], token: Option<&str>, body: &str) -> Result<(), Str
     let mut child = command.spawn().map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
     // Cut short (the timeout drops this future): the whole group goes.
     let mut group = Group(child.id());
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(body.as_bytes())
-            .await
-            .map_err(|e| format!("stdin: {e}"))?;
-    }
+    // A program may exit without reading its stdin: its exit status decides.
+    let written = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(body.as_bytes()).await,
+        None => Ok(()),
+    };
     let status = child.wait().await.map_err(|e| e.to_string())?;
     // It finished: what it started in the background (a warm standby) stays.
     group.0 = None;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{} exited with {status}", argv[0]))
+    match written {
+        _ if status.success() => Ok(()),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdin: {e}")),
+        _ => Err(format!("{} exited with {status}", argv[0])),
     }
 }
 

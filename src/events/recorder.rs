@@ -282,7 +282,9 @@ impl Recorder {
             // The run is alive as long as the proxy is; a clock stepped back does not
             // shorten what was already recorded.
             self.run.seen_ms = self.run.seen_ms.max(unix_ms());
-            if job.is_none() && retry.is_none() && (due || !self.pending.is_empty()) {
+            // A gap ends at the next write that succeeds with room in the queue.
+            let wanted = due || !self.pending.is_empty() || self.lost_from.is_some();
+            if job.is_none() && retry.is_none() && wanted {
                 job = Some(tokio::task::spawn_blocking({
                     let job = self.job();
                     move || job.run()

@@ -107,8 +107,8 @@ pub struct Replay<'a> {
 impl<'a> Replay<'a> {
     pub fn new(run: &Run, tally: &'a mut Tally) -> Replay<'a> {
         let end = run.seen_ms.max(run.started_ms);
-        let (start, stop) = (run.started_ms.max(tally.known_until), end.min(tally.to));
-        tally.known += stop.min(tally.to).saturating_sub(start.max(tally.from));
+        // What overlaps an earlier run (an upgrade runs two) is counted once.
+        tally.known += tally.clip(run.started_ms.max(tally.known_until), end);
         tally.known_until = tally.known_until.max(end);
         for site in &run.sites {
             tally.site(&site.name);
