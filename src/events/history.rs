@@ -2,9 +2,11 @@
 //! run of the proxy (when it started, when it was last seen alive, which sites it had
 //! and their state as it began), so that availability survives restarts and the time
 //! nobody recorded counts as unknown, not as downtime. This module is the database
-//! only: the writer that feeds it off the request path is `recorder`.
+//! only (and one batch of writes); the writer that feeds it off the request path is
+//! `recorder`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags};
@@ -263,6 +265,72 @@ impl History {
             }
         }
         Ok(())
+    }
+}
+
+/// One write of the recorder (`recorder`), done on the blocking pool: the runs and
+/// events in one transaction, opening the file first when there is no connection.
+pub struct Batch {
+    pub db: Option<History>,
+    pub path: PathBuf,
+    pub offset: Option<u64>,
+    pub runs: Vec<Run>,
+    pub events: Vec<(Arc<Event>, u64)>,
+    pub prune: Option<(u64, Duration)>,
+}
+
+/// What a `Batch` did: the connection to keep (none after a failure), the offset
+/// applied to event ids, or why it failed.
+pub struct Written {
+    pub db: Option<History>,
+    pub result: Result<u64, String>,
+    pub events: usize,
+    pub runs: usize,
+}
+
+impl Batch {
+    pub fn write(self, busy: Duration) -> Written {
+        let (events, runs) = (self.events.len(), self.runs.len());
+        let mut history = match self.db {
+            Some(history) => history,
+            None => match History::open_with(&self.path, busy) {
+                Ok(history) => history,
+                Err(e) => {
+                    return Written {
+                        db: None,
+                        result: Err(e.to_string()),
+                        events,
+                        runs,
+                    }
+                }
+            },
+        };
+        let result = history
+            .transaction(|h| {
+                let offset = match self.offset {
+                    Some(offset) => offset,
+                    None => h.max_id()?,
+                };
+                for run in &self.runs {
+                    h.write_run(run)?;
+                }
+                for (event, run) in &self.events {
+                    h.write_event_in(event, event.id.saturating_add(offset), *run)?;
+                }
+                if let Some((now, keep)) = self.prune {
+                    h.prune(now, keep)?;
+                }
+                Ok(offset)
+            })
+            .map_err(|e| e.to_string());
+        Written {
+            // A connection that failed is dropped: the next try opens the file again
+            // (it may have been replaced or repaired meanwhile).
+            db: result.is_ok().then_some(history),
+            result,
+            events,
+            runs,
+        }
     }
 }
 

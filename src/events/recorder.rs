@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::history::{History, Run, RunSite};
+use super::history::{Batch, History, Run, RunSite, Written};
 use super::{Event, Kind, Sink};
 use crate::clock::unix_ms;
 
@@ -182,75 +182,12 @@ struct Recorder {
     prune: bool,
 }
 
-/// One write, done on the blocking pool.
-struct Job {
-    db: Option<History>,
-    path: PathBuf,
-    offset: Option<u64>,
-    runs: Vec<Run>,
-    events: Vec<(Arc<Event>, u64)>,
-    prune: Option<(u64, Duration)>,
-}
-
-struct Done {
-    db: Option<History>,
-    result: Result<u64, String>,
-    events: usize,
-    runs: usize,
-}
-
-impl Job {
-    fn run(self) -> Done {
-        let (events, runs) = (self.events.len(), self.runs.len());
-        let mut history = match self.db {
-            Some(history) => history,
-            None => match History::open_with(&self.path, BUSY) {
-                Ok(history) => history,
-                Err(e) => {
-                    return Done {
-                        db: None,
-                        result: Err(e.to_string()),
-                        events,
-                        runs,
-                    }
-                }
-            },
-        };
-        let result = history
-            .transaction(|h| {
-                let offset = match self.offset {
-                    Some(offset) => offset,
-                    None => h.max_id()?,
-                };
-                for run in &self.runs {
-                    h.write_run(run)?;
-                }
-                for (event, run) in &self.events {
-                    h.write_event_in(event, event.id.saturating_add(offset), *run)?;
-                }
-                if let Some((now, keep)) = self.prune {
-                    h.prune(now, keep)?;
-                }
-                Ok(offset)
-            })
-            .map_err(|e| e.to_string());
-        Done {
-            // A connection that failed is dropped: the next try opens the file again
-            // (it may have been replaced or repaired meanwhile).
-            db: result.is_ok().then_some(history),
-            result,
-            events,
-            runs,
-        }
-    }
-}
-
 impl Recorder {
     async fn work(mut self, mut events: mpsc::Receiver<Arc<Event>>) {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut beats: u64 = 0;
-        let mut job: Option<tokio::task::JoinHandle<Done>> = None;
+        let mut job: Option<tokio::task::JoinHandle<Written>> = None;
         let mut retry: Option<Instant> = None;
         let mut pause = RETRY_FIRST;
         let mut due = true;
@@ -286,8 +223,8 @@ impl Recorder {
             let wanted = due || !self.pending.is_empty() || self.lost_from.is_some();
             if job.is_none() && retry.is_none() && wanted {
                 job = Some(tokio::task::spawn_blocking({
-                    let job = self.job();
-                    move || job.run()
+                    let batch = self.batch();
+                    move || batch.write(BUSY)
                 }));
                 due = false;
             }
@@ -299,8 +236,8 @@ impl Recorder {
         }
         if !self.pending.is_empty() || due {
             let done = tokio::task::spawn_blocking({
-                let job = self.job();
-                move || job.run()
+                let batch = self.batch();
+                move || batch.write(BUSY)
             })
             .await;
             self.finish(done);
@@ -358,12 +295,12 @@ impl Recorder {
         }
     }
 
-    fn job(&mut self) -> Job {
+    fn batch(&mut self) -> Batch {
         let mut current = self.run.clone();
         if let Some(from) = self.lost_from {
             current.seen_ms = current.seen_ms.min(from).max(current.started_ms);
         }
-        Job {
+        Batch {
             db: self.db.take(),
             path: self.path.clone(),
             offset: self.offset,
@@ -374,10 +311,10 @@ impl Recorder {
     }
 
     /// Takes a write's outcome; true when it succeeded.
-    fn finish(&mut self, done: Result<Done, tokio::task::JoinError>) -> bool {
+    fn finish(&mut self, done: Result<Written, tokio::task::JoinError>) -> bool {
         let done = match done {
             Ok(done) => done,
-            Err(e) => Done {
+            Err(e) => Written {
                 db: None,
                 result: Err(format!("the writer stopped: {e}")),
                 events: 0,
