@@ -3,8 +3,9 @@
 //! observed by the control plane when it publishes a snapshot (`watch`), finished a
 //! moment later by one task (so the last request sent to a lost site is known), then
 //! kept in a bounded ring for `GET /events`, logged, counted, and handed to the sinks:
-//! the notifiers (`notify`) and the history file (`recorder` writes `history`). Nothing here runs on the
-//! request path; requests only bump the per-backend counters the measurements read.
+//! the notifiers (`notify`) and the history file (`history`, written by `recorder`).
+//! Nothing here runs on the request path; requests only bump the per-backend counters
+//! the measurements read.
 
 pub mod history;
 pub mod notify;
