@@ -57,9 +57,20 @@ enum Command {
         /// How long the site stays out, e.g. 30s.
         #[arg(long = "for", default_value = "30s")]
         duration: String,
-        /// The admin bearer token, if one is configured.
+        /// The admin bearer token, if one is configured (else --token-file, else
+        /// the SPLITGATE_TOKEN environment variable).
         #[arg(long)]
         token: Option<String>,
+        /// A file holding the admin bearer token (keeps it out of the process list).
+        #[arg(long, conflicts_with = "token")]
+        token_file: Option<PathBuf>,
+        /// The longest wait for one admin API answer, e.g. 10s.
+        #[arg(long, default_value = "10s")]
+        timeout: String,
+        /// How long after the drill's time to wait for the site to be back at full
+        /// weight before giving up, e.g. 10m.
+        #[arg(long, default_value = "10m")]
+        wait: String,
     },
     /// Print availability, failovers, drills and the DR grade from the history file.
     Report {
@@ -92,21 +103,10 @@ fn main() -> ExitCode {
             site,
             duration,
             token,
-        } => {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return fail("cannot start the async runtime");
-            };
-            match runtime.block_on(rehearsal::drill(admin, &site, &duration, token.as_deref())) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("splitgate drill: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+            token_file,
+            timeout,
+            wait,
+        } => drill(admin, &site, &duration, token, token_file, &timeout, &wait),
         Command::Report {
             config: path,
             days,
@@ -131,7 +131,48 @@ fn main() -> ExitCode {
     }
 }
 
+fn drill(
+    admin: SocketAddr,
+    site: &str,
+    duration: &str,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    timeout: &str,
+    wait: &str,
+) -> ExitCode {
+    let refuse = |e: &dyn std::fmt::Display| {
+        eprintln!("splitgate drill: {e}");
+        ExitCode::FAILURE
+    };
+    let token = match rehearsal::token(token, token_file.as_deref(), std::env::var("SPLITGATE_TOKEN").ok()) {
+        Ok(token) => token,
+        Err(e) => return refuse(&e),
+    };
+    let limits = match rehearsal::Limits::parse(timeout, wait) {
+        Ok(limits) => limits,
+        Err(e) => return refuse(&e),
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return refuse(&"cannot start the async runtime");
+    };
+    match runtime.block_on(rehearsal::drill(admin, site, duration, token.as_deref(), limits)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(rehearsal::RehearsalError::NotBack { report, reason }) => {
+            print!("{report}");
+            refuse(&reason)
+        }
+        Err(e) => refuse(&e),
+    }
+}
+
 fn report(path: &std::path::Path, days: u64, json: bool) -> ExitCode {
+    if let Err(e) = report::window(days) {
+        eprintln!("splitgate report: {e}");
+        return ExitCode::FAILURE;
+    }
     let config = match config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -146,7 +187,16 @@ fn report(path: &std::path::Path, days: u64, json: bool) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    let built = History::open(&file).and_then(|h| report::build(&h, days.max(1), unix_ms()));
+    if !file.exists() {
+        eprintln!(
+            "splitgate report: {}: no history yet (the proxy writes it once it runs)",
+            file.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let built = History::open(&file)
+        .map_err(report::ReportError::from)
+        .and_then(|h| report::build(&h, days, unix_ms()));
     match built {
         Ok(report) if json => {
             println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
@@ -172,6 +222,16 @@ fn check(path: &std::path::Path) -> ExitCode {
                 if let Err(reason) = splitgate::state::check_writable(&state) {
                     println!("{}: state.path (default {}): {reason}", path.display(), state.display());
                     return ExitCode::FAILURE;
+                }
+            }
+            // What `run` would meet but not stop for: it starts without the history
+            // and retries it.
+            if let Some(history) = &config.events.history {
+                if let Err(reason) = History::probe(history) {
+                    eprintln!(
+                        "warning: {}: events.history: {reason}; splitgate run serves without the history and retries it",
+                        path.display()
+                    );
                 }
             }
             println!("ok");

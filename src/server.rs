@@ -16,7 +16,8 @@ use tokio::runtime::Handle;
 use crate::admin::{self, LastReload, Operator};
 use crate::config::{self, Config, ConfigError};
 use crate::control::Control;
-use crate::events::{history, notify, Events, RING};
+use crate::events::history::RunSite;
+use crate::events::{notify, recorder, Events, RING};
 use crate::fleet::Fleet;
 use crate::lifecycle::inherit::{self, Inherited};
 use crate::lifecycle::{Phase, Readiness};
@@ -29,8 +30,6 @@ use crate::telemetry;
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("{0}")]
-    History(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,18 +120,22 @@ impl Server {
             None => (None, None),
         };
         let shutdown = Signal::default();
-        let history = match &config.events.history {
-            Some(path) => {
-                let sites = config.sites.iter().map(|s| s.name.clone()).collect();
-                Some(history::start(path, config.events.keep, sites, RING).map_err(StartError::History)?)
-            }
-            None => None,
+        // The history never stops the start: a file that cannot be used now is retried
+        // in the background while the proxy serves (and `/status` says so).
+        let history = config.events.history.as_ref().map(|path| {
+            recorder::start(recorder::Settings {
+                path: path.clone(),
+                keep: config.events.keep,
+                sites: config.sites.iter().map(|s| RunSite::new(&s.name, s.priority)).collect(),
+                recent: RING,
+                queue: recorder::QUEUE,
+            })
+        });
+        let (sink, earlier, health) = match history {
+            Some(opened) => (Some(opened.sink), opened.recent, Some(opened.health)),
+            None => (None, Vec::new(), None),
         };
-        let (sink, earlier) = match history {
-            Some(opened) => (Some(opened.sink), opened.recent),
-            None => (None, Vec::new()),
-        };
-        let events = Events::start(earlier);
+        let events = Events::start(earlier, health);
         if let Some(sink) = sink {
             events.set_sinks("history", vec![sink]);
         }

@@ -264,6 +264,7 @@ fn ready(server: &dyn Operator) -> AdminResponse {
 fn full_status(server: &dyn Operator) -> Status {
     let mut doc = status(&server.control().current(), server.last_reload());
     doc.fleet = server.fleet().map(|f| f.status());
+    doc.history = server.control().events.history();
     doc
 }
 

@@ -1,10 +1,12 @@
 //! The `/status` document: generation, routing mode, and each site with its configured,
-//! overridden and effective weight, health and backends (the contract in INTERFACE.md).
+//! overridden and effective weight, health and backends (the contract in INTERFACE.md),
+//! and the history file's state.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::events::recorder::HistoryStatus;
 use crate::routing::{Mode, Routing};
 
 /// The outcome of the last reload attempt, for `/status`.
@@ -29,6 +31,10 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<serde_json::Value>,
     pub last_reload: Option<LastReload>,
+    /// With `[events] history`: `{"path", "ok", "error", "pending", "lost"}`; `ok: false`
+    /// while the file cannot be written (events wait in a bounded queue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryStatus>,
 }
 
 #[derive(Serialize)]
@@ -106,6 +112,7 @@ pub fn status(routing: &Routing, last_reload: Option<LastReload>) -> Status {
     Status {
         routes,
         fleet: None,
+        history: None,
         generation: routing.generation,
         mode,
         active_priority,

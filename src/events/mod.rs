@@ -3,14 +3,17 @@
 //! observed by the control plane when it publishes a snapshot (`watch`), finished a
 //! moment later by one task (so the last request sent to a lost site is known), then
 //! kept in a bounded ring for `GET /events`, logged, counted, and handed to the sinks:
-//! the notifiers (`notify`) and the history file (`history`). Nothing here runs on the
-//! request path; requests only bump the per-backend counters the measurements read.
+//! the notifiers (`notify`) and the history file (`history`, written by `recorder`).
+//! Nothing here runs on the request path; requests only bump the per-backend counters
+//! the measurements read.
 
 pub mod history;
 pub mod notify;
+pub mod recorder;
 mod watch;
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::health::Backend;
+use recorder::{HistoryHealth, HistoryStatus};
 
 pub use watch::Observer;
 
@@ -138,6 +142,8 @@ pub struct Sink {
     pub queue: mpsc::Sender<Arc<Event>>,
     /// Amended events (a `site_up` gaining `full_weight_ms`) go here too.
     pub amendments: bool,
+    /// Counts the events this sink's queue refused, for a sink that must know.
+    pub dropped: Option<Arc<AtomicU64>>,
 }
 
 struct Ring {
@@ -151,12 +157,14 @@ pub struct Events {
     ring: Mutex<Ring>,
     settling: mpsc::Sender<(tokio::time::Instant, Event, Option<Outage>)>,
     sinks: Mutex<Vec<Sink>>,
+    /// The history file's writer, with `[events] history`.
+    history: Option<Arc<HistoryHealth>>,
 }
 
 impl Events {
     /// Starts the settling task; the ring starts with `earlier` (from the history) and
     /// ids continue after them.
-    pub fn start(earlier: Vec<Event>) -> Arc<Events> {
+    pub fn start(earlier: Vec<Event>, history: Option<Arc<HistoryHealth>>) -> Arc<Events> {
         let (settling, mut queue) = mpsc::channel::<(tokio::time::Instant, Event, Option<Outage>)>(4096);
         let next_id = earlier.iter().map(|e| e.id).max().unwrap_or(0) + 1;
         let mut ring: VecDeque<Arc<Event>> = earlier.into_iter().map(Arc::new).collect();
@@ -171,6 +179,7 @@ impl Events {
             }),
             settling,
             sinks: Mutex::new(Vec::new()),
+            history,
         });
         let weak = Arc::downgrade(&events);
         tokio::spawn(async move {
@@ -239,6 +248,11 @@ impl Events {
         self.deliver(&amended, true);
     }
 
+    /// How the history file is doing, with `[events] history` (for `/status`).
+    pub fn history(&self) -> Option<HistoryStatus> {
+        self.history.as_ref().map(|h| h.status())
+    }
+
     /// Replaces the sinks of one name (notifiers after a reload).
     pub fn set_sinks(&self, name: &'static str, sinks: Vec<Sink>) {
         let mut all = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
@@ -277,6 +291,9 @@ impl Events {
         let sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
         for sink in sinks.iter().filter(|s| !amendment || s.amendments) {
             if sink.queue.try_send(event.clone()).is_err() {
+                if let Some(dropped) = &sink.dropped {
+                    dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 metrics::counter!("splitgate_events_dropped_total", "sink" => sink.name).increment(1);
             }
         }

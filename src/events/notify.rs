@@ -1,7 +1,8 @@
 //! Notifiers: each `[[notify]]` gets a bounded queue and one task that delivers the
 //! events in order, as a JSON POST to a webhook or on the stdin of a program, each
 //! try within its timeout, retried with back-off. A full queue drops the event and
-//! counts it; a slow or dead receiver never touches traffic, only its own queue.
+//! counts it; a slow or dead receiver never touches traffic, only its own queue. A
+//! program runs in a process group of its own, killed whole at its timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,23 +27,37 @@ const TRIES: u32 = 5;
 pub fn sinks(notifiers: &[Notify]) -> Vec<Sink> {
     notifiers
         .iter()
-        .map(|notify| {
+        .enumerate()
+        .map(|(i, notify)| {
             let (queue, events) = mpsc::channel(notify.queue);
-            tokio::spawn(deliver_all(notify.clone(), events));
+            tokio::spawn(deliver_all(format!("notify[{i}]"), notify.clone(), events));
             Sink {
                 name: "notify",
                 queue,
                 amendments: false,
+                dropped: None,
             }
         })
         .collect()
 }
 
-async fn deliver_all(notify: Notify, mut events: mpsc::Receiver<Arc<Event>>) {
-    let target = match &notify.target {
-        NotifyTarget::Webhook(uri, _) => uri.to_string(),
-        NotifyTarget::Command(argv) => argv[0].clone(),
-    };
+/// What a log line names: the URL without its query (which may carry a secret), or
+/// the whole command line.
+fn describe(target: &NotifyTarget) -> String {
+    match target {
+        NotifyTarget::Webhook(uri, _) => format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority().map_or("", |a| a.as_str()),
+            uri.path()
+        ),
+        NotifyTarget::Command(argv) => argv.join(" "),
+    }
+}
+
+/// `notifier` is the config key (`notify[0]`): the metrics label and the log field.
+async fn deliver_all(notifier: String, notify: Notify, mut events: mpsc::Receiver<Arc<Event>>) {
+    let target = describe(&notify.target);
     while let Some(event) = events.recv().await {
         let body = event.to_json().to_string();
         let mut pause = Duration::from_millis(500);
@@ -53,15 +68,15 @@ async fn deliver_all(notify: Notify, mut events: mpsc::Receiver<Arc<Event>>) {
             };
             match outcome {
                 Ok(()) => {
-                    metrics::counter!("splitgate_notify_delivered_total").increment(1);
+                    crate::telemetry::record_notify(&notifier, true);
                     break;
                 }
                 Err(reason) if attempt == TRIES => {
-                    metrics::counter!("splitgate_notify_failed_total").increment(1);
-                    tracing::warn!(%target, event = event.id, %reason, "event not delivered; giving up");
+                    crate::telemetry::record_notify(&notifier, false);
+                    tracing::warn!(%notifier, %target, event = event.id, %reason, "event not delivered; giving up");
                 }
                 Err(reason) => {
-                    tracing::debug!(%target, event = event.id, %reason, attempt, "event delivery failed; will retry");
+                    tracing::debug!(%notifier, %target, event = event.id, %reason, attempt, "event delivery failed; will retry");
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                 }
@@ -131,21 +146,42 @@ async fn run(argv: &[String], token: Option<&str>, body: &str) -> Result<(), Str
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        // Its own process group, so that what it started can be killed with it.
+        .process_group(0)
         .kill_on_drop(true);
     if let Some(token) = token {
         command.env("SPLITGATE_TOKEN", token);
     }
     let mut child = command.spawn().map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(body.as_bytes())
-            .await
-            .map_err(|e| format!("stdin: {e}"))?;
-    }
+    // Cut short (the timeout drops this future): the whole group goes.
+    let mut group = Group(child.id());
+    // A program may exit without reading its stdin: its exit status decides.
+    let written = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(body.as_bytes()).await,
+        None => Ok(()),
+    };
     let status = child.wait().await.map_err(|e| e.to_string())?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{} exited with {status}", argv[0]))
+    // It finished: what it started in the background (a warm standby) stays.
+    group.0 = None;
+    match written {
+        _ if status.success() => Ok(()),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdin: {e}")),
+        _ => Err(format!("{} exited with {status}", argv[0])),
+    }
+}
+
+/// A command's process group, killed (SIGKILL) when dropped while still set.
+struct Group(Option<u32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // Never 0 or 1: kill(-1) would signal every process we may signal.
+        let id = self.0.and_then(|id| i32::try_from(id).ok()).filter(|&id| id > 1);
+        let Some(pid) = id.and_then(rustix::process::Pid::from_raw) else {
+            return;
+        };
+        if let Err(e) = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
+            tracing::debug!(group = pid.as_raw_nonzero().get(), error = %e, "cannot kill a notifier's process group");
+        }
     }
 }

@@ -143,6 +143,32 @@ pub fn record_generation(generation: u64) {
     gauge!("splitgate_config_generation").set(generation as f64);
 }
 
+/// The history file's state: whether the last write succeeded, events waiting.
+pub fn record_history(ok: bool, pending: u64) {
+    gauge!("splitgate_history_writable").set(if ok { 1.0 } else { 0.0 });
+    gauge!("splitgate_history_pending_events").set(pending as f64);
+}
+
+/// A failed open or write of the history file (the events are kept and retried).
+pub fn record_history_error() {
+    counter!("splitgate_history_errors_total").increment(1);
+}
+
+/// Events the history could not keep: their time is unknown time in the report.
+pub fn record_history_lost(count: u64) {
+    counter!("splitgate_history_lost_events_total").increment(count);
+}
+
+/// An event a notifier delivered, or gave up on after its tries.
+pub fn record_notify(notifier: &str, delivered: bool) {
+    let name = if delivered {
+        "splitgate_notify_delivered_total"
+    } else {
+        "splitgate_notify_failed_total"
+    };
+    counter!(name, "notifier" => notifier.to_string()).increment(1);
+}
+
 pub fn record_access_log_dropped() {
     counter!("splitgate_access_log_dropped_total").increment(1);
 }
