@@ -1,5 +1,5 @@
 //! The state file: what operators decided at run time (weight overrides, drills with
-//! their end) and each backend's last health, with the fleet's last-known decisions in
+//! their end), sites held for failback, and each backend's last health, with the fleet's last-known decisions in
 //! the same file. Written after every change, coalesced (a burst of changes is one
 //! write), atomically (write, fsync, rename), and rewritten once a minute so that the
 //! health it holds says how fresh it is; read once at start, before any listener
@@ -37,6 +37,9 @@ pub struct Saved {
     /// Drills in progress by site.
     #[serde(default)]
     pub drills: BTreeMap<String, SavedDrill>,
+    /// Sites held by the failback policy.
+    #[serde(default)]
+    pub holds: BTreeMap<String, SavedHold>,
     /// Each backend's health, by `site/address`.
     #[serde(default)]
     pub health: BTreeMap<String, bool>,
@@ -52,6 +55,14 @@ pub struct SavedDrill {
     /// Unix ms.
     pub started: u64,
     pub until: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedHold {
+    /// Unix ms; `None`: until an operator releases it.
+    pub until: Option<u64>,
+    #[serde(default)]
+    pub flaps: u32,
 }
 
 impl Saved {

@@ -2,24 +2,18 @@
 //! 404 unknown site, 409 one already runs there); `DELETE` ends it now.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
-use super::weights::fleet_refusal;
-use super::{error, json, read_body, AdminResponse};
+use super::weights::{fleet_refusal, forced, rails};
+use super::{error, json, read_body, AdminResponse, Operator};
 use crate::config::parse_duration;
-use crate::control::{Control, DrillError, MAX_DRILL};
-use crate::fleet::Fleet;
+use crate::control::{Action, DrillError, MAX_DRILL};
 
-pub async fn handle(
-    request: Request<Incoming>,
-    control: &Arc<Control>,
-    fleet: Option<Arc<Fleet>>,
-    site: &str,
-    peer: SocketAddr,
-) -> AdminResponse {
+pub async fn handle(request: Request<Incoming>, server: &dyn Operator, site: &str, peer: SocketAddr) -> AdminResponse {
+    let (control, fleet) = (server.control(), server.fleet());
+    let force = forced(&request);
     let known = control.current().sites.iter().any(|s| s.name == site);
     let running = control.drills().into_iter().find(|(s, _)| s == site).map(|(_, d)| d.id);
     if request.method() == Method::DELETE {
@@ -62,6 +56,9 @@ pub async fn handle(
         }
     };
     tracing::info!(client = %peer, site, ?duration, "drill requested through the admin API");
+    if let Some(refused) = rails(server, &Action::Drill(site), force, &format!("drill of {site}")) {
+        return refused;
+    }
     if let Some(fleet) = fleet {
         if !known {
             return refusal(&DrillError::UnknownSite(site.into()));

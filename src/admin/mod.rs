@@ -191,7 +191,14 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
             if let Some(denied) = guard::authorize(&request, server) {
                 return denied;
             }
-            drill::handle(request, server.control(), server.fleet(), &name, peer).await
+            drill::handle(request, server, &name, peer).await
+        }
+        (Method::POST, ["sites", name, "failback"]) => {
+            let name = name.to_string();
+            if let Some(denied) = guard::authorize(&request, server) {
+                return denied;
+            }
+            weights::fail_back(server, &name, peer)
         }
         (Method::PUT, ["weights"]) => {
             if let Some(denied) = guard::authorize(&request, server) {
@@ -206,10 +213,10 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
             weights::confirm(request, server, peer).await
         }
         (_, [endpoint @ ("status" | "ready" | "metrics" | "reload" | "weights" | "events" | "")])
-        | (_, ["sites", _, endpoint @ ("weight" | "drill")])
+        | (_, ["sites", _, endpoint @ ("weight" | "drill" | "failback")])
         | (_, ["fleet", endpoint @ "confirm"]) => {
             let allow = match *endpoint {
-                "reload" | "confirm" => "POST",
+                "reload" | "confirm" | "failback" => "POST",
                 "weights" => "PUT",
                 "weight" => "PUT, DELETE",
                 "drill" => "POST, DELETE",

@@ -51,6 +51,8 @@ pub struct SiteStatus {
     pub healthy_fraction: f64,
     /// Taken out by a drill right now.
     pub drilled: bool,
+    /// The failback policy's hold: `{"held", "until" (RFC 3339, null: manual), "flaps"}`.
+    pub failback: serde_json::Value,
     pub backends: Vec<BackendStatus>,
 }
 
@@ -129,6 +131,11 @@ pub fn status(routing: &Routing, last_reload: Option<LastReload>) -> Status {
                 healthy: site.healthy,
                 healthy_fraction: site.healthy_fraction,
                 drilled: site.drilled,
+                failback: serde_json::json!({
+                    "held": site.held,
+                    "until": site.held_until.map(crate::clock::rfc3339),
+                    "flaps": site.flaps,
+                }),
                 backends: site
                     .backends
                     .iter()

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use serde::de::{Deserializer, MapAccess, Visitor};
 
 use super::{error, full_status, json, read_body, status, AdminResponse, Operator};
-use crate::control::WeightError;
+use crate::control::{Action, FailbackError, WeightError};
 use crate::fleet::FleetError;
 
 pub(super) async fn set_weight(
@@ -21,6 +21,7 @@ pub(super) async fn set_weight(
     site: &str,
     peer: SocketAddr,
 ) -> AdminResponse {
+    let force = forced(&request);
     let weight = if request.method() == Method::DELETE {
         None
     } else {
@@ -39,6 +40,15 @@ pub(super) async fn set_weight(
         }
     };
     tracing::info!(client = %peer, site, weight = ?weight, "weight change requested through the admin API");
+    let change = [(site.to_string(), weight)];
+    if let Some(refused) = rails(
+        server,
+        &Action::Weights(&change),
+        force,
+        &format!("weight of {site} to {weight:?}"),
+    ) {
+        return refused;
+    }
     let outcome = match fleet_write(server, &[(site.to_string(), weight)], StatusCode::NOT_FOUND).await {
         Some(Err(refused)) => return refused,
         Some(Ok(())) => Ok(()),
@@ -59,6 +69,7 @@ pub(super) async fn set_weight(
 
 /// `PUT /weights` with `{"site": N, ...}`: all of them in one snapshot, or none.
 pub(super) async fn set_weights(request: Request<Incoming>, server: &dyn Operator, peer: SocketAddr) -> AdminResponse {
+    let force = forced(&request);
     let body = match read_body(request, 65_536).await {
         Ok(body) => body,
         Err(refused) => return refused,
@@ -72,6 +83,14 @@ pub(super) async fn set_weights(request: Request<Incoming>, server: &dyn Operato
     };
     tracing::info!(client = %peer, ?weights, "weight changes requested through the admin API");
     let changes: Vec<(String, Option<i64>)> = weights.iter().map(|(s, w)| (s.clone(), Some(*w))).collect();
+    if let Some(refused) = rails(
+        server,
+        &Action::Weights(&changes),
+        force,
+        &format!("weights {weights:?}"),
+    ) {
+        return refused;
+    }
     // `PUT /weights` answers 400 for an unknown site (nothing changes), as without a fleet.
     let outcome = match fleet_write(server, &changes, StatusCode::BAD_REQUEST).await {
         Some(Err(refused)) => return refused,
@@ -81,6 +100,44 @@ pub(super) async fn set_weights(request: Request<Incoming>, server: &dyn Operato
     match outcome {
         Ok(()) => json(StatusCode::OK, &full_status(server)),
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+/// `?force=true` on the call: the guard rails are overridden.
+pub(super) fn forced<B>(request: &Request<B>) -> bool {
+    request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|pair| pair == "force=true" || pair == "force=1"))
+}
+
+/// `None` when `action` passes the guard rails (or `force` overrides them, recorded),
+/// else the 409 to answer. Checked on this member's view, before anything is written.
+pub(super) fn rails(server: &dyn Operator, action: &Action<'_>, force: bool, what: &str) -> Option<AdminResponse> {
+    let control = server.control();
+    match control.check_rails(action) {
+        Ok(()) => None,
+        Err(refused) if force => {
+            control.record_forced(what, &refused);
+            None
+        }
+        Err(refused) => Some(error(StatusCode::CONFLICT, &refused.to_string())),
+    }
+}
+
+/// `POST /sites/{name}/failback`: a held site's traffic returns now.
+pub(super) fn fail_back(server: &dyn Operator, site: &str, peer: SocketAddr) -> AdminResponse {
+    tracing::info!(client = %peer, site, "failback requested through the admin API");
+    match server.control().fail_back(site) {
+        Ok(()) => {
+            let doc = status(&server.control().current(), server.last_reload());
+            match doc.sites.into_iter().find(|s| s.name == site) {
+                Some(site) => json(StatusCode::OK, &site),
+                None => error(StatusCode::NOT_FOUND, "site vanished"),
+            }
+        }
+        Err(e @ FailbackError::UnknownSite(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ FailbackError::NotHeld(_)) => error(StatusCode::CONFLICT, &e.to_string()),
     }
 }
 

@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub notify: Vec<NotifyFile>,
     pub fleet: Option<FleetFile>,
     pub state: Option<StateFileSection>,
+    pub failback: Option<super::failback::FailbackFile>,
+    pub safety: Option<super::failback::SafetyFile>,
 }
 
 /// `[state]`: where run-time decisions and health are kept across restarts.
@@ -214,4 +216,5 @@ pub struct SiteFile {
     pub backends: Vec<String>,
     pub health: Option<HealthFile>,
     pub tls: Option<SiteTlsFile>,
+    pub failback: Option<super::failback::FailbackFile>,
 }

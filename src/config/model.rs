@@ -30,6 +30,7 @@ pub struct Config {
     /// `[state] path` (or `[fleet] state`, its older name); `None`: beside the config
     /// file (`state_path`).
     pub state_path: Option<std::path::PathBuf>,
+    pub safety: Safety,
 }
 
 impl Config {
@@ -340,6 +341,42 @@ pub struct Site {
     pub tls: Option<SiteTls>,
     /// Effective weight = weight x min(1, overprovision x healthy/total backends).
     pub overprovision: f64,
+    /// When this site's traffic returns after a failure.
+    pub failback: Failback,
+}
+
+/// When a site that failed gets its traffic back (`[failback]`, per site overridable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failback {
+    /// Only when an operator releases it (`POST /sites/{name}/failback`).
+    pub manual: bool,
+    /// Healthy this long, without a failure, before traffic returns.
+    pub hold: Duration,
+    /// A site that fails again within this of getting traffic back is flapping...
+    pub flap_window: Duration,
+    /// ...and is held at least this long at its next recovery, doubled per flap...
+    pub flap_hold: Duration,
+    /// ...up to this.
+    pub max_hold: Duration,
+}
+
+impl Default for Failback {
+    fn default() -> Self {
+        Failback {
+            manual: false,
+            hold: Duration::ZERO,
+            flap_window: Duration::from_secs(600),
+            flap_hold: Duration::from_secs(30),
+            max_hold: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[safety]`: the guard rail on operators' actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Safety {
+    /// An operator's action that would leave fewer sites able to serve is refused.
+    pub min_serving_sites: usize,
 }
 
 /// One upstream server, `host:port`, reached over HTTP/1.1 (or the site's TLS).

@@ -8,7 +8,7 @@ use std::path::Path;
 use http::uri::{Authority, PathAndQuery};
 
 use super::file::{HealthFile, SiteFile};
-use super::model::{Backend, HealthCheck, Site};
+use super::model::{Backend, Failback, HealthCheck, Site};
 use super::problems::{Problems, MAX_WEIGHT};
 use super::tls;
 
@@ -80,7 +80,7 @@ pub(super) fn overprovision(file: &HealthFile, base: f64, prefix: &str, problems
 pub(super) fn validate_site(
     i: usize,
     site: &SiteFile,
-    (health, overprovision_default): (&HealthCheck, f64),
+    (health, overprovision_default, failback): (&HealthCheck, f64, &Failback),
     base: &Path,
     problems: &mut Problems,
 ) -> Option<Site> {
@@ -148,6 +148,10 @@ pub(super) fn validate_site(
         health,
         tls,
         overprovision,
+        failback: match &site.failback {
+            Some(own) => super::failback::failback(own, failback, &format!("{key}.failback"), problems),
+            None => failback.clone(),
+        },
     })
 }
 

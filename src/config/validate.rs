@@ -6,11 +6,12 @@ use std::path::Path;
 
 use super::file::{AccessLogFile, FileConfig, LimitsFile, LogFile};
 use super::model::{
-    AccessLog, Admin, Config, HealthCheck, Limits, Listener, LogFormat, LogTarget, Logging, Retry, Site, Timeouts,
+    AccessLog, Admin, Config, Failback, HealthCheck, Limits, Listener, LogFormat, LogTarget, Logging, Retry, Site,
+    Timeouts,
 };
 use super::problems::{Problem, Problems};
 use super::sites::{health_check, overprovision, validate_site, DEFAULT_OVERPROVISION};
-use super::{events, fleet, routes, tls};
+use super::{events, failback, fleet, routes, tls};
 
 /// Checks a parsed file; returns the model or every problem found. Relative TLS file
 /// paths are resolved against `base` (the config file's directory).
@@ -69,6 +70,10 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
     let limits = validate_limits(&file.limits, &mut problems);
     let health = health_check(&file.health, &HealthCheck::default(), "health", &mut problems);
     let overprovision = overprovision(&file.health, DEFAULT_OVERPROVISION, "health", &mut problems);
+    let failback = match &file.failback {
+        Some(own) => failback::failback(own, &Failback::default(), "failback", &mut problems),
+        None => Failback::default(),
+    };
 
     if file.site.is_empty() {
         problems.add("site", "at least one [[site]] is required");
@@ -77,7 +82,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
     // Sets, not scans: a config with 100 000 sites checks in linear time.
     let mut names: HashSet<String> = HashSet::new();
     for (i, site) in file.site.iter().enumerate() {
-        if let Some(site) = validate_site(i, site, (&health, overprovision), base, &mut problems) {
+        if let Some(site) = validate_site(i, site, (&health, overprovision, &failback), base, &mut problems) {
             if !names.insert(site.name.clone()) {
                 problems.add(
                     format!("site[{i}].name"),
@@ -107,6 +112,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
         .fleet
         .as_ref()
         .map(|f| fleet::validate_fleet(f, base, &mut problems));
+    let safety = failback::safety(file.safety.as_ref(), file.site.len(), &mut problems);
     let state_path = match file.state.as_ref().and_then(|s| s.path.as_deref()) {
         Some("") => {
             problems.add("state.path", "must name a file");
@@ -143,6 +149,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
             notify,
             fleet,
             state_path,
+            safety,
         })
     } else {
         Err(problems.0)

@@ -4,6 +4,8 @@
 //! observer. Requests never wait on anything in this module.
 
 mod drills;
+mod failback;
+mod safety;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -16,9 +18,11 @@ use crate::config::{Config, MAX_WEIGHT};
 use crate::events::{Events, Observer};
 use crate::health::{spawn_prober, HealthRegistry};
 use crate::routing::{Decisions, Inputs, Routing};
-use crate::state::{Saved, SavedDrill, StateFile};
+use crate::state::{Saved, SavedDrill, SavedHold, StateFile};
 
 pub use drills::{Drill, DrillError, MAX_DRILL};
+pub use failback::FailbackError;
+pub use safety::{Action, Refused};
 
 /// How often a ramping (slow-start) site's weight is recomputed.
 const RAMP_TICK: Duration = Duration::from_millis(250);
@@ -35,6 +39,8 @@ pub struct Control {
     routing: Arc<ArcSwap<Routing>>,
     /// Told of every published change, to keep it in the state file.
     keeper: std::sync::OnceLock<Arc<StateFile>>,
+    /// This control itself, for the timers it starts.
+    me: std::sync::OnceLock<Weak<Control>>,
     registry: HealthRegistry,
     /// Run-time decisions and the event observer; the lock also serialises publishing.
     state: Mutex<State>,
@@ -46,6 +52,8 @@ struct State {
     decisions: Decisions,
     /// Drills running now, by site.
     drills: HashMap<String, Drill>,
+    /// Each site's failback state (holds and flaps are in `decisions`).
+    failback: HashMap<String, failback::SiteFailback>,
     observer: Observer,
 }
 
@@ -74,6 +82,11 @@ impl Control {
             }
             if decisions_too {
                 state.decisions.weights = saved.weights.iter().map(|(s, w)| (s.clone(), *w)).collect();
+                for (site, hold) in &saved.holds {
+                    if config.sites.iter().any(|s| &s.name == site) && hold.until.is_none_or(|u| u > now) {
+                        state.resume_hold(site, hold.until, hold.flaps);
+                    }
+                }
                 for (site, drill) in saved.drills.iter().filter(|(_, d)| d.until > now) {
                     if config.sites.iter().any(|s| &s.name == site) {
                         resumed.push(state.resume_drill(site, drill, now));
@@ -94,12 +107,19 @@ impl Control {
         let control = Arc::new(Control {
             routing,
             keeper: std::sync::OnceLock::new(),
+            me: std::sync::OnceLock::new(),
             registry,
             state: Mutex::new(state),
             events,
         });
+        let _ = control.me.set(Arc::downgrade(&control));
         for (site, id, left) in resumed {
             control.end_drill_after(site, id, left);
+        }
+        for (site, until) in control.holds() {
+            if let Some(until) = until {
+                control.release_at(site, until);
+            }
         }
         spawn_publisher(Arc::downgrade(&control), control.registry.changes.clone());
         control
@@ -136,9 +156,19 @@ impl Control {
                 (site.clone(), drill)
             })
             .collect();
+        let holds = state
+            .decisions
+            .held
+            .iter()
+            .map(|(site, until)| {
+                let flaps = state.decisions.flaps.get(site).copied().unwrap_or(0);
+                (site.clone(), SavedHold { until: *until, flaps })
+            })
+            .collect();
         Saved {
             weights: state.decisions.weights.iter().map(|(s, w)| (s.clone(), *w)).collect(),
             drills,
+            holds,
             health,
             ..Saved::default()
         }
@@ -178,6 +208,9 @@ impl Control {
         state.drills.retain(|name, _| known(name));
         state.decisions.drilled.retain(known);
         state.decisions.ramp_from.retain(|name, _| known(name));
+        state.decisions.held.retain(|name, _| known(name));
+        state.decisions.flaps.retain(|name, _| known(name));
+        state.failback.retain(|name, _| known(name));
         let synced = self.registry.sync(&config);
         let generation = old.generation + 1;
         let routing = Routing::build(Inputs {
@@ -260,13 +293,21 @@ impl Control {
 
     fn publish(&self, state: &mut State) {
         let old = self.current();
+        let backends = old.backends();
+        let judged = state.judge_failback(&old, &backends);
         let routing = Routing::build(Inputs {
             generation: old.generation,
             config: old.config.clone(),
-            backends: old.backends(),
+            backends,
             decisions: &state.decisions,
             now_ms: now_ms(),
         });
+        for event in judged.events {
+            self.events.observe(event);
+        }
+        for (site, until) in judged.timers {
+            self.release_at(site, until);
+        }
         if routing.mode != old.mode {
             tracing::warn!(from = ?old.mode, to = ?routing.mode, "routing mode changed");
         }

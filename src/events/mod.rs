@@ -42,6 +42,10 @@ pub enum Kind {
     Failback,
     DrillStarted,
     DrillEnded,
+    /// A site that failed is healthy again and its traffic is held (failback policy).
+    SiteRecovered,
+    /// An operator's action went through the guard rails with `force`.
+    Forced,
 }
 
 impl Kind {
@@ -53,6 +57,8 @@ impl Kind {
             Kind::Failback => "failback",
             Kind::DrillStarted => "drill_started",
             Kind::DrillEnded => "drill_ended",
+            Kind::SiteRecovered => "site_recovered",
+            Kind::Forced => "forced",
         }
     }
 }
@@ -305,7 +311,7 @@ fn record_metrics(event: &Event) {
     let to = match event.kind {
         Kind::SiteDown | Kind::DrillStarted => "down",
         Kind::SiteUp | Kind::DrillEnded => "up",
-        Kind::Failover | Kind::Failback => return,
+        Kind::Failover | Kind::Failback | Kind::SiteRecovered | Kind::Forced => return,
     };
     metrics::counter!("splitgate_site_transitions_total", "site" => site, "to" => to).increment(1);
     if event.kind == Kind::SiteDown {

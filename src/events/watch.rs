@@ -15,6 +15,8 @@ use crate::routing::{Mode, Routing, SiteRoute};
 #[derive(Default)]
 pub struct Observer {
     sites: HashMap<String, SiteWatch>,
+    /// How long a site's traffic was held after it recovered, for its next `site_up`.
+    held: HashMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -48,13 +50,22 @@ impl Observer {
                 watch.down_at = Some(now);
                 watch.ramping = None;
             } else if !before.healthy && site.healthy {
-                let id = events.observe(site_up(site, watch.down_at.take(), now));
+                let mut up = site_up(site, watch.down_at.take(), now);
+                if let Some(held) = self.held.remove(&site.name) {
+                    up.detail.insert("held_ms".into(), held.into());
+                }
+                let id = events.observe(up);
                 watch.ramping = site.ramping.then_some((id, now));
             }
         }
         if let Some(pending) = tier_change(old, new) {
             events.observe(pending);
         }
+    }
+
+    /// The hold on `site` ends now after `ms`: its next `site_up` says so.
+    pub fn held(&mut self, site: &str, ms: u64) {
+        self.held.insert(site.to_string(), ms);
     }
 
     /// A drill began on `site` at `now` (its event is announced by the drill code).

@@ -55,6 +55,9 @@ pub struct SiteReport {
     /// Percent of known time the site was up (drills are planned and not counted).
     pub availability: f64,
     pub down_ms: u64,
+    /// Of `down_ms`, how long the site was healthy again but held by the failback
+    /// policy (its traffic had not returned yet).
+    pub held_ms: u64,
     pub failovers: usize,
     pub detect: Figures,
     pub traffic_moved: Figures,

@@ -164,9 +164,13 @@ impl<'a> Replay<'a> {
             Kind::SiteUp => {
                 if let Some(start) = self.down_since.remove(&name) {
                     let down = self.tally.clip(start, at);
-                    self.tally.site(&name).report.down_ms += down;
+                    let held = number("held_ms").unwrap_or(0).min(down);
+                    let site = &mut self.tally.site(&name).report;
+                    site.down_ms += down;
+                    site.held_ms += held;
                 }
             }
+            Kind::SiteRecovered | Kind::Forced => {}
             Kind::DrillStarted => {
                 self.drilled.insert(name.clone());
                 if counted {

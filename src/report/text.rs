@@ -22,9 +22,14 @@ pub fn render(report: &Report) -> String {
     let opt = |v: Option<u64>| v.map_or("-".to_string(), human);
     for site in &report.sites {
         let _ = writeln!(out, "site {}", site.name);
+        let held = if site.held_ms > 0 {
+            format!(", of which held for failback {}", human(site.held_ms))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "  availability      {:.4}% (down {})",
+            "  availability      {:.4}% (down {}{held})",
             site.availability,
             human(site.down_ms)
         );

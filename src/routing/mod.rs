@@ -66,6 +66,11 @@ pub struct SiteRoute {
     pub ramping: bool,
     /// Taken out by a drill (then `healthy` is false).
     pub drilled: bool,
+    /// Recovered, but held by the failback policy (no traffic but as a last resort).
+    pub held: bool,
+    /// Until when (Unix ms) it is held; `None` while held: until released by hand.
+    pub held_until: Option<u64>,
+    pub flaps: u32,
     /// The backends' runtime objects (health, pool, metrics), owned by the registry.
     pub backends: Vec<Arc<Backend>>,
     /// Indices of the backends that take requests (the healthy ones; all in panic mode).
@@ -101,6 +106,13 @@ pub struct Decisions {
     pub drilled: HashSet<String>,
     /// Sites whose drill ended at this process-clock ms: slow start counts from there.
     pub ramp_from: HashMap<String, u64>,
+    /// Sites that recovered from a failure and are held (failback policy): healthy,
+    /// but given traffic only when no other site of any tier can serve. The value is
+    /// until when (Unix ms), `None` until an operator releases it.
+    pub held: HashMap<String, Option<u64>>,
+    /// How many times each site flapped in a row (failed again soon after its traffic
+    /// returned); its next hold grows with it.
+    pub flaps: HashMap<String, u32>,
 }
 
 /// Everything a snapshot is built from.
@@ -130,7 +142,8 @@ impl Routing {
                 let ramp_from = decisions.ramp_from.get(&site.name).copied().unwrap_or(0);
                 let ramp = slow_start_factor(&backends, &usable, site.health.slow_start, (ramp_from, inputs.now_ms));
                 let drilled = decisions.drilled.contains(&site.name);
-                let healthy = !usable.is_empty() && !drilled;
+                let held = decisions.held.contains_key(&site.name) && !usable.is_empty() && !drilled;
+                let healthy = !usable.is_empty() && !drilled && !held;
                 let healthy_fraction = usable.len() as f64 / backends.len().max(1) as f64;
                 if !healthy {
                     // Panic mode tries them all; a split never sends here otherwise.
@@ -148,6 +161,9 @@ impl Routing {
                     effective_weight: 0,
                     ramping: healthy && weight > 0 && ramp < 1.0,
                     drilled,
+                    held,
+                    held_until: decisions.held.get(&site.name).copied().flatten(),
+                    flaps: decisions.flaps.get(&site.name).copied().unwrap_or(0),
                     backend_seeds: backends.iter().map(|b| affinity::hash(b.addr.as_bytes())).collect(),
                     backends,
                     usable,
@@ -157,6 +173,13 @@ impl Routing {
                 }
             })
             .collect();
+        // The last resort before panic mode: with no other site able to serve, held
+        // sites (healthy, waiting for failback) serve.
+        if !sites.iter().any(|s| s.healthy && s.weight() > 0) {
+            for site in sites.iter_mut().filter(|s| s.held) {
+                site.healthy = true;
+            }
+        }
         let default = Split::build(sites.iter().map(SiteRoute::weight).collect(), &sites);
         for (site, &effective) in sites.iter_mut().zip(&default.effective) {
             site.effective_weight = effective;
