@@ -71,6 +71,9 @@ enum Command {
         /// weight before giving up, e.g. 10m.
         #[arg(long, default_value = "10m")]
         wait: String,
+        /// Go through the guard rails ([safety] min_serving_sites): recorded as forced.
+        #[arg(long)]
+        force: bool,
     },
     /// Print availability, failovers, drills and the DR grade from the history file.
     Report {
@@ -106,7 +109,8 @@ fn main() -> ExitCode {
             token_file,
             timeout,
             wait,
-        } => drill(admin, &site, &duration, token, token_file, &timeout, &wait),
+            force,
+        } => drill(admin, &site, &duration, token, token_file, (&timeout, &wait), force),
         Command::Report {
             config: path,
             days,
@@ -137,8 +141,8 @@ fn drill(
     duration: &str,
     token: Option<String>,
     token_file: Option<PathBuf>,
-    timeout: &str,
-    wait: &str,
+    (timeout, wait): (&str, &str),
+    force: bool,
 ) -> ExitCode {
     let refuse = |e: &dyn std::fmt::Display| {
         eprintln!("splitgate drill: {e}");
@@ -155,7 +159,7 @@ fn drill(
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         return refuse(&"cannot start the async runtime");
     };
-    match runtime.block_on(rehearsal::drill(admin, site, duration, token.as_deref(), limits)) {
+    match runtime.block_on(rehearsal::drill(admin, site, duration, token.as_deref(), limits, force)) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

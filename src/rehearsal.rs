@@ -141,13 +141,14 @@ pub async fn drill(
     duration: &str,
     token: Option<&str>,
     limits: Limits,
+    force: bool,
 ) -> Result<String, RehearsalError> {
     let length = parse_duration(duration).map_err(|e| RehearsalError::Usage(format!("--for {duration}: {e}")))?;
     let body = serde_json::json!({ "duration": duration }).to_string();
     let (status, answer) = call(
         admin,
         Method::POST,
-        &format!("/sites/{site}/drill"),
+        &format!("/sites/{site}/drill{}", if force { "?force=true" } else { "" }),
         body,
         token,
         limits.call,

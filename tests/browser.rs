@@ -149,10 +149,14 @@ async fn the_status_page_shows_a_killed_site_as_down_within_seconds() {
         return;
     }
     let (east, west) = (Backend::start("east").await, Backend::start("west").await);
-    let health = "[health]\ninterval = \"300ms\"\ntimeout = \"200ms\"\nfall = 2\n";
+    // The drill button takes out the last serving site (west is killed): no guard rail.
+    let health = "[health]\ninterval = \"300ms\"\ntimeout = \"200ms\"\nfall = 2\n[safety]\nmin_serving_sites = 0\n";
     let proxy = TestProxy::start(&config(
         health,
-        &[site("east", 60, 0, &[east.addr]), site("west", 40, 0, &[west.addr])],
+        &[
+            site("east", 60, 0, &[east.addr]),
+            site("west", 40, 0, &[west.addr]) + "failback = { mode = \"manual\" }\n",
+        ],
     ))
     .await;
     let admin: SocketAddr = proxy.server.admin_addr().unwrap();
@@ -175,6 +179,7 @@ async fn the_status_page_shows_a_killed_site_as_down_within_seconds() {
     );
     assert_eq!(site_state(&driver, &session, "east").await.as_deref(), Some("up"));
 
+    let west_addr = west.addr;
     west.kill();
     let shown = wait_state(&driver, &session, "west", "down", Duration::from_secs(10)).await;
     println!("status page showed west down {shown:?} after it was killed");
@@ -224,6 +229,20 @@ async fn the_status_page_shows_a_killed_site_as_down_within_seconds() {
         .sites
         .iter()
         .any(|s| s.name == "east" && s.drilled));
+
+    // West comes back, held by its manual failback; the page's button releases it.
+    let _west = Backend::start_on("west", west_addr).await;
+    let held = wait_state(&driver, &session, "west", "held", Duration::from_secs(15)).await;
+    assert!(held.is_some(), "the page shows west held for failback");
+    script(
+        &driver,
+        &session,
+        "window.confirm = () => true; document.querySelector('#site-west .failback-button').click(); return true;",
+    )
+    .await;
+    let back = wait_state(&driver, &session, "west", "up", Duration::from_secs(10)).await;
+    assert!(back.is_some(), "the fail back button sent west its traffic again");
+    assert!(proxy.server.control().holds().is_empty());
 
     let shot = driver
         .call(Method::GET, &format!("/session/{session}/screenshot"), None)

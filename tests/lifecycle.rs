@@ -367,9 +367,10 @@ async fn ready_says_why_not_and_turns_503_on_sigterm_while_stop_delay_keeps_serv
     };
     let (code, answer) = ready().await;
     assert_eq!((code, answer["ready"].clone()), (200, true.into()), "{answer}");
+    // The only site drained: through the guard rails, on purpose.
     common::admin_call(
         http::Method::PUT,
-        admin_url(&process, "/sites/a/weight"),
+        admin_url(&process, "/sites/a/weight?force=true"),
         r#"{"weight": 0}"#,
     )
     .await;

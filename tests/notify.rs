@@ -52,9 +52,10 @@ async fn a_command_cut_at_its_timeout_takes_its_children_with_it() {
     );
     let notify = format!("[[notify]]\ncommand = [\"sh\", \"-c\", \"{script}\"]\ntimeout = \"300ms\"\n");
     let proxy = TestProxy::start(&config(&notify, &[site("a", 1, 0, &[a.addr])])).await;
+    // A drill of the only site: through the guard rails, on purpose.
     let (status, _) = admin_call(
         http::Method::POST,
-        proxy.admin_url("/sites/a/drill"),
+        proxy.admin_url("/sites/a/drill?force=true"),
         r#"{"duration": "1h"}"#,
     )
     .await;
