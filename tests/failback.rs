@@ -230,3 +230,43 @@ async fn draining_the_last_serving_site_is_refused_unless_forced() {
     let (code, _) = common::admin_call(Method::DELETE, proxy.admin_url("/sites/b/weight"), "").await;
     assert_eq!(code, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fleet_one_release_fails_back_on_every_member() {
+    use common::etcd::{connected, fleet_section, Etcd};
+    let Some(etcd) = Etcd::start() else { return };
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let mut fleet = Vec::new();
+    for n in 1..=2 {
+        let extra = format!("{FAST_HEALTH}{}", fleet_section(&etcd, &format!("edge-{n}"), "/sg/fb"));
+        fleet.push(TestProxy::start(&config(&extra, &sites(&a, &b, "mode = \"manual\""))).await);
+    }
+    for member in &fleet {
+        assert!(until(Duration::from_secs(10), || connected(member)).await.is_some());
+    }
+    let addr = b.addr;
+    b.kill();
+    drop(b);
+    assert!(
+        until(Duration::from_secs(10), || fleet.iter().all(|m| !serving(m, "b")))
+            .await
+            .is_some()
+    );
+    let _b = Backend::start_on("b", addr).await;
+    let held = |m: &TestProxy| m.server.control().holds().contains_key("b");
+    assert!(
+        until(Duration::from_secs(10), || fleet.iter().all(held))
+            .await
+            .is_some(),
+        "held everywhere"
+    );
+    let (code, answer) = common::admin_call(Method::POST, fleet[0].admin_url("/sites/b/failback"), "").await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(
+        until(Duration::from_secs(5), || fleet.iter().all(|m| serving(m, "b")))
+            .await
+            .is_some(),
+        "released on every member"
+    );
+    assert!(etcd.get("/sg/fb/sites/b/failback").is_some(), "written to etcd");
+}

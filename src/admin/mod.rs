@@ -198,7 +198,7 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
             if let Some(denied) = guard::authorize(&request, server) {
                 return denied;
             }
-            weights::fail_back(server, &name, peer)
+            weights::fail_back(server, &name, peer).await
         }
         (Method::PUT, ["weights"]) => {
             if let Some(denied) = guard::authorize(&request, server) {

@@ -126,9 +126,17 @@ pub(super) fn rails(server: &dyn Operator, action: &Action<'_>, force: bool, wha
 }
 
 /// `POST /sites/{name}/failback`: a held site's traffic returns now.
-pub(super) fn fail_back(server: &dyn Operator, site: &str, peer: SocketAddr) -> AdminResponse {
+pub(super) async fn fail_back(server: &dyn Operator, site: &str, peer: SocketAddr) -> AdminResponse {
     tracing::info!(client = %peer, site, "failback requested through the admin API");
-    match server.control().fail_back(site) {
+    let outcome = match server.fleet() {
+        // In a fleet: written to etcd; every member that holds the site releases it.
+        Some(fleet) if server.control().holds().contains_key(site) => match fleet.write_failback(site).await {
+            Ok(()) => Ok(()),
+            Err(e) => return fleet_refusal(&e),
+        },
+        _ => server.control().fail_back(site),
+    };
+    match outcome {
         Ok(()) => {
             let doc = status(&server.control().current(), server.last_reload());
             match doc.sites.into_iter().find(|s| s.name == site) {

@@ -207,6 +207,14 @@ impl Fleet {
         self.commit(vec![op]).await
     }
 
+    /// Releases a held site on every member: one etcd write, acted on by each member
+    /// that holds it when its watch sees it.
+    pub async fn write_failback(&self, site: &str) -> Result<(), FleetError> {
+        let key = format!("{}/sites/{site}/failback", self.settings.prefix);
+        let value = json!({ "at": unix_ms(), "by": self.name }).to_string();
+        self.commit(vec![etcd_client::TxnOp::put(key, value, None)]).await
+    }
+
     /// Re-applies the fleet's decisions (after a config reload rebuilt the snapshot).
     pub fn reapply(&self) {
         let weights = self.decisions.lock().unwrap_or_else(|p| p.into_inner()).weights.clone();

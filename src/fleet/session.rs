@@ -208,6 +208,12 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                             link_members.insert(name.to_string(), value);
                         }
                         (Key::Member(name), None) => { link_members.remove(*name); }
+                        // A release of a held site, on every member that holds it.
+                        (Key::Failback(site), Some(_)) if !refusing => {
+                            if fleet.control.fail_back(site).is_ok() {
+                                tracing::info!(site, "fleet: a held site was released by the fleet");
+                            }
+                        }
                         (Key::Epoch, value) => {
                             let confirmed = value.and_then(Epoch::parse).is_some_and(|e| e.number > decisions.epoch && e.number >= 2);
                             if value.is_none() || (refusing && confirmed) {

@@ -81,7 +81,7 @@ impl Decisions {
                 }
                 None => false,
             },
-            (Key::Member(_) | Key::Other, _) => return,
+            (Key::Member(_) | Key::Failback(_) | Key::Other, _) => return,
         };
         if valid {
             invalid.remove(key);
@@ -121,6 +121,9 @@ pub enum Key<'a> {
     Weight(&'a str),
     Drill(&'a str),
     Member(&'a str),
+    /// `{prefix}/sites/{name}/failback`: an operator released a held site (a command,
+    /// acted on when it is written, not a standing decision).
+    Failback(&'a str),
     /// `{prefix}/epoch`: the fleet's epoch, raised when an operator confirms a changed
     /// etcd history.
     Epoch,
@@ -139,6 +142,11 @@ pub fn key<'a>(prefix: &str, key: &'a str) -> Key<'a> {
     if let Some(site) = rest.strip_prefix("sites/").and_then(|r| r.strip_suffix("/drill")) {
         if !site.is_empty() && !site.contains('/') {
             return Key::Drill(site);
+        }
+    }
+    if let Some(site) = rest.strip_prefix("sites/").and_then(|r| r.strip_suffix("/failback")) {
+        if !site.is_empty() && !site.contains('/') {
+            return Key::Failback(site);
         }
     }
     if rest == "epoch" {
