@@ -33,6 +33,7 @@ pub struct FileConfig {
     pub state: Option<StateFileSection>,
     pub failback: Option<super::failback::FailbackFile>,
     pub safety: Option<super::failback::SafetyFile>,
+    pub client_ip: Option<ClientIpFile>,
 }
 
 /// `[state]`: where run-time decisions and health are kept across restarts.
@@ -141,6 +142,15 @@ pub struct LogFile {
 pub struct ListenerFile {
     pub bind: String,
     pub tls: Option<ListenerTlsFile>,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+/// `[client_ip]`: forwarders whose X-Forwarded-For is believed.
+#[derive(Debug, Deserialize, Default)]
+pub struct ClientIpFile {
+    #[serde(default)]
+    pub trusted: Vec<String>,
 }
 
 /// `tls = { cert, key, certificates = [{ cert, key }] }`: PEM files; the extra

@@ -31,6 +31,8 @@ pub struct Config {
     /// file (`state_path`).
     pub state_path: Option<std::path::PathBuf>,
     pub safety: Safety,
+    /// `[client_ip] trusted`: forwarders whose X-Forwarded-For names the client.
+    pub trusted_forwarders: Vec<Cidr>,
 }
 
 impl Config {
@@ -243,6 +245,59 @@ pub struct Listener {
     pub bind: SocketAddr,
     /// HTTPS on this listener when set.
     pub tls: Option<ListenerTls>,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header.
+    pub proxy_protocol: bool,
+}
+
+/// An address block, `10.0.0.0/8` or `2001:db8::/32` (a plain address is one host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub network: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match (self.network, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            _ => ip,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Cidr, String> {
+        let (address, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
+        let network: std::net::IpAddr = address
+            .trim()
+            .parse()
+            .map_err(|_| format!("\"{text}\" is not an address or block, e.g. \"10.0.0.0/8\""))?;
+        let most = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => most,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= most)
+                .ok_or_else(|| format!("\"{text}\": the prefix length must be 0 to {most}"))?,
+        };
+        Ok(Cidr { network, prefix })
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -37,7 +37,11 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
                         })
                         .ok()
                 });
-                listeners.push(Listener { bind, tls });
+                listeners.push(Listener {
+                    bind,
+                    tls,
+                    proxy_protocol: listener.proxy_protocol,
+                });
             }
         }
     }
@@ -113,6 +117,13 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
         .as_ref()
         .map(|f| fleet::validate_fleet(f, base, &mut problems));
     let safety = failback::safety(file.safety.as_ref(), file.site.len(), &mut problems);
+    let mut trusted_forwarders = Vec::new();
+    for (i, text) in file.client_ip.iter().flat_map(|c| c.trusted.iter()).enumerate() {
+        match text.parse::<super::model::Cidr>() {
+            Ok(cidr) => trusted_forwarders.push(cidr),
+            Err(reason) => problems.add(format!("client_ip.trusted[{i}]"), reason),
+        }
+    }
     let state_path = match file.state.as_ref().and_then(|s| s.path.as_deref()) {
         Some("") => {
             problems.add("state.path", "must name a file");
@@ -150,6 +161,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
             fleet,
             state_path,
             safety,
+            trusted_forwarders,
         })
     } else {
         Err(problems.0)

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::activity::{Activity, Watched, CLIENT_HEADER_TIMEOUT};
+use super::client_ip;
 use super::headers::ClientInfo;
 use super::Proxy;
 use crate::clock::ms_of;
@@ -37,20 +38,33 @@ pub async fn serve_accepted(
     builder: Arc<auto::Builder<TokioExecutor>>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let mut stream = stream;
+    let mut peer = peer;
+    let (timeouts, tls, proxy_protocol) = {
+        let routing = proxy.routing.load();
+        let listener = routing.config.listeners.iter().find(|l| l.bind == bind);
+        (
+            routing.config.timeouts.clone(),
+            listener.and_then(|l| l.tls.clone()),
+            listener.is_some_and(|l| l.proxy_protocol),
+        )
+    };
+    if proxy_protocol {
+        // Before anything else (TLS included): the header says who the client is.
+        match client_ip::read_header(&mut stream, timeouts.client_header).await {
+            Ok(Some(client)) => peer = client,
+            Ok(None) => {}
+            Err(e) => {
+                metrics::counter!("splitgate_proxy_protocol_rejected_total", "reason" => e.label()).increment(1);
+                tracing::debug!(peer = %peer, error = %e, "connection closed: no valid PROXY protocol header");
+                return;
+            }
+        }
+    }
     let token = proxy.tracker.token();
     let open = proxy.client_metrics.open.clone();
     open.increment(1.0);
     let _ = stream.set_nodelay(true);
-    let (timeouts, tls) = {
-        let routing = proxy.routing.load();
-        let tls = routing
-            .config
-            .listeners
-            .iter()
-            .find(|l| l.bind == bind)
-            .and_then(|l| l.tls.clone());
-        (routing.config.timeouts.clone(), tls)
-    };
     let client = |proto: &'static str| {
         Arc::new(ClientInfo {
             addr: peer.ip(),

@@ -14,6 +14,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
+use super::client_ip;
 use super::headers::{
     host_from_target, prepare_request, prepare_response, refusal, upgrade_request, ClientInfo, Trailers,
 };
@@ -67,7 +68,7 @@ impl Proxy {
         let log = self
             .access_log
             .is_enabled()
-            .then(|| Box::new(log_record(&request, &client)));
+            .then(|| Box::new(log_record(&request, &client, &routing.config.trusted_forwarders)));
         // The record, its status set, handed to the response body to submit at its end.
         let pending_log = |log: Option<Box<Record>>, status: StatusCode| {
             log.map(|mut record| {
@@ -123,7 +124,8 @@ impl Proxy {
         let retry = &routing.config.retry;
         let attempts = (retry.attempts as usize).clamp(1, MAX_ATTEMPTS);
         let (mut parts, body) = request.into_parts();
-        let mut plan = routing.plan(&parts, client.addr);
+        let client_addr = client_ip::real_client(client.addr, &parts.headers, &routing.config.trusted_forwarders);
+        let mut plan = routing.plan(&parts, client_addr);
         let upgrade = upgrade_request(&parts);
         let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
         let trailers = Trailers::of(&parts);
@@ -276,7 +278,7 @@ fn too_long(headers: &HeaderMap, max_bytes: u64) -> Option<(StatusCode, &'static
 }
 
 /// The request's side of an access-log record; the rest is filled in as it goes.
-fn log_record(request: &Request<Incoming>, client: &ClientInfo) -> Record {
+fn log_record(request: &Request<Incoming>, client: &ClientInfo, trusted: &[crate::config::Cidr]) -> Record {
     let (method, uri) = (request.method(), request.uri());
     let host = request
         .headers()
@@ -285,7 +287,8 @@ fn log_record(request: &Request<Incoming>, client: &ClientInfo) -> Record {
         .or_else(|| uri.authority().map(Authority::as_str))
         .unwrap_or("-");
     let path = uri.path_and_query().map(PathAndQuery::as_str).unwrap_or("/");
-    Record::new(client.addr, method.as_str(), host, path)
+    let client = client_ip::real_client(client.addr, request.headers(), trusted);
+    Record::new(client, method.as_str(), host, path)
 }
 
 /// The body for the first try, and a handle to replay it when retries are possible.
