@@ -227,4 +227,6 @@ pub struct SiteFile {
     pub health: Option<HealthFile>,
     pub tls: Option<SiteTlsFile>,
     pub failback: Option<super::failback::FailbackFile>,
+    /// "http1", "h2c" or "h2".
+    pub protocol: Option<String>,
 }

@@ -23,7 +23,7 @@ pub use duration::parse_duration;
 pub use model::{
     AccessLog, Admin, AffinityKey, Backend, Cidr, Config, CookieSigner, EventsConfig, Failback, Fleet, FleetTls,
     HealthCheck, HostPattern, Limits, Listener, ListenerTls, LogFormat, LogTarget, Logging, Notify, NotifyTarget,
-    Retry, Route, Safety, Site, SiteTls, Timeouts,
+    Protocol, Retry, Route, Safety, Site, SiteTls, Timeouts,
 };
 pub use problems::{Problem, MAX_WEIGHT};
 pub use routes::path_matches;

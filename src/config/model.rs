@@ -398,6 +398,18 @@ pub struct Site {
     pub overprovision: f64,
     /// When this site's traffic returns after a failure.
     pub failback: Failback,
+    /// How its backends are spoken to.
+    pub protocol: Protocol,
+}
+
+/// The protocol to a site's backends (`[[site]] protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP (gRPC backends without TLS).
+    H2c,
+    /// HTTP/2 over TLS, chosen by ALPN.
+    H2,
 }
 
 /// When a site that failed gets its traffic back (`[failback]`, per site overridable).

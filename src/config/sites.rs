@@ -8,7 +8,7 @@ use std::path::Path;
 use http::uri::{Authority, PathAndQuery};
 
 use super::file::{HealthFile, SiteFile};
-use super::model::{Backend, Failback, HealthCheck, Site};
+use super::model::{Backend, Failback, HealthCheck, Protocol, Site};
 use super::problems::{Problems, MAX_WEIGHT};
 use super::tls;
 
@@ -132,7 +132,7 @@ pub(super) fn validate_site(
         ),
         None => (health.clone(), overprovision_default),
     };
-    let tls = site.tls.as_ref().and_then(|t| {
+    let mut tls = site.tls.as_ref().and_then(|t| {
         tls::site_tls(t, base)
             .map_err(|list| {
                 list.into_iter()
@@ -140,6 +140,36 @@ pub(super) fn validate_site(
             })
             .ok()
     });
+    let protocol = match (site.protocol.as_deref(), &mut tls) {
+        (None, Some(tls)) if tls.http2 => Protocol::H2,
+        (None | Some("http1"), _) => Protocol::Http1,
+        (Some("h2c"), None) => Protocol::H2c,
+        (Some("h2c"), Some(_)) => {
+            problems.add(
+                format!("{key}.protocol"),
+                "h2c is HTTP/2 without TLS; with tls, use \"h2\"",
+            );
+            Protocol::H2c
+        }
+        (Some("h2"), Some(tls)) => {
+            tls.http2 = true;
+            Protocol::H2
+        }
+        (Some("h2"), None) => {
+            problems.add(
+                format!("{key}.protocol"),
+                "h2 is HTTP/2 over TLS and needs tls = { ... }; for plain HTTP/2 use \"h2c\"",
+            );
+            Protocol::H2
+        }
+        (Some(other), _) => {
+            problems.add(
+                format!("{key}.protocol"),
+                format!("\"{other}\" is not a protocol; use \"http1\", \"h2c\" or \"h2\""),
+            );
+            Protocol::Http1
+        }
+    };
     Some(Site {
         name: name?,
         weight,
@@ -148,6 +178,7 @@ pub(super) fn validate_site(
         health,
         tls,
         overprovision,
+        protocol,
         failback: match &site.failback {
             Some(own) => super::failback::failback(own, failback, &format!("{key}.failback"), problems),
             None => failback.clone(),

@@ -257,7 +257,7 @@ mod tests {
         };
         let pool = Pool::new(
             Authority::from_static("127.0.0.1:1"),
-            crate::upstream::Connector::new(None),
+            crate::upstream::Connector::new(None, false),
             Duration::from_secs(1),
         );
         Backend::new("a", pool, check, Arc::new(Notify::new()))

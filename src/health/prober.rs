@@ -68,7 +68,11 @@ async fn probe(backend: &Backend, path: &PathAndQuery, timeout: Duration) -> Res
     *request.method_mut() = Method::GET;
     *request.uri_mut() = if http2 {
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTPS);
+        uri.scheme = Some(if backend.pool.connector().is_tls() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
         uri.authority = Some(backend.authority.clone());
         uri.path_and_query = Some(path.clone());
         Uri::from_parts(uri).map_err(|e| SendError::Connect(Box::new(e)))?

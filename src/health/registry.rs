@@ -12,7 +12,8 @@ use super::backend::Backend;
 use crate::config::Config;
 use crate::upstream::{Connector, Pool};
 
-type Key = (String, String, Option<u64>);
+/// Site, address, TLS settings and protocol: a change of any is a new backend.
+type Key = (String, String, Option<u64>, crate::config::Protocol);
 
 #[derive(Default)]
 pub struct HealthRegistry {
@@ -50,7 +51,12 @@ impl HealthRegistry {
                 site.backends
                     .iter()
                     .map(|backend| {
-                        let key = (site.name.clone(), backend.addr().to_string(), fingerprint);
+                        let key = (
+                            site.name.clone(),
+                            backend.addr().to_string(),
+                            fingerprint,
+                            site.protocol,
+                        );
                         let live = match map.remove(&key) {
                             Some(live) => {
                                 live.check.store(Arc::new(site.health.clone()));
@@ -59,7 +65,9 @@ impl HealthRegistry {
                             }
                             None => {
                                 let connector = connector
-                                    .get_or_insert_with(|| Connector::new(site.tls.as_ref()))
+                                    .get_or_insert_with(|| {
+                                        Connector::new(site.tls.as_ref(), site.protocol == crate::config::Protocol::H2c)
+                                    })
                                     .clone();
                                 let pool = Pool::new(backend.authority.clone(), connector, connect);
                                 let live = Arc::new(Backend::new(

@@ -314,7 +314,11 @@ fn fit_request(request: &mut Request<RequestBody>, backend: &Backend, host: Opti
             .and_then(|h| Authority::try_from(h.as_bytes()).ok())
             .unwrap_or_else(|| backend.authority.clone());
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTPS);
+        uri.scheme = Some(if backend.pool.connector().is_tls() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
         uri.authority = Some(authority);
         uri.path_and_query = Some(path.clone());
         *request.uri_mut() = Uri::from_parts(uri).unwrap_or_default();

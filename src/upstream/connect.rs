@@ -44,7 +44,8 @@ pub(crate) enum Sender {
 }
 
 impl Connector {
-    pub fn new(tls: Option<&SiteTls>) -> Arc<Connector> {
+    /// `h2c`: HTTP/2 with prior knowledge to plain backends.
+    pub fn new(tls: Option<&SiteTls>, h2c: bool) -> Arc<Connector> {
         let settings = tls.map(|tls| {
             let mut config = (*tls.client).clone();
             config.alpn_protocols = vec![if tls.http2 {
@@ -62,13 +63,18 @@ impl Connector {
         });
         Arc::new(Connector {
             tls: settings,
-            http2: tls.is_some_and(|t| t.http2),
+            http2: tls.is_some_and(|t| t.http2) || (h2c && tls.is_none()),
             open: metrics::gauge!("splitgate_upstream_connections"),
         })
     }
 
     pub fn is_http2(&self) -> bool {
         self.http2
+    }
+
+    /// TLS to the backends (the `:scheme` of an HTTP/2 request says so).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Connects and handshakes within `limit`; an HTTP/2 connection's task is spawned on
@@ -92,6 +98,7 @@ impl Connector {
         let _ = socket.set_tcp_quickack(true);
         let conn = Conn::new(tcp, self.open.clone(), self.tls.is_some());
         match &self.tls {
+            None if self.http2 => handshake_http2(conn).await,
             None => Ok(Sender::Http1(H1Conn::new(Io::Plain(conn)))),
             Some(tls) => {
                 let name = match &tls.server_name {
