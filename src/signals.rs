@@ -89,6 +89,13 @@ pub async fn run_until_stopped(server: Arc<Server>, signals: Signals) {
     // Replaced by the new binary (it sent the SIGTERM), or stopping anyway: the
     // upgrade's watch ends here; a new process that runs keeps running.
     if let Some(upgrade) = upgrading {
+        if !upgrade.is_finished() {
+            // The new process is serving (it sent this SIGTERM): the state file is
+            // its own now; this one's drain must not write over its decisions.
+            if let Some(file) = server.control().state_file() {
+                file.retire();
+            }
+        }
         upgrade.abort();
     }
     server.stop_being_ready();

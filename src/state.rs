@@ -167,6 +167,9 @@ pub struct StateFile {
     /// What was written last (without its time), so that an unchanged state is not
     /// written again but for the refresh.
     last: Mutex<Option<Saved>>,
+    /// Handed over to a new process (upgrade): this one writes no more, so that its
+    /// drain never overwrites what the new one decides.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl StateFile {
@@ -176,6 +179,7 @@ impl StateFile {
             wake: Notify::new(),
             fleet: Mutex::new(fleet),
             last: Mutex::new(None),
+            retired: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -192,6 +196,9 @@ impl StateFile {
     /// Writes now what `gather` says, with the fleet's part (on shutdown, before an
     /// upgrade). Unchanged content is written only when `refresh`.
     pub fn write_now(&self, mut saved: Saved, refresh: bool) -> std::io::Result<()> {
+        if self.retired.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
         saved.version = VERSION;
         saved.fleet = self.fleet.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
@@ -203,6 +210,11 @@ impl StateFile {
         write(&self.path, &stamped)?;
         *last = Some(saved);
         Ok(())
+    }
+
+    /// The file belongs to the process that replaced this one from now on.
+    pub fn retire(&self) {
+        self.retired.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Runs the writer until `gather` says there is nothing more to keep (`None`: the

@@ -403,3 +403,64 @@ async fn ready_says_why_not_and_turns_503_on_sigterm_while_stop_delay_keeps_serv
     assert_eq!((code.as_u16(), body.as_str()), (200, "a"));
     assert!(process.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_old_process_draining_after_an_upgrade_never_writes_over_the_new_ones_decisions() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("splitgate");
+    std::fs::copy(BINARY, &binary).unwrap();
+    let state = dir.path().join("splitgate.state");
+    let mut old = ProxyProcess::start_binary(&binary, |listen, admin| {
+        format!(
+            "[[listener]]\nbind = \"{listen}\"\n[admin]\nbind = \"{admin}\"\n[state]\npath = \"{}\"\n\
+             [[site]]\nname = \"a\"\nweight = 1\nbackends = [\"{}\"]\n\
+             [[site]]\nname = \"b\"\nweight = 1\nbackends = [\"{}\"]\n",
+            state.display(),
+            a.addr,
+            b.addr
+        )
+    });
+    let (code, _) = common::admin_call(
+        http::Method::PUT,
+        admin_url(&old, "/sites/b/weight"),
+        r#"{"weight": 0}"#,
+    )
+    .await;
+    assert_eq!(code, 200);
+    // A slow request keeps the old process draining after the upgrade.
+    let slow = tokio::spawn(get_owned(format!("http://{}/sleep/3000", old.addr)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let old_pid = u64::from(old.pid());
+    old.signal("USR2");
+    let mut new_pid = None;
+    for _ in 0..3000 {
+        new_pid = ready_pid(old.admin).await.filter(|&p| p != old_pid);
+        if new_pid.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let new_pid = new_pid.expect("the new process serves");
+    // Decided on the new process while the old one still drains.
+    let (code, _) = common::admin_call(http::Method::DELETE, admin_url(&old, "/sites/b/weight"), "").await;
+    assert_eq!(code, 200);
+    let answered = slow.await.unwrap();
+    let exited = old.wait_exit(Duration::from_secs(15));
+    let kept = std::fs::read_to_string(&state).unwrap_or_default();
+    kill(new_pid, "-TERM");
+    assert_eq!(
+        answered.map(|(c, _)| c.as_u16()).ok(),
+        Some(200),
+        "the slow request finished on the old process"
+    );
+    assert!(exited.is_some_and(|s| s.success()));
+    assert!(
+        !kept.contains("\"b\": 0"),
+        "the old process wrote its drain back over the new decision: {kept}"
+    );
+}
+
+async fn get_owned(url: String) -> Result<(http::StatusCode, String), String> {
+    get(&client(), &url).await
+}
