@@ -1,5 +1,6 @@
 //! `POST /sites/{name}/drill {"duration": "30s"}` starts a drill (200 `{"drill": ID}`,
 //! 404 unknown site, 409 one already runs there); `DELETE` ends it now.
+//! `"abort_5xx": "5%"` sets the drill's own abort share (400 unless 0% to 100%).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,8 +10,8 @@ use hyper::body::Incoming;
 
 use super::weights::fleet_refusal;
 use super::{error, json, read_body, AdminResponse};
-use crate::config::parse_duration;
-use crate::control::{Control, DrillError, MAX_DRILL};
+use crate::config::{parse_duration, Share};
+use crate::control::{Control, DrillError, DrillOptions, MAX_DRILL};
 use crate::fleet::Fleet;
 
 pub async fn handle(
@@ -47,8 +48,20 @@ pub async fn handle(
     #[serde(deny_unknown_fields)]
     struct DrillBody {
         duration: String,
+        abort_5xx: Option<String>,
     }
-    let duration = match serde_json::from_slice::<DrillBody>(&body) {
+    let parsed = serde_json::from_slice::<DrillBody>(&body);
+    let abort_5xx = match parsed
+        .as_ref()
+        .ok()
+        .and_then(|b| b.abort_5xx.as_deref())
+        .map(Share::parse)
+    {
+        None => None,
+        Some(Ok(share)) => Some(share),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, &format!("abort_5xx: {e}")),
+    };
+    let duration = match parsed {
         Ok(b) => match parse_duration(&b.duration) {
             Ok(d) if !d.is_zero() && d <= MAX_DRILL => d,
             Ok(_) => return error(StatusCode::BAD_REQUEST, "duration must be more than 0 and at most 24h"),
@@ -77,7 +90,11 @@ pub async fn handle(
             None => error(StatusCode::SERVICE_UNAVAILABLE, "written to etcd, not yet applied here"),
         };
     }
-    match control.start_drill(site, duration) {
+    let options = DrillOptions {
+        abort_5xx,
+        program: None,
+    };
+    match control.start_drill_with(site, duration, options) {
         Ok(id) => json(StatusCode::OK, &serde_json::json!({ "drill": id })),
         Err(e) => refusal(&e),
     }

@@ -1,6 +1,8 @@
 //! Config loading: read the TOML file, parse it into plain data (`file`), validate it into
 //! the checked model (`model`). Shared by `run`, `check` and every reload.
 
+mod cron;
+mod drills;
 mod duration;
 mod events;
 mod file;
@@ -18,11 +20,13 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use cron::Schedule;
+pub use drills::Share;
 pub use duration::parse_duration;
 pub use model::{
-    AccessLog, Admin, AffinityKey, Backend, Config, CookieSigner, EventsConfig, Fleet, FleetTls, HealthCheck,
-    HostPattern, Limits, Listener, ListenerTls, LogFormat, LogTarget, Logging, Notify, NotifyTarget, Retry, Route,
-    Site, SiteTls, Timeouts,
+    AccessLog, Admin, AffinityKey, Backend, Config, CookieSigner, DrillProgram, Drills, EventsConfig, Fleet, FleetTls,
+    HealthCheck, HostPattern, Limits, Listener, ListenerTls, LogFormat, LogTarget, Logging, Notify, NotifyTarget,
+    Retry, Route, Site, SiteTls, Timeouts,
 };
 pub use problems::{Problem, MAX_WEIGHT};
 pub use routes::path_matches;

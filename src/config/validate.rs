@@ -10,7 +10,7 @@ use super::model::{
 };
 use super::problems::{Problem, Problems};
 use super::sites::{health_check, overprovision, validate_site, DEFAULT_OVERPROVISION};
-use super::{events, fleet, routes, tls};
+use super::{drills, events, fleet, routes, tls};
 
 /// Checks a parsed file; returns the model or every problem found. Relative TLS file
 /// paths are resolved against `base` (the config file's directory).
@@ -126,6 +126,8 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
         }
     }
 
+    let drills = drills::validate_drills(file.drills.as_ref(), &file.drill, &names, &mut problems);
+
     if problems.0.is_empty() {
         Ok(Config {
             workers,
@@ -143,6 +145,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
             notify,
             fleet,
             state_path,
+            drills,
         })
     } else {
         Err(problems.0)

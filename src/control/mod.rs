@@ -2,8 +2,11 @@
 //! drills (`drills`), health flips and slow-start ticks all rebuild the snapshot here,
 //! one at a time, publish it with one atomic swap, and hand old and new to the event
 //! observer. Requests never wait on anything in this module.
+//! Drills stop themselves through `abort` and run on a schedule through `programs`.
 
+mod abort;
 mod drills;
+mod programs;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -18,7 +21,7 @@ use crate::health::{spawn_prober, HealthRegistry};
 use crate::routing::{Decisions, Inputs, Routing};
 use crate::state::{Saved, SavedDrill, StateFile};
 
-pub use drills::{Drill, DrillError, MAX_DRILL};
+pub use drills::{Drill, DrillError, DrillOptions, ProgramLabel, MAX_DRILL};
 
 /// How often a ramping (slow-start) site's weight is recomputed.
 const RAMP_TICK: Duration = Duration::from_millis(250);
@@ -39,6 +42,8 @@ pub struct Control {
     /// Run-time decisions and the event observer; the lock also serialises publishing.
     state: Mutex<State>,
     pub events: Arc<Events>,
+    /// Client answers, counted by the proxy while a drill's abort watch runs.
+    answers: Arc<crate::telemetry::ClientAnswers>,
 }
 
 #[derive(Default)]
@@ -97,11 +102,13 @@ impl Control {
             registry,
             state: Mutex::new(state),
             events,
+            answers: Arc::default(),
         });
         for (site, id, left) in resumed {
             control.end_drill_after(site, id, left);
         }
         spawn_publisher(Arc::downgrade(&control), control.registry.changes.clone());
+        programs::spawn(Arc::downgrade(&control));
         control
     }
 
@@ -132,6 +139,7 @@ impl Control {
                     id: d.id,
                     started,
                     until: started + d.duration.as_millis() as u64,
+                    abort_5xx: d.abort_5xx,
                 };
                 (site.clone(), drill)
             })

@@ -42,6 +42,8 @@ pub enum Kind {
     Failback,
     DrillStarted,
     DrillEnded,
+    /// A drill program's drill that did not start (`reason`).
+    DrillSkipped,
 }
 
 impl Kind {
@@ -53,6 +55,7 @@ impl Kind {
             Kind::Failback => "failback",
             Kind::DrillStarted => "drill_started",
             Kind::DrillEnded => "drill_ended",
+            Kind::DrillSkipped => "drill_skipped",
         }
     }
 }
@@ -305,7 +308,7 @@ fn record_metrics(event: &Event) {
     let to = match event.kind {
         Kind::SiteDown | Kind::DrillStarted => "down",
         Kind::SiteUp | Kind::DrillEnded => "up",
-        Kind::Failover | Kind::Failback => return,
+        Kind::Failover | Kind::Failback | Kind::DrillSkipped => return,
     };
     metrics::counter!("splitgate_site_transitions_total", "site" => site, "to" => to).increment(1);
     if event.kind == Kind::SiteDown {
