@@ -1,7 +1,9 @@
 //! Drills that protect users: a drill whose peers answer 503 stops itself within
 //! seconds and its site gets traffic again; one request that gets a proxy error while
 //! its site is drilled stops it too; a drill with healthy peers runs to its end; a
-//! drill's own `abort_5xx` overrides `[drills] abort_5xx`, and a bad one is a 400.
+//! drill's own `abort_5xx` overrides `[drills] abort_5xx`, and a bad one is a 400; in
+//! a fleet, a drill that stopped itself on a member is not started again there by the
+//! fleet's next revision.
 
 mod common;
 
@@ -16,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+use common::etcd::{connected, fleet_section, weight_override, Etcd};
 use common::{client, config, eventually, site, Backend, Load, TestProxy};
 
 const HEALTH: &str = "[health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nfall = 2\nrise = 1\nslow_start = \"0s\"\n";
@@ -223,4 +226,46 @@ async fn a_drill_s_own_abort_share_overrides_the_default_and_a_bad_one_is_refuse
     println!("{event}; {} answered 200, {} not", tally.ok, tally.errors);
     assert_eq!(event["ended"], "time_up", "100% of 5xx is not more than 100%: {event}");
     assert!(tally.errors >= 20, "the peer answered 503 all along: {}", tally.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_aborted_on_a_fleet_member_is_not_started_again_by_the_next_revision() {
+    let Some(etcd) = Etcd::start() else { return };
+    let a = Backend::start("a").await;
+    let failing = answering_503().await;
+    let extra = format!("{HEALTH}{}", fleet_section(&etcd, "edge-1", "/sg/drills"));
+    let proxy = TestProxy::start(&config(
+        &extra,
+        &[site("a", 50, 0, &[a.addr]), site("b", 50, 0, &[failing])],
+    ))
+    .await;
+    eventually(Duration::from_secs(10), || connected(&proxy))
+        .await
+        .expect("the member connects to etcd");
+    let load = Load::start(proxy.url("/"), 2);
+    let (status, answer) = admin(&proxy, Method::POST, "/sites/a/drill", r#"{"duration": "60s"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["drill"].as_u64().unwrap();
+    let (took, event) = wait_for_end(&proxy, id, Duration::from_secs(30))
+        .await
+        .expect("the drill ended");
+    println!("aborted after {} ms: {event}", took.as_millis());
+    assert_eq!(event["ended"], "aborted", "{event}");
+    // Any new revision makes the member apply the fleet's decisions again, the drill
+    // key (still there for 60 s) among them.
+    assert!(etcd.ctl(&["put", "/sg/drills/sites/b/weight", "40"]));
+    let applied = eventually(Duration::from_secs(5), || weight_override(&proxy, "b") == Some(40)).await;
+    assert!(applied.is_some(), "the revision was applied");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.stop().await;
+    let started = proxy
+        .server
+        .control()
+        .events
+        .since(0)
+        .iter()
+        .filter(|e| e.kind == splitgate::events::Kind::DrillStarted)
+        .count();
+    assert_eq!(started, 1, "the aborted drill was started again");
+    assert!(proxy.server.control().drills().is_empty(), "no drill runs");
 }

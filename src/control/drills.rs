@@ -191,6 +191,12 @@ impl Control {
         self.finish_drill(site, None, Ending::Ended)
     }
 
+    /// The Unix ms at which the last drill on `site` that stopped itself was to end: a
+    /// fleet's decision to drill until then is not taken up again on this member.
+    pub fn aborted_drill_until(&self, site: &str) -> Option<u64> {
+        self.lock_state().aborted.get(site).copied()
+    }
+
     /// The drills running now.
     pub fn drills(&self) -> Vec<(String, Drill)> {
         let state = self.lock_state();
@@ -206,6 +212,10 @@ impl Control {
         };
         state.drills.remove(site);
         state.decisions.drilled.remove(site);
+        if let Ending::Aborted(_) = ending {
+            let until = unix_of(drill.started_ms) + drill.duration.as_millis() as u64;
+            state.aborted.insert(site.to_string(), until);
+        }
         let now = now_ms();
         state.decisions.ramp_from.insert(site.to_string(), now);
         let mut detail = Map::new();

@@ -51,6 +51,8 @@ struct State {
     decisions: Decisions,
     /// Drills running now, by site.
     drills: HashMap<String, Drill>,
+    /// Drills that stopped themselves, by site: the Unix ms each was to end at.
+    aborted: HashMap<String, u64>,
     observer: Observer,
 }
 
