@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
-use splitgate::events::{Event, Kind};
+use splitgate::events::Event;
 
 use common::process::BINARY;
 use common::{config, eventually, site, Backend, TestProxy};
@@ -27,14 +27,15 @@ fn program(site: &str, schedule: &str, duration: &str) -> String {
     format!("[[drill]]\nsite = \"{site}\"\nschedule = \"{schedule}\"\nduration = \"{duration}\"\n")
 }
 
-fn first(proxy: &TestProxy, kind: Kind) -> Option<Arc<Event>> {
+/// The first event of `kind` (`"drill_started"`).
+fn first(proxy: &TestProxy, kind: &str) -> Option<Arc<Event>> {
     proxy
         .server
         .control()
         .events
         .since(0)
         .into_iter()
-        .find(|e| e.kind == kind)
+        .find(|e| e.kind.name() == kind)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,8 +49,8 @@ async fn a_drill_program_due_every_minute_runs_within_its_minute() {
     .await;
     let since = splitgate::clock::unix_ms();
     let due = (since / MINUTE_MS + 1) * MINUTE_MS;
-    let waited = eventually(WAIT, || first(&proxy, Kind::DrillStarted).is_some()).await;
-    let started = first(&proxy, Kind::DrillStarted).expect("the program started its drill");
+    let waited = eventually(WAIT, || first(&proxy, "drill_started").is_some()).await;
+    let started = first(&proxy, "drill_started").expect("the program started its drill");
     println!(
         "drill started {} ms after its minute began (waited {:?} for it): {}",
         started.at_ms.saturating_sub(due),
@@ -65,10 +66,10 @@ async fn a_drill_program_due_every_minute_runs_within_its_minute() {
         "due at {due}, started at {}: not within its minute",
         started.at_ms
     );
-    assert!(first(&proxy, Kind::DrillSkipped).is_none());
-    let ended = eventually(Duration::from_secs(10), || first(&proxy, Kind::DrillEnded).is_some()).await;
+    assert!(first(&proxy, "drill_skipped").is_none());
+    let ended = eventually(Duration::from_secs(10), || first(&proxy, "drill_ended").is_some()).await;
     assert!(ended.is_some(), "the drill ends after its 2 s");
-    let ended = first(&proxy, Kind::DrillEnded).unwrap();
+    let ended = first(&proxy, "drill_ended").unwrap();
     assert_eq!(ended.detail["ended"], "time_up", "{}", ended.to_json());
     assert_eq!(ended.detail["drill"], started.id);
 }
@@ -86,8 +87,8 @@ async fn a_drill_program_the_guard_rails_refuse_is_skipped_with_the_reason() {
     let proxy = TestProxy::start(&config(&extra, &[site("a", 1, 0, &[a.addr])])).await;
     let since = splitgate::clock::unix_ms();
     let due = (since / MINUTE_MS + 1) * MINUTE_MS;
-    eventually(WAIT, || first(&proxy, Kind::DrillSkipped).is_some()).await;
-    let skipped = first(&proxy, Kind::DrillSkipped).expect("the program skipped its drill");
+    eventually(WAIT, || first(&proxy, "drill_skipped").is_some()).await;
+    let skipped = first(&proxy, "drill_skipped").expect("the program skipped its drill");
     println!(
         "skipped {} ms after its minute began: {}",
         skipped.at_ms.saturating_sub(due),
@@ -98,7 +99,7 @@ async fn a_drill_program_the_guard_rails_refuse_is_skipped_with_the_reason() {
     assert!(reason.contains("no other site would be left serving"), "{reason}");
     assert_eq!(skipped.detail["schedule"], "* * * * *");
     assert_eq!(skipped.detail["program"], "drill[0]");
-    assert!(first(&proxy, Kind::DrillStarted).is_none(), "no drill ran");
+    assert!(first(&proxy, "drill_started").is_none(), "no drill ran");
     assert!(proxy.server.control().drills().is_empty());
     assert!(
         proxy.server.control().current().sites[0].healthy,
