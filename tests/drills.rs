@@ -3,7 +3,7 @@
 //! its site is drilled stops it too; a drill with healthy peers runs to its end; a
 //! drill's own `abort_5xx` overrides `[drills] abort_5xx`, and a bad one is a 400; in
 //! a fleet, a drill that stopped itself on a member is not started again there by the
-//! fleet's next revision.
+//! fleet's next revision; `splitgate drill` says when and why a drill stopped itself.
 
 mod common;
 
@@ -268,4 +268,37 @@ async fn a_drill_aborted_on_a_fleet_member_is_not_started_again_by_the_next_revi
         .count();
     assert_eq!(started, 1, "the aborted drill was started again");
     assert!(proxy.server.control().drills().is_empty(), "no drill runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splitgate_drill_says_that_the_drill_stopped_itself_and_why() {
+    let a = Backend::start("a").await;
+    let failing = answering_503().await;
+    let proxy = TestProxy::start(&config(
+        HEALTH,
+        &[site("a", 50, 0, &[a.addr]), site("b", 50, 0, &[failing])],
+    ))
+    .await;
+    let load = Load::start(proxy.url("/"), 2);
+    let admin = proxy.server.admin_addr().unwrap().to_string();
+    let output = tokio::process::Command::new(common::process::BINARY)
+        .args([
+            "drill", "--admin", &admin, "--site", "a", "--for", "60s", "--wait", "20s",
+        ])
+        .output()
+        .await
+        .unwrap();
+    load.stop().await;
+    let text = String::from_utf8_lossy(&output.stdout);
+    println!("{text}");
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = text.lines().find(|l| l.trim_start().starts_with("aborted"));
+    assert!(
+        line.is_some_and(|l| l.contains("were 5xx") && l.contains("abort_5xx 1%")),
+        "{text}"
+    );
 }
