@@ -9,6 +9,7 @@
 //!   health), kept across reloads by the registry; the active prober; passive reports.
 //! - `control`: the single writer of the snapshot: config applies, weight overrides,
 //!   health changes and slow-start ticks all publish through it.
+//!   Drills too: their abort watch and the drill programs (cron) run there.
 //! - `upstream` + `body`: per-backend connection pools over hyper's connection-level
 //!   client (plain or TLS, HTTP/1.1 or h2, counted, with a connect deadline, quick ACKs
 //!   for Nagle backends), typed failures, replayable request bodies.

@@ -1,6 +1,7 @@
 //! `splitgate drill`: runs a drill on a running proxy through its admin API, waits for
 //! it to end and for the site to be back at full weight, and prints what clients saw
-//! (the `drill_started` and `drill_ended` events' figures). Every admin call has a
+//! (the `drill_started` and `drill_ended` events' figures, and why it stopped itself
+//! when it was aborted). Every admin call has a
 //! time limit, the wait has one too, and a progress line goes to stderr while it lasts.
 
 use std::net::SocketAddr;
@@ -242,7 +243,11 @@ async fn site_state(admin: SocketAddr, site: &str, token: Option<&str>, limit: D
 
 fn render(site: &str, started: &Value, ended: &Value) -> String {
     let ms = |v: &Value| v.as_u64().map_or("-".to_string(), human);
-    format!(
+    let aborted = match (ended["ended"].as_str(), ended["reason"].as_str()) {
+        (Some("aborted"), Some(reason)) => format!("  aborted            {reason}\n"),
+        _ => String::new(),
+    };
+    let report = format!(
         "drill on {site}\n  started            {}\n  traffic moved in   {}\n  client errors      {} ({} possible data loss)\n  retried elsewhere  {}\n  out for            {}\n  back to full weight {} after the drill ended\n",
         started["at"].as_str().unwrap_or("-"),
         ms(&started["traffic_moved_ms"]),
@@ -251,5 +256,6 @@ fn render(site: &str, started: &Value, ended: &Value) -> String {
         started["retried"],
         ms(&ended["down_ms"]),
         ms(&ended["full_weight_ms"]),
-    )
+    );
+    report + &aborted
 }

@@ -161,7 +161,7 @@ impl Server {
         if let Some((file, _)) = &kept {
             control.keep_in(file.clone());
         }
-        let proxy = Proxy::new(control.routing().clone(), Tracker::default());
+        let proxy = Proxy::new(control.routing().clone(), control.answers().clone(), Tracker::default());
         proxy.access_log.configure(control.current().config.access_log.as_ref());
         let listeners = bound
             .into_iter()

@@ -55,6 +55,9 @@ pub struct SavedDrill {
     /// Unix ms.
     pub started: u64,
     pub until: u64,
+    /// The drill's own `abort_5xx` (`None`: the config's `[drills] abort_5xx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_5xx: Option<crate::config::Share>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,6 +271,7 @@ mod tests {
                     id: 4,
                     started: 1,
                     until: 9,
+                    abort_5xx: crate::config::Share::parse("5%").ok(),
                 },
             )]),
             health: BTreeMap::from([(Saved::backend_key("a", "127.0.0.1:1"), false)]),

@@ -144,6 +144,67 @@ fn a_drill_of_the_only_site_that_panic_mode_kept_serving_is_no_outage() {
     assert_eq!(doc["sites"][0]["drills"].as_array().map(Vec::len), Some(1), "{doc}");
 }
 
+#[test]
+fn the_report_lists_drills_held_aborted_and_skipped_with_their_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = splitgate::clock::unix_ms();
+    let t = now - 3_600_000;
+    let started = |schedule: Option<&str>| json!({"cause": "drill", "detect_ms": 0, "traffic_moved_ms": 0, "client_errors": 0, "schedule": schedule});
+    let aborted = "30 of 30 client responses in the last 5 s were 5xx (100.0%), more than abort_5xx 1%";
+    let config = seed(
+        dir.path(),
+        &[(now - 2 * 3_600_000, now + 60_000, &["a"])],
+        &[
+            (1, "drill_started", "a", t, started(Some("0 3 * * TUE"))),
+            (
+                2,
+                "drill_ended",
+                "a",
+                t + 1_200,
+                json!({"drill": 1, "down_ms": 1_200, "ended": "aborted", "reason": aborted}),
+            ),
+            (3, "drill_started", "a", t + 60_000, started(None)),
+            (
+                4,
+                "drill_ended",
+                "a",
+                t + 90_000,
+                json!({"drill": 3, "down_ms": 30_000, "ended": "time_up"}),
+            ),
+            (
+                5,
+                "drill_skipped",
+                "a",
+                t + 120_000,
+                json!({"reason": "the site is not healthy", "schedule": "0 3 * * TUE", "program": "drill[0]"}),
+            ),
+        ],
+    );
+    let doc = report_json(&config);
+    let site = &doc["sites"][0];
+    assert_eq!(site["drill_count"], 2, "{doc}");
+    assert_eq!(site["drills_aborted"], 1, "{doc}");
+    assert_eq!(site["drills_skipped"], 1, "{doc}");
+    assert_eq!(site["drills"][0]["ended"], "aborted", "{doc}");
+    assert_eq!(site["drills"][0]["reason"], aborted, "{doc}");
+    assert_eq!(site["drills"][0]["schedule"], "0 3 * * TUE", "{doc}");
+    assert_eq!(site["drills"][1]["ended"], "time_up", "{doc}");
+    assert_eq!(site["skipped"][0]["reason"], "the site is not healthy", "{doc}");
+    assert_eq!(doc["service_outages"], 0, "a skipped drill is no outage: {doc}");
+    let (ok, text, err) = report(&config, &[]);
+    assert!(ok, "{text}{err}");
+    println!("{text}");
+    assert!(
+        text.contains("drills            2 held, 1 aborted, 1 skipped"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("out for 1.2 s, aborted: {aborted}")), "{text}");
+    assert!(
+        text.contains("(program \"0 3 * * TUE\"): the site is not healthy"),
+        "{text}"
+    );
+}
+
 /// Peak resident memory of this process so far, in KiB.
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

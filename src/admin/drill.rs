@@ -1,5 +1,6 @@
 //! `POST /sites/{name}/drill {"duration": "30s"}` starts a drill (200 `{"drill": ID}`,
 //! 404 unknown site, 409 one already runs there); `DELETE` ends it now.
+//! `"abort_5xx": "5%"` sets the drill's own abort share (400 unless 0% to 100%).
 
 use std::net::SocketAddr;
 
@@ -8,8 +9,8 @@ use hyper::body::Incoming;
 
 use super::weights::{fleet_refusal, forced, rails};
 use super::{error, json, read_body, AdminResponse, Operator};
-use crate::config::parse_duration;
-use crate::control::{Action, DrillError, MAX_DRILL};
+use crate::config::{parse_duration, Share};
+use crate::control::{Action, DrillError, DrillOptions, MAX_DRILL};
 
 pub async fn handle(request: Request<Incoming>, server: &dyn Operator, site: &str, peer: SocketAddr) -> AdminResponse {
     let (control, fleet) = (server.control(), server.fleet());
@@ -41,8 +42,20 @@ pub async fn handle(request: Request<Incoming>, server: &dyn Operator, site: &st
     #[serde(deny_unknown_fields)]
     struct DrillBody {
         duration: String,
+        abort_5xx: Option<String>,
     }
-    let duration = match serde_json::from_slice::<DrillBody>(&body) {
+    let parsed = serde_json::from_slice::<DrillBody>(&body);
+    let abort_5xx = match parsed
+        .as_ref()
+        .ok()
+        .and_then(|b| b.abort_5xx.as_deref())
+        .map(Share::parse)
+    {
+        None => None,
+        Some(Ok(share)) => Some(share),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, &format!("abort_5xx: {e}")),
+    };
+    let duration = match parsed {
         Ok(b) => match parse_duration(&b.duration) {
             Ok(d) if !d.is_zero() && d <= MAX_DRILL => d,
             Ok(_) => return error(StatusCode::BAD_REQUEST, "duration must be more than 0 and at most 24h"),
@@ -74,7 +87,11 @@ pub async fn handle(request: Request<Incoming>, server: &dyn Operator, site: &st
             None => error(StatusCode::SERVICE_UNAVAILABLE, "written to etcd, not yet applied here"),
         };
     }
-    match control.start_drill(site, duration) {
+    let options = DrillOptions {
+        abort_5xx,
+        program: None,
+    };
+    match control.start_drill_with(site, duration, options) {
         Ok(id) => json(StatusCode::OK, &serde_json::json!({ "drill": id })),
         Err(e) => refusal(&e),
     }

@@ -34,6 +34,27 @@ pub struct FileConfig {
     pub failback: Option<super::failback::FailbackFile>,
     pub safety: Option<super::failback::SafetyFile>,
     pub client_ip: Option<ClientIpFile>,
+    /// `[drills]`: how drills protect users.
+    pub drills: Option<DrillsFile>,
+    /// `[[drill]]`: drill programs.
+    #[serde(default)]
+    pub drill: Vec<DrillProgramFile>,
+}
+
+/// `[drills]`: when a running drill ends itself.
+#[derive(Debug, Deserialize, Default)]
+pub struct DrillsFile {
+    /// "1%": the share of 5xx client responses in 5 s past which a drill is aborted.
+    pub abort_5xx: Option<String>,
+}
+
+/// `[[drill]]`: a site drilled on a schedule.
+#[derive(Debug, Deserialize)]
+pub struct DrillProgramFile {
+    pub site: Option<String>,
+    /// Cron, five fields, UTC.
+    pub schedule: Option<String>,
+    pub duration: Option<String>,
 }
 
 /// `[state]`: where run-time decisions and health are kept across restarts.

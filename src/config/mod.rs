@@ -1,6 +1,8 @@
 //! Config loading: read the TOML file, parse it into plain data (`file`), validate it into
 //! the checked model (`model`). Shared by `run`, `check` and every reload.
 
+mod cron;
+mod drills;
 mod duration;
 mod events;
 mod failback;
@@ -19,11 +21,13 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use cron::Schedule;
+pub use drills::Share;
 pub use duration::parse_duration;
 pub use model::{
-    AccessLog, Admin, AffinityKey, Backend, Cidr, Config, CookieSigner, EventsConfig, Failback, Fleet, FleetTls,
-    HealthCheck, HostPattern, Limits, Listener, ListenerTls, LogFormat, LogTarget, Logging, Notify, NotifyTarget,
-    Protocol, Retry, Route, Safety, Site, SiteTls, Timeouts,
+    AccessLog, Admin, AffinityKey, Backend, Cidr, Config, CookieSigner, DrillProgram, Drills, EventsConfig, Failback,
+    Fleet, FleetTls, HealthCheck, HostPattern, Limits, Listener, ListenerTls, LogFormat, LogTarget, Logging, Notify,
+    NotifyTarget, Protocol, Retry, Route, Safety, Site, SiteTls, Timeouts,
 };
 pub use problems::{Problem, MAX_WEIGHT};
 pub use routes::path_matches;

@@ -33,6 +33,8 @@ pub struct Config {
     pub safety: Safety,
     /// `[client_ip] trusted`: forwarders whose X-Forwarded-For names the client.
     pub trusted_forwarders: Vec<Cidr>,
+    /// `[drills]` and `[[drill]]`.
+    pub drills: Drills,
 }
 
 impl Config {
@@ -456,4 +458,29 @@ impl Backend {
     pub fn addr(&self) -> &str {
         self.authority.as_str()
     }
+}
+
+/// `[drills]` and `[[drill]]`: when a running drill ends itself, and drill programs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drills {
+    /// A drill is aborted when more than this share of client responses in 5 s are 5xx.
+    pub abort_5xx: super::drills::Share,
+    pub programs: Vec<DrillProgram>,
+}
+
+impl Default for Drills {
+    fn default() -> Self {
+        Drills {
+            abort_5xx: super::drills::Share::DEFAULT_ABORT_5XX,
+            programs: Vec::new(),
+        }
+    }
+}
+
+/// One `[[drill]]`: `site` drilled for `duration` whenever `schedule` is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillProgram {
+    pub site: String,
+    pub schedule: super::cron::Schedule,
+    pub duration: Duration,
 }

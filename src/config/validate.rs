@@ -11,7 +11,7 @@ use super::model::{
 };
 use super::problems::{Problem, Problems};
 use super::sites::{health_check, overprovision, validate_site, DEFAULT_OVERPROVISION};
-use super::{events, failback, fleet, routes, tls};
+use super::{drills, events, failback, fleet, routes, tls};
 
 /// Checks a parsed file; returns the model or every problem found. Relative TLS file
 /// paths are resolved against `base` (the config file's directory).
@@ -143,6 +143,8 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
         }
     }
 
+    let drills = drills::validate_drills(file.drills.as_ref(), &file.drill, &names, &mut problems);
+
     if problems.0.is_empty() {
         Ok(Config {
             workers,
@@ -162,6 +164,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
             state_path,
             safety,
             trusted_forwarders,
+            drills,
         })
     } else {
         Err(problems.0)

@@ -2,7 +2,8 @@
 //! snapshot sees it as down: its traffic moves to its peers or the standby tier,
 //! retries and all), probed all along, and brought back through slow start when the
 //! time is up or the operator ends it. Each drill is an event pair measured like a
-//! real outage, so a rehearsal shows the recovery time clients would have seen.
+//! real outage, so a rehearsal shows the recovery time clients would have seen. A
+//! running drill is watched (`abort`) and ends itself when clients suffer from it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use serde_json::{Map, Value};
 use super::{Control, State};
 use crate::clock::now_ms;
 use crate::clock::{rfc3339, unix_ms, unix_of};
+use crate::config::Share;
 use crate::events::{Kind, Outage, Pending};
 use crate::state::SavedDrill;
 
@@ -26,6 +28,44 @@ pub struct Drill {
     /// Process-clock ms when it began.
     pub started_ms: u64,
     pub duration: Duration,
+    /// Its own `abort_5xx`; `None`: the config's `[drills] abort_5xx`.
+    pub abort_5xx: Option<Share>,
+}
+
+/// What a drill is asked with besides its site and duration.
+#[derive(Debug, Clone, Default)]
+pub struct DrillOptions {
+    /// The drill's own abort rule (`{"abort_5xx": "5%"}`).
+    pub abort_5xx: Option<Share>,
+    /// The drill program that starts it.
+    pub program: Option<ProgramLabel>,
+}
+
+/// A drill program as events name it: `drill[0]` and its schedule.
+#[derive(Debug, Clone)]
+pub struct ProgramLabel {
+    pub label: String,
+    pub schedule: String,
+}
+
+/// How a drill ended (`drill_ended`'s `ended`).
+pub(super) enum Ending {
+    /// Its duration passed.
+    TimeUp,
+    /// An operator (or the fleet) ended it.
+    Ended,
+    /// It stopped itself to protect users: `reason` and the figures, for the event.
+    Aborted(Map<String, Value>),
+}
+
+impl Ending {
+    fn name(&self) -> &'static str {
+        match self {
+            Ending::TimeUp => "time_up",
+            Ending::Ended => "ended",
+            Ending::Aborted(_) => "aborted",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,6 +92,7 @@ impl State {
                 id: saved.id,
                 started_ms,
                 duration,
+                abort_5xx: saved.abort_5xx,
             },
         );
         self.decisions.drilled.insert(site.to_string());
@@ -64,6 +105,16 @@ impl State {
 impl Control {
     /// Takes `site` out for `duration`; returns the `drill_started` event's id.
     pub fn start_drill(self: &Arc<Self>, site: &str, duration: Duration) -> Result<u64, DrillError> {
+        self.start_drill_with(site, duration, DrillOptions::default())
+    }
+
+    /// As `start_drill`, with the drill's own abort rule, or as a drill program's.
+    pub fn start_drill_with(
+        self: &Arc<Self>,
+        site: &str,
+        duration: Duration,
+        options: DrillOptions,
+    ) -> Result<u64, DrillError> {
         let duration = duration.min(MAX_DRILL);
         let mut state = self.lock_state();
         let current = self.current();
@@ -73,13 +124,21 @@ impl Control {
         if state.drills.contains_key(site) {
             return Err(DrillError::AlreadyRunning(site.to_string()));
         }
+        // Answers count from before the site goes out (the watch takes over below).
+        let _counting = self.answers.watch();
         let now = now_ms();
         let backends = route.backends.clone();
+        let abort_5xx = options.abort_5xx.unwrap_or(current.config.drills.abort_5xx);
         let mut detail = Map::new();
         detail.insert("cause".into(), "drill".into());
         detail.insert("duration_ms".into(), (duration.as_millis() as u64).into());
         detail.insert("first_failure_at".into(), rfc3339(unix_of(now)).into());
         detail.insert("detect_ms".into(), 0.into());
+        detail.insert("abort_5xx".into(), abort_5xx.to_string().into());
+        if let Some(program) = &options.program {
+            detail.insert("program".into(), program.label.clone().into());
+            detail.insert("schedule".into(), program.schedule.clone().into());
+        }
         let id = self.events.observe(Pending {
             kind: Kind::DrillStarted,
             site: Some(site.to_string()),
@@ -91,13 +150,15 @@ impl Control {
                 first_failure_ms: now,
             }),
         });
-        tracing::warn!(site, ?duration, drill = id, "drill started: the site is taken out");
+        tracing::warn!(site, ?duration, drill = id, abort_5xx = %abort_5xx, program = options.program.as_ref().map(|p| p.label.as_str()),
+            "drill started: the site is taken out");
         state.drills.insert(
             site.to_string(),
             Drill {
                 id,
                 started_ms: now,
                 duration,
+                abort_5xx: options.abort_5xx,
             },
         );
         state.decisions.drilled.insert(site.to_string());
@@ -109,13 +170,15 @@ impl Control {
         Ok(id)
     }
 
-    /// Ends drill `id` on `site` when `left` has passed (unless it ended before).
+    /// Ends drill `id` on `site` when `left` has passed (unless it ended before), and
+    /// watches it meanwhile (`abort`).
     pub(super) fn end_drill_after(self: &Arc<Self>, site: String, id: u64, left: Duration) {
+        self.watch_drill(site.clone(), id);
         let control = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep(left).await;
             if let Some(control) = control.upgrade() {
-                let _ = control.finish_drill(&site, Some(id), "time_up");
+                let _ = control.finish_drill(&site, Some(id), Ending::TimeUp);
             }
         });
     }
@@ -125,7 +188,13 @@ impl Control {
         if !self.current().sites.iter().any(|s| s.name == site) {
             return Err(DrillError::UnknownSite(site.to_string()));
         }
-        self.finish_drill(site, None, "ended")
+        self.finish_drill(site, None, Ending::Ended)
+    }
+
+    /// The Unix ms at which the last drill on `site` that stopped itself was to end: a
+    /// fleet's decision to drill until then is not taken up again on this member.
+    pub fn aborted_drill_until(&self, site: &str) -> Option<u64> {
+        self.lock_state().aborted.get(site).copied()
     }
 
     /// The drills running now.
@@ -134,8 +203,8 @@ impl Control {
         state.drills.iter().map(|(s, d)| (s.clone(), d.clone())).collect()
     }
 
-    /// Ends the drill on `site` (only drill `only`, for its timer).
-    fn finish_drill(&self, site: &str, only: Option<u64>, how: &str) -> Result<u64, DrillError> {
+    /// Ends the drill on `site` (only drill `only`, for its timer and its watch).
+    pub(super) fn finish_drill(&self, site: &str, only: Option<u64>, ending: Ending) -> Result<u64, DrillError> {
         let mut state = self.lock_state();
         let drill = match state.drills.get(site) {
             Some(d) if only.is_none_or(|id| id == d.id) => d.clone(),
@@ -143,13 +212,21 @@ impl Control {
         };
         state.drills.remove(site);
         state.decisions.drilled.remove(site);
+        if let Ending::Aborted(_) = ending {
+            let until = unix_of(drill.started_ms) + drill.duration.as_millis() as u64;
+            state.aborted.insert(site.to_string(), until);
+        }
         let now = now_ms();
         state.decisions.ramp_from.insert(site.to_string(), now);
         let mut detail = Map::new();
         detail.insert("drill".into(), drill.id.into());
         detail.insert("down_ms".into(), now.saturating_sub(drill.started_ms).into());
-        detail.insert("ended".into(), how.into());
+        detail.insert("ended".into(), ending.name().into());
         detail.insert("full_weight_ms".into(), Value::Null);
+        let how = ending.name();
+        if let Ending::Aborted(abort) = ending {
+            detail.extend(abort);
+        }
         let id = self.events.observe(Pending {
             kind: Kind::DrillEnded,
             site: Some(site.to_string()),

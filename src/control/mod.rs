@@ -2,9 +2,12 @@
 //! drills (`drills`), health flips and slow-start ticks all rebuild the snapshot here,
 //! one at a time, publish it with one atomic swap, and hand old and new to the event
 //! observer. Requests never wait on anything in this module.
+//! Drills stop themselves through `abort` and run on a schedule through `programs`.
 
+mod abort;
 mod drills;
 mod failback;
+mod programs;
 mod safety;
 
 use std::collections::HashMap;
@@ -20,7 +23,7 @@ use crate::health::{spawn_prober, HealthRegistry};
 use crate::routing::{Decisions, Inputs, Routing};
 use crate::state::{Saved, SavedDrill, SavedHold, StateFile};
 
-pub use drills::{Drill, DrillError, MAX_DRILL};
+pub use drills::{Drill, DrillError, DrillOptions, ProgramLabel, MAX_DRILL};
 pub use failback::FailbackError;
 pub use safety::{Action, Refused};
 
@@ -45,6 +48,8 @@ pub struct Control {
     /// Run-time decisions and the event observer; the lock also serialises publishing.
     state: Mutex<State>,
     pub events: Arc<Events>,
+    /// Client answers, counted by the proxy while a drill's abort watch runs.
+    answers: Arc<crate::telemetry::ClientAnswers>,
 }
 
 #[derive(Default)]
@@ -54,6 +59,8 @@ struct State {
     drills: HashMap<String, Drill>,
     /// Each site's failback state (holds and flaps are in `decisions`).
     failback: HashMap<String, failback::SiteFailback>,
+    /// Drills that stopped themselves, by site: the Unix ms each was to end at.
+    aborted: HashMap<String, u64>,
     observer: Observer,
 }
 
@@ -111,6 +118,7 @@ impl Control {
             registry,
             state: Mutex::new(state),
             events,
+            answers: Arc::default(),
         });
         let _ = control.me.set(Arc::downgrade(&control));
         for (site, id, left) in resumed {
@@ -122,6 +130,7 @@ impl Control {
             }
         }
         spawn_publisher(Arc::downgrade(&control), control.registry.changes.clone());
+        programs::spawn(Arc::downgrade(&control));
         control
     }
 
@@ -152,6 +161,7 @@ impl Control {
                     id: d.id,
                     started,
                     until: started + d.duration.as_millis() as u64,
+                    abort_5xx: d.abort_5xx,
                 };
                 (site.clone(), drill)
             })

@@ -46,6 +46,8 @@ pub enum Kind {
     SiteRecovered,
     /// An operator's action went through the guard rails with `force`.
     Forced,
+    /// A drill program's drill that did not start (`reason`).
+    DrillSkipped,
 }
 
 impl Kind {
@@ -59,6 +61,7 @@ impl Kind {
             Kind::DrillEnded => "drill_ended",
             Kind::SiteRecovered => "site_recovered",
             Kind::Forced => "forced",
+            Kind::DrillSkipped => "drill_skipped",
         }
     }
 }
@@ -311,7 +314,7 @@ fn record_metrics(event: &Event) {
     let to = match event.kind {
         Kind::SiteDown | Kind::DrillStarted => "down",
         Kind::SiteUp | Kind::DrillEnded => "up",
-        Kind::Failover | Kind::Failback | Kind::SiteRecovered | Kind::Forced => return,
+        Kind::Failover | Kind::Failback | Kind::SiteRecovered | Kind::Forced | Kind::DrillSkipped => return,
     };
     metrics::counter!("splitgate_site_transitions_total", "site" => site, "to" => to).increment(1);
     if event.kind == Kind::SiteDown {

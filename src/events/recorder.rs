@@ -291,7 +291,7 @@ impl Recorder {
             Kind::SiteUp => site.down_since_ms = None,
             Kind::DrillStarted => site.drilled = true,
             Kind::DrillEnded => site.drilled = false,
-            Kind::Failover | Kind::Failback | Kind::SiteRecovered | Kind::Forced => {}
+            Kind::Failover | Kind::Failback | Kind::SiteRecovered | Kind::Forced | Kind::DrillSkipped => {}
         }
     }
 

@@ -182,7 +182,12 @@ impl Fleet {
         let now = unix_ms();
         let running: Vec<String> = self.control.drills().into_iter().map(|(site, _)| site).collect();
         for (site, &until) in drills {
-            if until > now && !running.contains(site) {
+            // A drill that stopped itself here is not started again for the same decision.
+            let aborted_here = self
+                .control
+                .aborted_drill_until(site)
+                .is_some_and(|at| at.abs_diff(until) < 1000);
+            if until > now && !running.contains(site) && !aborted_here {
                 // A value written by hand may say "for ever": no drill runs past 24 h.
                 let left = Duration::from_millis(until - now).min(crate::control::MAX_DRILL);
                 let _ = self.control.start_drill(site, left);

@@ -39,6 +39,8 @@ struct Outcome {
     last_pick: Option<Pick>,
     attempts: u32,
     upstream: Option<std::time::Duration>,
+    /// Answered with a proxy error while a site of the request's split was drilled.
+    drill_error: bool,
 }
 
 impl Proxy {
@@ -98,6 +100,7 @@ impl Proxy {
             return Ok(response.map(|body| ResponseBody::new(body, None, log, in_flight)));
         }
         let (response, outcome) = self.try_backends(&routing, request, &client, started).await;
+        self.answers.record(response.status(), outcome.drill_error);
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             in_flight.tunnelled();
         }
@@ -152,6 +155,7 @@ impl Proxy {
             last_pick: None,
             attempts: 0,
             upstream: None,
+            drill_error: false,
         };
         let mut last_error: Option<SendError> = None;
         for attempt in 0..attempts {
@@ -237,6 +241,7 @@ impl Proxy {
             }
         }
         let response = failure_response(last_error.as_ref(), &method, &path);
+        outcome.drill_error = !matches!(last_error, Some(SendError::ClientBody(_))) && drilled_in(routing, &plan);
         match outcome.last_pick {
             Some(pick) => {
                 let backend = routing.backend(pick);
@@ -252,6 +257,16 @@ impl Proxy {
         }
         (response, outcome)
     }
+}
+
+/// A site the plan's split gives weight to is drilled (looked at on failures only).
+fn drilled_in(routing: &Routing, plan: &crate::routing::Plan) -> bool {
+    let split = routing.split(plan);
+    routing
+        .sites
+        .iter()
+        .zip(&split.weights)
+        .any(|(site, &weight)| site.drilled && weight > 0)
 }
 
 /// A 101 to a request that asked for no upgrade leaves nothing to tunnel (the

@@ -20,7 +20,7 @@ use crate::access_log::AccessLog;
 use crate::retry::RetryBudget;
 use crate::routing::Routing;
 use crate::shutdown::Tracker;
-use crate::telemetry::ClientMetrics;
+use crate::telemetry::{ClientAnswers, ClientMetrics};
 
 pub use activity::InFlight;
 pub use listener::{bind_listener, spawn_listener, ListenerHandle};
@@ -40,10 +40,12 @@ pub struct Proxy {
     /// One permit per open client connection (`[limits].max_connections`); a listener
     /// waits for a permit before it accepts, so a flood waits in the kernel's backlog.
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// Client answers counted for a running drill's abort watch (the control plane's).
+    pub answers: Arc<ClientAnswers>,
 }
 
 impl Proxy {
-    pub fn new(routing: Arc<ArcSwap<Routing>>, tracker: Tracker) -> Arc<Proxy> {
+    pub fn new(routing: Arc<ArcSwap<Routing>>, answers: Arc<ClientAnswers>, tracker: Tracker) -> Arc<Proxy> {
         let current = routing.load();
         let backends = current.sites.iter().map(|s| s.backends.len()).sum();
         let admin = current.config.admin.as_ref().map_or(0, |a| a.max_connections);
@@ -56,6 +58,7 @@ impl Proxy {
             access_log: AccessLog::default(),
             client_metrics: ClientMetrics::new(),
             connections: Arc::new(tokio::sync::Semaphore::new(max_connections)),
+            answers,
         })
     }
 }

@@ -67,8 +67,14 @@ pub struct SiteReport {
     pub retried: u64,
     /// Drills held in the window.
     pub drill_count: u64,
+    /// Of them, drills that stopped themselves to protect users.
+    pub drills_aborted: u64,
+    /// Drill programs' drills that did not start (the guard rails, an unhealthy site).
+    pub drills_skipped: u64,
     /// The newest of them (at most 100).
     pub drills: Vec<DrillReport>,
+    /// The newest skipped ones (at most 100), with their reason.
+    pub skipped: Vec<SkippedDrill>,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,6 +83,20 @@ pub struct DrillReport {
     pub traffic_moved_ms: u64,
     pub client_errors: u64,
     pub down_ms: Option<u64>,
+    /// `time_up`, `ended` or `aborted` (`None` while it runs, or when not recorded).
+    pub ended: Option<String>,
+    /// Why it was aborted.
+    pub reason: Option<String>,
+    /// The schedule of the drill program that started it.
+    pub schedule: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SkippedDrill {
+    pub at: String,
+    pub reason: String,
+    /// The drill program's schedule.
+    pub schedule: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -190,6 +210,14 @@ fn assemble(totals: Totals, days: u64) -> Report {
             "the history has no record of {} of the window (the proxy was not running, or its \
              events could not be kept): unknown time, not counted",
             human(unknown)
+        ));
+    }
+    for site in sites.iter().filter(|s| s.drills_skipped > s.skipped.len() as u64) {
+        notes.push(format!(
+            "site {}: {} drills skipped, the newest {} listed",
+            site.name,
+            site.drills_skipped,
+            site.skipped.len()
         ));
     }
     for site in sites.iter().filter(|s| s.drill_count > s.drills.len() as u64) {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use serde_json::Value;
 
-use super::{assemble, DrillReport, Figures, Report, SiteReport, Totals, LISTED_DRILLS};
+use super::{assemble, DrillReport, Figures, Report, SiteReport, SkippedDrill, Totals, LISTED_DRILLS};
 use crate::clock::rfc3339;
 use crate::events::history::{Run, RunSite};
 use crate::events::{Event, Kind};
@@ -29,6 +29,7 @@ pub struct Tally {
 struct SiteTally {
     report: SiteReport,
     drills: VecDeque<DrillReport>,
+    skipped: VecDeque<SkippedDrill>,
     detect: Vec<u64>,
     traffic_moved: Vec<u64>,
 }
@@ -70,6 +71,7 @@ impl Tally {
                 detect: Figures::of(tally.detect),
                 traffic_moved: Figures::of(tally.traffic_moved),
                 drills: tally.drills.into(),
+                skipped: tally.skipped.into(),
                 ..tally.report
             })
             .collect();
@@ -143,6 +145,7 @@ impl<'a> Replay<'a> {
             return;
         };
         let number = |key: &str| event.detail.get(key).and_then(Value::as_u64);
+        let text = |key: &str| event.detail.get(key).and_then(Value::as_str).map(str::to_string);
         let counted = at >= self.tally.from && at <= self.tally.to;
         let mut went_down_at = at;
         match event.kind {
@@ -186,6 +189,9 @@ impl<'a> Replay<'a> {
                         traffic_moved_ms: moved,
                         client_errors: number("client_errors").unwrap_or(0),
                         down_ms: None,
+                        ended: None,
+                        reason: None,
+                        schedule: text("schedule"),
                     });
                 }
             }
@@ -194,6 +200,25 @@ impl<'a> Replay<'a> {
                 let site = self.tally.site(&name);
                 if let Some(drill) = site.drills.back_mut().filter(|d| d.down_ms.is_none()) {
                     drill.down_ms = number("down_ms");
+                    drill.ended = text("ended");
+                    drill.reason = text("reason");
+                }
+                if counted && text("ended").as_deref() == Some("aborted") {
+                    site.report.drills_aborted += 1;
+                }
+            }
+            Kind::DrillSkipped => {
+                if counted {
+                    let site = self.tally.site(&name);
+                    site.report.drills_skipped += 1;
+                    if site.skipped.len() == LISTED_DRILLS {
+                        site.skipped.pop_front();
+                    }
+                    site.skipped.push_back(SkippedDrill {
+                        at: rfc3339(at),
+                        reason: text("reason").unwrap_or_default(),
+                        schedule: text("schedule"),
+                    });
                 }
             }
             Kind::Failover | Kind::Failback => {}

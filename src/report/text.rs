@@ -51,15 +51,35 @@ pub fn render(report: &Report) -> String {
             "  client errors     {} ({} possible data loss), {} retried elsewhere",
             site.client_errors, site.possible_data_loss, site.retried
         );
+        let _ = writeln!(
+            out,
+            "  drills            {} held, {} aborted, {} skipped",
+            site.drill_count, site.drills_aborted, site.drills_skipped
+        );
         for drill in &site.drills {
+            let program = drill
+                .schedule
+                .as_ref()
+                .map_or(String::new(), |s| format!(" (program \"{s}\")"));
+            let aborted = match (&drill.ended, &drill.reason) {
+                (Some(ended), Some(reason)) if ended == "aborted" => format!(", aborted: {reason}"),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  drill {}: traffic moved in {}, {} client errors, out for {}",
+                "  drill {}{program}: traffic moved in {}, {} client errors, out for {}{aborted}",
                 drill.at,
                 human(drill.traffic_moved_ms),
                 drill.client_errors,
                 opt(drill.down_ms)
             );
+        }
+        for skipped in &site.skipped {
+            let program = skipped
+                .schedule
+                .as_ref()
+                .map_or(String::new(), |s| format!(" (program \"{s}\")"));
+            let _ = writeln!(out, "  drill skipped {}{program}: {}", skipped.at, skipped.reason);
         }
     }
     let _ = writeln!(
