@@ -120,28 +120,7 @@ pub fn load(path: &Path) -> Result<Option<Saved>, StateError> {
     Ok(Some(saved))
 }
 
-/// Whether a state file can be written at `path`: its directory exists and takes a new
-/// file (tried with a file of our own, removed at once).
-pub fn check_writable(path: &Path) -> Result<(), String> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(format!("directory {} does not exist", dir.display()));
-    }
-    if path.is_dir() {
-        return Err(format!("{} is a directory; name a file in it", path.display()));
-    }
-    let probe = dir.join(format!(".splitgate-write-check-{}", std::process::id()));
-    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => Err(format!("directory {} cannot be written: {e}", dir.display())),
-    }
-}
+pub use crate::config::check_writable;
 
 /// Writes `saved` atomically: a temporary file beside it, fsynced, renamed over it, and
 /// the directory fsynced.

@@ -4,26 +4,9 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
+use super::file::{FailbackFile, SafetyFile};
 use super::model::{Failback, Safety};
 use super::problems::Problems;
-
-/// `[failback]` or a site's `failback = { ... }`, as written.
-#[derive(Debug, Deserialize, Default, Clone)]
-pub struct FailbackFile {
-    pub mode: Option<String>,
-    pub hold: Option<String>,
-    pub flap_window: Option<String>,
-    pub flap_hold: Option<String>,
-    pub max_hold: Option<String>,
-}
-
-/// `[safety]`, as written.
-#[derive(Debug, Deserialize, Default)]
-pub struct SafetyFile {
-    pub min_serving_sites: Option<i64>,
-}
 
 /// `file` over `base` (the defaults, or `[failback]` for a site's own).
 pub(super) fn failback(file: &FailbackFile, base: &Failback, prefix: &str, problems: &mut Problems) -> Failback {

@@ -31,8 +31,8 @@ pub struct FileConfig {
     pub notify: Vec<NotifyFile>,
     pub fleet: Option<FleetFile>,
     pub state: Option<StateFileSection>,
-    pub failback: Option<super::failback::FailbackFile>,
-    pub safety: Option<super::failback::SafetyFile>,
+    pub failback: Option<FailbackFile>,
+    pub safety: Option<SafetyFile>,
     pub client_ip: Option<ClientIpFile>,
     /// `[drills]`: how drills protect users.
     pub drills: Option<DrillsFile>,
@@ -247,7 +247,23 @@ pub struct SiteFile {
     pub backends: Vec<String>,
     pub health: Option<HealthFile>,
     pub tls: Option<SiteTlsFile>,
-    pub failback: Option<super::failback::FailbackFile>,
+    pub failback: Option<FailbackFile>,
     /// "http1", "h2c" or "h2".
     pub protocol: Option<String>,
+}
+
+/// `[failback]` or a site's `failback = { ... }`, as written.
+#[derive(Debug, Deserialize, Default, Clone)]
+pub struct FailbackFile {
+    pub mode: Option<String>,
+    pub hold: Option<String>,
+    pub flap_window: Option<String>,
+    pub flap_hold: Option<String>,
+    pub max_hold: Option<String>,
+}
+
+/// `[safety]`, as written.
+#[derive(Debug, Deserialize, Default)]
+pub struct SafetyFile {
+    pub min_serving_sites: Option<i64>,
 }

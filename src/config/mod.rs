@@ -13,6 +13,7 @@ mod pinned;
 mod problems;
 mod routes;
 mod shape;
+mod share;
 mod sites;
 mod syntax;
 mod tls;
@@ -22,7 +23,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use cron::Schedule;
-pub use drills::Share;
 pub use duration::parse_duration;
 pub use model::{
     AccessLog, Admin, AffinityKey, Backend, Cidr, Config, CookieSigner, DrillProgram, Drills, EventsConfig, Failback,
@@ -31,6 +31,7 @@ pub use model::{
 };
 pub use problems::{Problem, MAX_WEIGHT};
 pub use routes::path_matches;
+pub use share::Share;
 
 /// Why a config could not be used. `Display` writes one line per problem, each naming
 /// the file and the key, as `splitgate check` prints them.
@@ -137,6 +138,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             problems.extend(more.into_iter().filter(|p| !about_known(&p.key)));
             Err(invalid(problems))
         }
+    }
+}
+
+/// Whether a file (the state file) can be written at `path`: its directory exists and takes a new
+/// file (tried with a file of our own, removed at once).
+pub fn check_writable(path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("directory {} does not exist", dir.display()));
+    }
+    if path.is_dir() {
+        return Err(format!("{} is a directory; name a file in it", path.display()));
+    }
+    let probe = dir.join(format!(".splitgate-write-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!("directory {} cannot be written: {e}", dir.display())),
     }
 }
 

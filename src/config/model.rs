@@ -464,14 +464,14 @@ impl Backend {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drills {
     /// A drill is aborted when more than this share of client responses in 5 s are 5xx.
-    pub abort_5xx: super::drills::Share,
+    pub abort_5xx: super::share::Share,
     pub programs: Vec<DrillProgram>,
 }
 
 impl Default for Drills {
     fn default() -> Self {
         Drills {
-            abort_5xx: super::drills::Share::DEFAULT_ABORT_5XX,
+            abort_5xx: super::share::Share::DEFAULT_ABORT_5XX,
             programs: Vec::new(),
         }
     }

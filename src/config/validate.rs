@@ -133,7 +133,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
         None => fleet.as_ref().and_then(|f| f.state.clone()),
     };
     if let Some(path) = &state_path {
-        if let Err(reason) = crate::state::check_writable(path) {
+        if let Err(reason) = super::check_writable(path) {
             let key = if file.state.is_some() {
                 "state.path"
             } else {

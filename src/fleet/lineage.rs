@@ -9,29 +9,13 @@
 use serde_json::{json, Value};
 
 use super::state::Decisions;
+pub use super::state::Epoch;
 use crate::clock::{rfc3339, unix_ms};
 
-/// The epoch key's value as read: its number and the id written with it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Epoch {
-    pub number: u64,
-    pub id: String,
-}
-
-impl Epoch {
-    /// `{"epoch": N, "id": "...", ...}` with N > 0.
-    pub fn parse(value: &[u8]) -> Option<Epoch> {
-        let value: Value = serde_json::from_slice(value).ok()?;
-        let number = value["epoch"].as_u64().filter(|&e| e > 0)?;
-        let id = value["id"].as_str().unwrap_or_default().to_string();
-        Some(Epoch { number, id })
-    }
-
-    /// A new epoch's value, written by `member`.
-    pub fn value(number: u64, member: &str, confirmed: bool) -> String {
-        json!({"epoch": number, "id": random_id(), "by": member, "at": rfc3339(unix_ms()), "confirmed": confirmed})
-            .to_string()
-    }
+/// A new epoch's value, written by `member`.
+pub fn epoch_value(number: u64, member: &str, confirmed: bool) -> String {
+    json!({"epoch": number, "id": random_id(), "by": member, "at": rfc3339(unix_ms()), "confirmed": confirmed})
+        .to_string()
 }
 
 /// What etcd's current view is, as the session read it.

@@ -304,7 +304,7 @@ impl Fleet {
         let number = kept.epoch.max(etcd_epoch).max(1) + 1;
         let mut ops = vec![etcd_client::TxnOp::put(
             format!("{prefix}/epoch"),
-            lineage::Epoch::value(number, &self.name, true),
+            lineage::epoch_value(number, &self.name, true),
             None,
         )];
         if keep {

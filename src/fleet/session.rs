@@ -134,7 +134,7 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
             )])
             .and_then([etcd_client::TxnOp::put(
                 key.as_str(),
-                Epoch::value(1, &fleet.name, false),
+                lineage::epoch_value(1, &fleet.name, false),
                 None,
             )]);
         client.txn(create).await.map_err(|e| format!("epoch: {e}"))?;

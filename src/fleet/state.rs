@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::lineage::Epoch;
 use crate::config::MAX_WEIGHT;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +112,23 @@ fn set_or_keep<T: Copy>(map: &mut HashMap<String, T>, last: &HashMap<String, T>,
 
 fn shown_key(key: &str) -> String {
     shown(key.as_bytes())
+}
+
+/// The epoch key's value as read: its number and the id written with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Epoch {
+    pub number: u64,
+    pub id: String,
+}
+
+impl Epoch {
+    /// `{"epoch": N, "id": "...", ...}` with N > 0.
+    pub fn parse(value: &[u8]) -> Option<Epoch> {
+        let value: serde_json::Value = serde_json::from_slice(value).ok()?;
+        let number = value["epoch"].as_u64().filter(|&e| e > 0)?;
+        let id = value["id"].as_str().unwrap_or_default().to_string();
+        Some(Epoch { number, id })
+    }
 }
 
 /// What one key under the prefix means.
