@@ -40,6 +40,8 @@ enum Inner {
     Streaming(Incoming),
     /// Not polled yet: the body still sits in the slot shared with a `Replay`.
     Parked(Slot, SizeHint),
+    /// A few bytes of the proxy's own (a gRPC health check's request).
+    Fixed(Option<Bytes>),
 }
 
 /// Hands the body to the next attempt, if no byte of it was read by the previous one.
@@ -70,6 +72,15 @@ impl RequestBody {
     pub fn empty() -> Self {
         RequestBody {
             inner: Inner::Empty,
+            allowed: u64::MAX,
+            progress: None,
+        }
+    }
+
+    /// The proxy's own few bytes (a probe's request), sent whole.
+    pub fn fixed(bytes: Bytes) -> Self {
+        RequestBody {
+            inner: Inner::Fixed(Some(bytes)),
             allowed: u64::MAX,
             progress: None,
         }
@@ -126,6 +137,7 @@ impl Body for RequestBody {
         loop {
             match &mut self.inner {
                 Inner::Empty => return Poll::Ready(None),
+                Inner::Fixed(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
                 Inner::Streaming(body) => {
                     let mut polled = Pin::new(&mut *body).poll_frame(cx).map_err(BoxError::from);
                     let ended = body.is_end_stream();
@@ -161,6 +173,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Empty => true,
+            Inner::Fixed(bytes) => bytes.is_none(),
             Inner::Streaming(body) => body.is_end_stream(),
             Inner::Parked(..) => false,
         }
@@ -169,6 +182,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Empty => SizeHint::with_exact(0),
+            Inner::Fixed(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Streaming(body) => body.size_hint(),
             Inner::Parked(_, hint) => *hint,
         }

@@ -217,6 +217,8 @@ pub struct HealthFile {
     pub rise: Option<i64>,
     pub slow_start: Option<String>,
     pub consecutive_5xx: Option<i64>,
+    /// Probes call the gRPC health protocol (`grpc.health.v1.Health/Check`).
+    pub grpc: Option<bool>,
     /// A site keeps its full weight while `overprovision x healthy/total >= 1`.
     pub overprovision: Option<f64>,
 }

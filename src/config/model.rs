@@ -371,6 +371,8 @@ pub struct HealthCheck {
     pub slow_start: Duration,
     /// Consecutive 5xx answers on live traffic that mark a backend down; 0 = off.
     pub consecutive_5xx: u32,
+    /// Probes call `grpc.health.v1.Health/Check` (SERVING = healthy) instead of a GET.
+    pub grpc: bool,
 }
 
 impl Default for HealthCheck {
@@ -383,6 +385,7 @@ impl Default for HealthCheck {
             rise: 2,
             slow_start: Duration::from_secs(10),
             consecutive_5xx: 0,
+            grpc: false,
         }
     }
 }

@@ -53,6 +53,7 @@ pub(super) fn health_check(
             base.consecutive_5xx,
             (0, 1000),
         ),
+        grpc: file.grpc.unwrap_or(base.grpc),
     };
     if check.interval.is_zero() {
         problems.add(format!("{prefix}.interval"), "must be greater than zero");
@@ -170,6 +171,12 @@ pub(super) fn validate_site(
             Protocol::Http1
         }
     };
+    if health.grpc && protocol == Protocol::Http1 {
+        problems.add(
+            format!("{key}.health.grpc"),
+            "gRPC health checks need HTTP/2 to the backends: protocol = \"h2c\" (or \"h2\" with tls)",
+        );
+    }
     Some(Site {
         name: name?,
         weight,

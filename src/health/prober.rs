@@ -25,7 +25,11 @@ pub fn spawn_prober(backend: Arc<Backend>) {
         tokio::time::sleep(first.mul_f64(random_fraction() * 0.5)).await;
         while !backend.is_retired() {
             let check = backend.check.load_full();
-            let outcome = probe(&backend, &check.path, check.timeout).await;
+            let outcome = if check.grpc {
+                grpc_probe(&backend, check.timeout).await
+            } else {
+                probe(&backend, &check.path, check.timeout).await
+            };
             if backend.is_retired() {
                 break;
             }
@@ -98,6 +102,64 @@ async fn probe(backend: &Backend, path: &PathAndQuery, timeout: Duration) -> Res
             Ok(Ok(response)) => Ok(response.status()),
         },
     }
+}
+
+/// The gRPC health protocol (`grpc.health.v1.Health/Check` with an empty request, the
+/// service "" = the server as a whole): 200 when the answer is `SERVING` with
+/// `grpc-status` 0, 503 for any other answer. The messages are tiny and written by hand:
+/// a request is the 5-byte gRPC prefix of an empty message; a response's field 1 is the
+/// status (1 = SERVING).
+async fn grpc_probe(backend: &Backend, timeout: Duration) -> Result<http::StatusCode, SendError> {
+    use http_body_util::BodyExt;
+    let Sender::Http2(mut sender) = backend.pool.connect_fresh().await? else {
+        return Err(SendError::Connect(
+            "gRPC health checks need HTTP/2 to the backend".into(),
+        ));
+    };
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(if backend.pool.connector().is_tls() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
+    uri.authority = Some(backend.authority.clone());
+    uri.path_and_query = Some(PathAndQuery::from_static("/grpc.health.v1.Health/Check"));
+    let mut request = Request::new(RequestBody::fixed(bytes::Bytes::from_static(&[0, 0, 0, 0, 0])));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = Uri::from_parts(uri).map_err(|e| SendError::Connect(Box::new(e)))?;
+    let headers = request.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    headers.insert(header::USER_AGENT, HeaderValue::from_static("splitgate-health-check"));
+    let exchange = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| SendError::Failed(Box::new(e)))?;
+        let (head, body) = response.into_parts();
+        let body = http_body_util::Limited::new(body, 4096)
+            .collect()
+            .await
+            .map_err(|e| SendError::Failed(e.to_string().into()))?;
+        let status = body
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .or_else(|| head.headers.get("grpc-status"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let message = body.to_bytes();
+        let serving = head.status == http::StatusCode::OK
+            && status.as_deref() == Some("0")
+            && message.get(5..) == Some(&[0x08, 0x01][..]);
+        Ok(if serving {
+            http::StatusCode::OK
+        } else {
+            http::StatusCode::SERVICE_UNAVAILABLE
+        })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or(Err(SendError::Timeout))
 }
 
 /// A number in [0, 1); std's per-instance random keys are enough for jitter.
