@@ -55,15 +55,18 @@ pub(super) async fn set_weight(
         None => server.control().set_weight(site, weight),
     };
     match outcome {
-        Ok(()) => {
-            let doc = status(&server.control().current(), server.last_reload());
-            match doc.sites.into_iter().find(|s| s.name == site) {
-                Some(site) => json(StatusCode::OK, &site),
-                None => error(StatusCode::NOT_FOUND, "site vanished"),
-            }
-        }
+        Ok(()) => site_answer(server, site),
         Err(e @ WeightError::UnknownSite(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e @ WeightError::OutOfRange(_)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+/// 200 with the site as `/status` shows it now.
+fn site_answer(server: &dyn Operator, site: &str) -> AdminResponse {
+    let doc = status(&server.control().current(), server.last_reload());
+    match doc.sites.into_iter().find(|s| s.name == site) {
+        Some(site) => json(StatusCode::OK, &site),
+        None => error(StatusCode::NOT_FOUND, "site vanished"),
     }
 }
 
@@ -137,13 +140,7 @@ pub(super) async fn fail_back(server: &dyn Operator, site: &str, peer: SocketAdd
         _ => server.control().fail_back(site),
     };
     match outcome {
-        Ok(()) => {
-            let doc = status(&server.control().current(), server.last_reload());
-            match doc.sites.into_iter().find(|s| s.name == site) {
-                Some(site) => json(StatusCode::OK, &site),
-                None => error(StatusCode::NOT_FOUND, "site vanished"),
-            }
-        }
+        Ok(()) => site_answer(server, site),
         Err(e @ FailbackError::UnknownSite(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e @ FailbackError::NotHeld(_)) => error(StatusCode::CONFLICT, &e.to_string()),
     }

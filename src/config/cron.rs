@@ -118,7 +118,7 @@ impl Schedule {
         let last_day = minute / DAY_MINUTES + SEARCH_DAYS;
         while minute / DAY_MINUTES <= last_day {
             let day = minute / DAY_MINUTES;
-            let (year, month, dom) = civil_from_days(day);
+            let (year, month, dom) = crate::clock::civil_from_days(day);
             if self.months & (1 << month) == 0 {
                 minute = days_from_civil(year + i64::from(month == 12), month % 12 + 1, 1) * DAY_MINUTES;
                 continue;
@@ -254,19 +254,6 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The civil date (year, month 1-12, day 1-31) of days since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,11 +270,11 @@ mod tests {
     #[test]
     fn dates_convert_both_ways() {
         for days in [-800_000, -1, 0, 59, 365, 11_016, 20_000, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
+            let (y, m, d) = crate::clock::civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
         }
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(crate::clock::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(crate::clock::civil_from_days(11_016), (2000, 2, 29));
     }
 
     #[test]

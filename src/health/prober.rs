@@ -10,7 +10,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Method, Request, Uri};
 
 use super::backend::Backend;
@@ -71,15 +71,7 @@ async fn probe(backend: &Backend, path: &PathAndQuery, timeout: Duration) -> Res
     let mut request = Request::new(RequestBody::empty());
     *request.method_mut() = Method::GET;
     *request.uri_mut() = if http2 {
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(if backend.pool.connector().is_tls() {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        });
-        uri.authority = Some(backend.authority.clone());
-        uri.path_and_query = Some(path.clone());
-        Uri::from_parts(uri).map_err(|e| SendError::Connect(Box::new(e)))?
+        http2_uri(backend, path.clone())?
     } else {
         Uri::from(path.clone())
     };
@@ -116,17 +108,9 @@ async fn grpc_probe(backend: &Backend, timeout: Duration) -> Result<http::Status
             "gRPC health checks need HTTP/2 to the backend".into(),
         ));
     };
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(if backend.pool.connector().is_tls() {
-        Scheme::HTTPS
-    } else {
-        Scheme::HTTP
-    });
-    uri.authority = Some(backend.authority.clone());
-    uri.path_and_query = Some(PathAndQuery::from_static("/grpc.health.v1.Health/Check"));
     let mut request = Request::new(RequestBody::fixed(bytes::Bytes::from_static(&[0, 0, 0, 0, 0])));
     *request.method_mut() = Method::POST;
-    *request.uri_mut() = Uri::from_parts(uri).map_err(|e| SendError::Connect(Box::new(e)))?;
+    *request.uri_mut() = http2_uri(backend, PathAndQuery::from_static("/grpc.health.v1.Health/Check"))?;
     let headers = request.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -160,6 +144,15 @@ async fn grpc_probe(backend: &Backend, timeout: Duration) -> Result<http::Status
     tokio::time::timeout(timeout, exchange)
         .await
         .unwrap_or(Err(SendError::Timeout))
+}
+
+/// An HTTP/2 probe's target: scheme and authority of the backend, and `path`.
+fn http2_uri(backend: &Backend, path: PathAndQuery) -> Result<Uri, SendError> {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(backend.pool.connector().scheme());
+    uri.authority = Some(backend.authority.clone());
+    uri.path_and_query = Some(path);
+    Uri::from_parts(uri).map_err(|e| SendError::Connect(Box::new(e)))
 }
 
 /// A number in [0, 1); std's per-instance random keys are enough for jitter.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
@@ -67,10 +67,13 @@ impl Proxy {
         if !connect && refused.is_none() {
             host_from_target(&mut request);
         }
+        // Who the client is (a trusted forwarder's X-Forwarded-For), once per request:
+        // for the access log and the affinity key alike.
+        let client_addr = client_ip::real_client(client.addr, request.headers(), &routing.config.trusted_forwarders);
         let log = self
             .access_log
             .is_enabled()
-            .then(|| Box::new(log_record(&request, &client, &routing.config.trusted_forwarders)));
+            .then(|| Box::new(log_record(&request, client_addr)));
         // The record, its status set, handed to the response body to submit at its end.
         let pending_log = |log: Option<Box<Record>>, status: StatusCode| {
             log.map(|mut record| {
@@ -99,7 +102,9 @@ impl Proxy {
             let log = pending_log(log, status);
             return Ok(response.map(|body| ResponseBody::new(body, None, log, in_flight)));
         }
-        let (response, outcome) = self.try_backends(&routing, request, &client, started).await;
+        let (response, outcome) = self
+            .try_backends(&routing, request, (&client, client_addr), started)
+            .await;
         self.answers.record(response.status(), outcome.drill_error);
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             in_flight.tunnelled();
@@ -121,13 +126,12 @@ impl Proxy {
         &self,
         routing: &Routing,
         request: Request<Incoming>,
-        client: &ClientInfo,
+        (client, client_addr): (&ClientInfo, std::net::IpAddr),
         arrived: Instant,
     ) -> (Response<Either<UpstreamBody, Full<Bytes>>>, Outcome) {
         let retry = &routing.config.retry;
         let attempts = (retry.attempts as usize).clamp(1, MAX_ATTEMPTS);
         let (mut parts, body) = request.into_parts();
-        let client_addr = client_ip::real_client(client.addr, &parts.headers, &routing.config.trusted_forwarders);
         let mut plan = routing.plan(&parts, client_addr);
         let upgrade = upgrade_request(&parts);
         let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
@@ -293,7 +297,7 @@ fn too_long(headers: &HeaderMap, max_bytes: u64) -> Option<(StatusCode, &'static
 }
 
 /// The request's side of an access-log record; the rest is filled in as it goes.
-fn log_record(request: &Request<Incoming>, client: &ClientInfo, trusted: &[crate::config::Cidr]) -> Record {
+fn log_record(request: &Request<Incoming>, client: std::net::IpAddr) -> Record {
     let (method, uri) = (request.method(), request.uri());
     let host = request
         .headers()
@@ -302,7 +306,6 @@ fn log_record(request: &Request<Incoming>, client: &ClientInfo, trusted: &[crate
         .or_else(|| uri.authority().map(Authority::as_str))
         .unwrap_or("-");
     let path = uri.path_and_query().map(PathAndQuery::as_str).unwrap_or("/");
-    let client = client_ip::real_client(client.addr, request.headers(), trusted);
     Record::new(client, method.as_str(), host, path)
 }
 
@@ -329,11 +332,7 @@ fn fit_request(request: &mut Request<RequestBody>, backend: &Backend, host: Opti
             .and_then(|h| Authority::try_from(h.as_bytes()).ok())
             .unwrap_or_else(|| backend.authority.clone());
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(if backend.pool.connector().is_tls() {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        });
+        uri.scheme = Some(backend.pool.connector().scheme());
         uri.authority = Some(authority);
         uri.path_and_query = Some(path.clone());
         *request.uri_mut() = Uri::from_parts(uri).unwrap_or_default();

@@ -72,9 +72,13 @@ impl Connector {
         self.http2
     }
 
-    /// TLS to the backends (the `:scheme` of an HTTP/2 request says so).
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+    /// The `:scheme` of an HTTP/2 request to these backends.
+    pub fn scheme(&self) -> http::uri::Scheme {
+        if self.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        }
     }
 
     /// Connects and handshakes within `limit`; an HTTP/2 connection's task is spawned on
