@@ -144,6 +144,7 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
         (Method::GET | Method::HEAD, ["status"]) => json(StatusCode::OK, &full_status(server)),
         (Method::GET | Method::HEAD, ["ready"]) => ready(server),
         (Method::GET | Method::HEAD, ["metrics"]) => {
+            status::sample_gauges(&server.control().current());
             respond(StatusCode::OK, "text/plain; version=0.0.4", telemetry::render())
         }
         (Method::PUT | Method::DELETE, ["sites", name, "weight"]) => {

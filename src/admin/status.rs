@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::events::recorder::HistoryStatus;
-use crate::routing::{Mode, Routing};
+use crate::routing::{Mode, Routing, SiteRoute};
 
 /// The outcome of the last reload attempt, for `/status`.
 #[derive(Clone, Debug, Serialize)]
@@ -53,6 +53,8 @@ pub struct SiteStatus {
     pub drilled: bool,
     /// The failback policy's hold: `{"held", "until" (RFC 3339, null: manual), "flaps"}`.
     pub failback: serde_json::Value,
+    /// `{"in_flight", "max_requests", "queued", "queue", "rejected": {"full", "timeout"}}`.
+    pub load: serde_json::Value,
     pub backends: Vec<BackendStatus>,
 }
 
@@ -70,6 +72,8 @@ pub struct RouteStatus {
 pub struct BackendStatus {
     pub addr: String,
     pub healthy: bool,
+    /// Requests in flight there now.
+    pub in_flight: u32,
 }
 
 /// "normal", "failover", "panic" or "no_route", and the tier in use.
@@ -94,6 +98,34 @@ fn by_site(routing: &Routing, values: &[u32]) -> BTreeMap<String, u32> {
         .zip(values)
         .map(|(s, &v)| (s.name.clone(), v))
         .collect()
+}
+
+/// A site's requests in flight and waiting, against its limits.
+fn load(site: &SiteRoute) -> serde_json::Value {
+    let in_flight: u32 = site.backends.iter().map(|b| b.in_flight()).sum();
+    let (queued, (full, timeout)) = site
+        .backends
+        .first()
+        .map_or((0, (0, 0)), |b| (b.queue.waiting(), b.queue.rejected()));
+    serde_json::json!({
+        "in_flight": in_flight,
+        "max_requests": site.admission.max_requests,
+        "queued": queued,
+        "queue": site.admission.queue,
+        "rejected": { "full": full, "timeout": timeout },
+    })
+}
+
+/// Sets the gauges that are read off live counters (requests in flight, queue
+/// lengths) just before `/metrics` is rendered: the request path touches no gauge.
+pub fn sample_gauges(routing: &Routing) {
+    for site in &routing.sites {
+        for backend in &site.backends {
+            backend.metrics.in_flight.set(f64::from(backend.in_flight()));
+        }
+        let queued = site.backends.first().map_or(0, |b| b.queue.waiting());
+        site.metrics.queue_length.set(f64::from(queued));
+    }
 }
 
 pub fn status(routing: &Routing, last_reload: Option<LastReload>) -> Status {
@@ -136,12 +168,14 @@ pub fn status(routing: &Routing, last_reload: Option<LastReload>) -> Status {
                     "until": site.held_until.map(crate::clock::rfc3339),
                     "flaps": site.flaps,
                 }),
+                load: load(site),
                 backends: site
                     .backends
                     .iter()
                     .map(|b| BackendStatus {
                         addr: b.authority.to_string(),
                         healthy: b.is_healthy(),
+                        in_flight: b.in_flight(),
                     })
                     .collect(),
             })

@@ -252,6 +252,11 @@ pub struct SiteFile {
     pub failback: Option<FailbackFile>,
     /// "http1", "h2c" or "h2".
     pub protocol: Option<String>,
+    /// Per backend: requests in flight at once (0 = unlimited).
+    pub max_requests: Option<i64>,
+    /// Requests waiting for a backend of the site with room.
+    pub queue: Option<i64>,
+    pub queue_timeout: Option<String>,
 }
 
 /// `[failback]` or a site's `failback = { ... }`, as written.

@@ -405,6 +405,20 @@ pub struct Site {
     pub failback: Failback,
     /// How its backends are spoken to.
     pub protocol: Protocol,
+    /// Requests in flight per backend, and the site's queue for when all are full.
+    pub admission: Admission,
+}
+
+/// `[[site]] max_requests`, `queue`, `queue_timeout`: what protects a site's backends
+/// from more than they can take (the survivor of a failover above all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Admission {
+    /// Per backend: requests in flight at once; 0 = no limit.
+    pub max_requests: u32,
+    /// Requests that may wait for a backend with room; 0 = none wait (503 at once).
+    pub queue: u32,
+    /// How long one may wait.
+    pub queue_timeout: Duration,
 }
 
 /// The protocol to a site's backends (`[[site]] protocol`).

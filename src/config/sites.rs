@@ -8,13 +8,16 @@ use std::path::Path;
 use http::uri::{Authority, PathAndQuery};
 
 use super::file::{HealthFile, SiteFile};
-use super::model::{Backend, Failback, HealthCheck, Protocol, Site};
+use super::model::{Admission, Backend, Failback, HealthCheck, Protocol, Site};
 use super::problems::{Problems, MAX_WEIGHT};
 use super::tls;
 
 /// Envoy's default overprovisioning factor: a site keeps its full weight while 1/1.4
 /// (71%) of its backends are healthy.
 pub(super) const DEFAULT_OVERPROVISION: f64 = 1.4;
+
+/// HAProxy's `timeout queue` defaults to the connect timeout; one second is as short.
+const DEFAULT_QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(super) fn health_check(
     file: &HealthFile,
@@ -177,8 +180,10 @@ pub(super) fn validate_site(
             "gRPC health checks need HTTP/2 to the backends: protocol = \"h2c\" (or \"h2\" with tls)",
         );
     }
+    let admission = admission(site, &key, problems);
     Some(Site {
         name: name?,
+        admission,
         weight,
         priority,
         backends,
@@ -191,6 +196,27 @@ pub(super) fn validate_site(
             None => failback.clone(),
         },
     })
+}
+
+/// `max_requests`, `queue`, `queue_timeout`; a queue needs a limit to wait for.
+fn admission(site: &SiteFile, key: &str, problems: &mut Problems) -> Admission {
+    let admission = Admission {
+        max_requests: problems.count(&format!("{key}.max_requests"), site.max_requests, 0, (0, 1_000_000)),
+        queue: problems.count(&format!("{key}.queue"), site.queue, 0, (0, 1_000_000)),
+        queue_timeout: problems.duration_within(
+            &format!("{key}.queue_timeout"),
+            site.queue_timeout.as_ref(),
+            DEFAULT_QUEUE_TIMEOUT,
+            std::time::Duration::from_secs(3600),
+        ),
+    };
+    if admission.queue > 0 && admission.max_requests == 0 {
+        problems.add(
+            format!("{key}.queue"),
+            "a queue waits for a backend with room, so it needs max_requests (requests in flight per backend)",
+        );
+    }
+    admission
 }
 
 fn parse_backend(text: &str) -> Result<Backend, String> {

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 use tokio::sync::Notify;
 
+use super::admission::{InFlightCount, SiteQueue};
 use crate::clock::now_ms;
 use crate::config::HealthCheck;
 use crate::telemetry::BackendMetrics;
@@ -49,6 +50,10 @@ pub struct Backend {
     pub outage: OutageCounters,
     /// Why it last went down, for the `site_down` event's cause.
     down_reason: Mutex<String>,
+    /// Tries in flight here (`max_requests`), each holding a slot.
+    pub(super) in_flight: InFlightCount,
+    /// The waiting room its site's backends share.
+    pub queue: Arc<SiteQueue>,
 }
 
 /// Per-backend figures behind a `site_down` event: when the current run of failures
@@ -102,7 +107,7 @@ impl OutageCounters {
 
 impl Backend {
     /// A new backend starts healthy (as in NGINX and HAProxy) and is probed at once.
-    pub fn new(site: &str, pool: Pool, check: HealthCheck, changes: Arc<Notify>) -> Self {
+    pub fn new(site: &str, pool: Pool, check: HealthCheck, changes: Arc<Notify>, queue: Arc<SiteQueue>) -> Self {
         let authority = pool.authority().clone();
         let addr = authority.as_str();
         Backend {
@@ -121,6 +126,8 @@ impl Backend {
             metrics: BackendMetrics::new(site, addr),
             outage: OutageCounters::default(),
             down_reason: Mutex::new(String::new()),
+            in_flight: InFlightCount::default(),
+            queue,
         }
     }
 
@@ -260,7 +267,7 @@ mod tests {
             crate::upstream::Connector::new(None, false),
             Duration::from_secs(1),
         );
-        Backend::new("a", pool, check, Arc::new(Notify::new()))
+        Backend::new("a", pool, check, Arc::new(Notify::new()), Arc::default())
     }
 
     #[test]

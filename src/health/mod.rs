@@ -3,10 +3,12 @@
 //! prober (`prober`). Passive reports come from the proxy through `Backend`'s
 //! `record_*` methods.
 
+mod admission;
 mod backend;
 mod prober;
 mod registry;
 
+pub use admission::{Rejection, SiteQueue, Slot, Waiting};
 pub use backend::{Backend, OutageCounters};
 pub use prober::spawn_prober;
 pub use registry::{HealthRegistry, Synced};

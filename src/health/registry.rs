@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use super::admission::SiteQueue;
 use super::backend::Backend;
 use crate::config::Config;
 use crate::upstream::{Connector, Pool};
@@ -19,6 +20,8 @@ type Key = (String, String, Option<u64>, crate::config::Protocol);
 pub struct HealthRegistry {
     /// Written only by config applies (serialised by `Control`), never by requests.
     backends: Mutex<HashMap<Key, Arc<Backend>>>,
+    /// Each site's waiting room, by name, shared by its backends across reloads.
+    queues: Mutex<HashMap<String, Arc<SiteQueue>>>,
     /// Notified on every health flip; the publisher waits on it.
     pub changes: Arc<Notify>,
 }
@@ -42,12 +45,15 @@ impl HealthRegistry {
         let mut next: HashMap<Key, Arc<Backend>> = HashMap::with_capacity(map.len());
         let mut added = Vec::new();
         let connect = config.timeouts.connect;
+        let mut queues = self.queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        queues.retain(|name, _| config.sites.iter().any(|s| &s.name == name));
         let backends = config
             .sites
             .iter()
             .map(|site| {
                 let fingerprint = site.tls.as_ref().map(|t| t.fingerprint);
                 let mut connector: Option<Arc<Connector>> = None;
+                let queue = queues.entry(site.name.clone()).or_default().clone();
                 site.backends
                     .iter()
                     .map(|backend| {
@@ -75,6 +81,7 @@ impl HealthRegistry {
                                     pool,
                                     site.health.clone(),
                                     self.changes.clone(),
+                                    queue.clone(),
                                 ));
                                 added.push(live.clone());
                                 live

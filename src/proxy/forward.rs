@@ -14,6 +14,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
+use super::admission::admit;
 use super::client_ip;
 use super::headers::{
     host_from_target, prepare_request, prepare_response, refusal, upgrade_request, ClientInfo, Trailers,
@@ -25,7 +26,7 @@ use crate::access_log::Record;
 use crate::body::{is_too_large, Replay, RequestBody};
 use crate::clock::{ms_of, now_ms};
 use crate::descriptors;
-use crate::health::Backend;
+use crate::health::{Backend, Rejection, Slot};
 use crate::retry::{costs_budget, is_idempotent, may_retry};
 use crate::routing::{Pick, Routing};
 use crate::telemetry;
@@ -41,6 +42,8 @@ struct Outcome {
     upstream: Option<std::time::Duration>,
     /// Answered with a proxy error while a site of the request's split was drilled.
     drill_error: bool,
+    /// The answering try's place at its backend, held until the response body ends.
+    slot: Option<Slot>,
 }
 
 impl Proxy {
@@ -119,7 +122,8 @@ impl Proxy {
             record
         });
         let log = pending_log(log, response.status());
-        Ok(response.map(|body| ResponseBody::new(body, counter, log, in_flight)))
+        let slot = outcome.slot;
+        Ok(response.map(|body| ResponseBody::new(body, counter, log, in_flight).holding(slot)))
     }
 
     async fn try_backends(
@@ -160,11 +164,16 @@ impl Proxy {
             attempts: 0,
             upstream: None,
             drill_error: false,
+            slot: None,
         };
         let mut last_error: Option<SendError> = None;
         for attempt in 0..attempts {
             let Some(pick) = routing.pick_for(&plan, &tried[..attempt]) else {
                 break;
+            };
+            let (pick, slot) = match admit(routing, pick, &tried[..attempt]).await {
+                Ok(admitted) => admitted,
+                Err(why) => return (busy(routing, pick, why, &method), outcome),
             };
             let Some(mut request) = pending.take() else {
                 break;
@@ -203,9 +212,11 @@ impl Proxy {
                     if let Some(cookie) = plan.set_cookie.take() {
                         response.headers_mut().append(header::SET_COOKIE, cookie);
                     }
+                    outcome.slot = Some(slot);
                     return (response.map(Either::Left), outcome);
                 }
                 Err(Failure { error, request: back }) => {
+                    drop(slot);
                     match &error {
                         // Out of descriptors is the proxy's trouble, never the backend's.
                         SendError::Connect(e) if descriptors::exhausted(e.as_ref()) => {
@@ -271,6 +282,31 @@ fn drilled_in(routing: &Routing, plan: &crate::routing::Plan) -> bool {
         .iter()
         .zip(&split.weights)
         .any(|(site, &weight)| site.drilled && weight > 0)
+}
+
+/// Every backend of the chosen site full and no place in its queue, or none in time:
+/// 503, and when to come back. Counted with the site's 5xx.
+fn busy(
+    routing: &Routing,
+    pick: Pick,
+    why: Rejection,
+    method: &Method,
+) -> Response<Either<UpstreamBody, Full<Bytes>>> {
+    let site = &routing.sites[pick.site];
+    telemetry::record_refused(&site.name, method);
+    if let Some(suppressed) = telemetry::FAILURE_LOGS.allow(now_ms()) {
+        tracing::warn!(site = %site.name, reason = why.as_str(), max_requests = site.admission.max_requests,
+            queue = site.admission.queue, suppressed, "request refused: every backend of the site is full");
+    }
+    let text = match why {
+        Rejection::Full => "every backend is busy and the queue is full\n",
+        Rejection::Timeout => "every backend is busy; waited too long in the queue\n",
+    };
+    let mut response = text_response(StatusCode::SERVICE_UNAVAILABLE, text);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// A 101 to a request that asked for no upgrade leaves nothing to tunnel (the

@@ -3,6 +3,7 @@
 //! header rules (`headers`), and upgrades become byte tunnels (`upgrade`).
 
 mod activity;
+mod admission;
 mod client_ip;
 mod connection;
 mod forward;

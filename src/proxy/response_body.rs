@@ -15,6 +15,7 @@ use http_body_util::{Either, Full};
 use super::activity::InFlight;
 use crate::access_log::{AccessLog, Record};
 use crate::body::BoxError;
+use crate::health::Slot;
 use crate::upstream::UpstreamBody;
 
 /// An access-log record waiting for its response body to end.
@@ -34,6 +35,8 @@ pub struct ResponseBody {
     log: Option<PendingLog>,
     /// The request counts as in flight (for the connection's timeouts) until this drops.
     in_flight: Option<InFlight>,
+    /// Its place at the backend (`max_requests`), given up when the body ends.
+    slot: Option<Slot>,
 }
 
 impl ResponseBody {
@@ -49,12 +52,20 @@ impl ResponseBody {
             counter,
             log,
             in_flight: Some(in_flight),
+            slot: None,
         }
+    }
+
+    /// Holds the try's slot at its backend until the body ends.
+    pub(crate) fn holding(mut self, slot: Option<Slot>) -> Self {
+        self.slot = slot;
+        self
     }
 
     /// The body ended, failed or was dropped: count, log, and no longer in flight.
     fn finish(&mut self) {
         self.in_flight = None;
+        self.slot = None;
         if let Some(counter) = self.counter.take() {
             counter.increment(self.bytes);
         }

@@ -71,6 +71,8 @@ pub struct SiteRoute {
     /// Until when (Unix ms) it is held; `None` while held: until released by hand.
     pub held_until: Option<u64>,
     pub flaps: u32,
+    /// `max_requests`, `queue`, `queue_timeout`.
+    pub admission: crate::config::Admission,
     /// The backends' runtime objects (health, pool, metrics), owned by the registry.
     pub backends: Vec<Arc<Backend>>,
     /// Indices of the backends that take requests (the healthy ones; all in panic mode).
@@ -164,6 +166,7 @@ impl Routing {
                     held,
                     held_until: decisions.held.get(&site.name).copied().flatten(),
                     flaps: decisions.flaps.get(&site.name).copied().unwrap_or(0),
+                    admission: site.admission,
                     backend_seeds: backends.iter().map(|b| affinity::hash(b.addr.as_bytes())).collect(),
                     backends,
                     usable,
@@ -287,6 +290,18 @@ impl Routing {
 }
 
 impl SiteRoute {
+    /// The backends that take requests, in table order, that are not in `tried`: where
+    /// a try goes when the one chosen is full.
+    pub fn usable_picks<'a>(&'a self, site: usize, tried: &'a [Pick]) -> impl Iterator<Item = Pick> + 'a {
+        self.usable
+            .iter()
+            .map(move |&b| Pick {
+                site,
+                backend: b as usize,
+            })
+            .filter(move |p| !tried.contains(p))
+    }
+
     fn next_usable(&self, site: usize, tried: &[Pick]) -> Option<Pick> {
         let n = self.usable.len();
         if n == 0 {

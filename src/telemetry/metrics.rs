@@ -69,6 +69,8 @@ fn class_index(status: http::StatusCode) -> usize {
 pub struct BackendMetrics {
     requests: [[Counter; 5]; 6],
     healthy: Gauge,
+    /// Requests in flight there, set when `/metrics` is read.
+    pub in_flight: Gauge,
     site: String,
     backend: String,
 }
@@ -86,6 +88,7 @@ impl BackendMetrics {
         BackendMetrics {
             requests,
             healthy,
+            in_flight: gauge!("splitgate_backend_requests_in_flight", "site" => site.to_string(), "backend" => backend.to_string()),
             site: site.to_string(),
             backend: backend.to_string(),
         }
@@ -112,6 +115,8 @@ pub struct SiteMetrics {
     pub upstream_latency: Histogram,
     /// Response body bytes sent to clients.
     pub response_bytes: Counter,
+    /// Requests waiting for a backend with room, set when `/metrics` is read.
+    pub queue_length: Gauge,
 }
 
 impl SiteMetrics {
@@ -120,6 +125,7 @@ impl SiteMetrics {
             connect_errors: counter!("splitgate_upstream_connect_errors_total", "site" => site.to_string()),
             upstream_latency: metrics::histogram!("splitgate_upstream_response_seconds", "site" => site.to_string()),
             response_bytes: counter!("splitgate_response_bytes_total", "site" => site.to_string()),
+            queue_length: gauge!("splitgate_queue_length", "site" => site.to_string()),
         }
     }
 }
@@ -127,6 +133,13 @@ impl SiteMetrics {
 /// Requests the proxy answered without reaching any site (nothing routable).
 pub fn record_unrouted(method: &http::Method) {
     counter!("splitgate_requests_total", "site" => "none", "backend" => "none",
+        "method" => METHODS[method_index(method)], "class" => "5xx")
+    .increment(1);
+}
+
+/// A request refused for want of room at its site (`max_requests`, `queue`).
+pub fn record_refused(site: &str, method: &http::Method) {
+    counter!("splitgate_requests_total", "site" => site.to_string(), "backend" => "none",
         "method" => METHODS[method_index(method)], "class" => "5xx")
     .increment(1);
 }
