@@ -44,6 +44,14 @@ fn selection(c: &mut Criterion) {
     });
     let tried = [r.pick(&[]).expect("a pick")];
     c.bench_function("pick a retry", |b| b.iter(|| black_box(r.pick(&tried))));
+    // A try's place at its backend: with no max_requests this is all a try pays for
+    // admission (an add, a subtract, the backend's reference count).
+    c.bench_function("pick first try + backend slot, no limit", |b| {
+        b.iter(|| {
+            let pick = r.pick(&[]).expect("a pick");
+            black_box(r.backend(pick).try_enter(0))
+        })
+    });
     c.bench_function("build SWRR table 70/30/1", |b| {
         b.iter(|| black_box(sequence(&[70, 30, 1])))
     });

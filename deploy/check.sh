@@ -12,13 +12,7 @@ cd "$(dirname "$0")/.."
 # being added (INTERFACE.md) or proposed for the alerts. When one lands in src/, drop
 # it from here; a new name missing from src/ fails this check.
 PENDING=(
-  splitgate_backend_requests_in_flight   # gauge {site,backend}: INTERFACE.md, [[site]] max_requests
-  splitgate_queue_length                 # gauge {site}: INTERFACE.md, [[site]] queue
-  splitgate_queue_rejected_total         # counter {site,reason}: INTERFACE.md
   splitgate_dns_failures_total           # counter: INTERFACE.md, [dns]
-  splitgate_site_priority                # gauge {site}: SplitgateFailoverToStandby
-  splitgate_drills_ended_total           # counter {site,ended}: SplitgateDrillAborted
-  splitgate_retry_budget_exhausted_total # counter {site}: SplitgateRetryBudgetExhausted
 )
 
 tmp=$(mktemp -d)

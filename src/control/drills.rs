@@ -224,6 +224,7 @@ impl Control {
         detail.insert("ended".into(), ending.name().into());
         detail.insert("full_weight_ms".into(), Value::Null);
         let how = ending.name();
+        metrics::counter!("splitgate_drills_ended_total", "site" => site.to_string(), "ended" => how).increment(1);
         if let Ending::Aborted(abort) = ending {
             detail.extend(abort);
         }

@@ -380,9 +380,15 @@ fn record_routing(routing: &Routing) {
             .set(f64::from(site.effective_weight));
         metrics::gauge!("splitgate_site_weight", "site" => site.name.clone()).set(f64::from(site.weight()));
         metrics::gauge!("splitgate_site_healthy_fraction", "site" => site.name.clone()).set(site.healthy_fraction);
-        // Listed from the start, so a dashboard sees 0 before the first failover.
+        metrics::gauge!("splitgate_site_priority", "site" => site.name.clone()).set(f64::from(site.priority));
+        // Listed from the start, so a dashboard (and an alert's increase()) sees 0
+        // before the first failover or drill.
         for to in ["down", "up"] {
             metrics::counter!("splitgate_site_transitions_total", "site" => site.name.clone(), "to" => to).increment(0);
+        }
+        for ended in ["time_up", "ended", "aborted"] {
+            metrics::counter!("splitgate_drills_ended_total", "site" => site.name.clone(), "ended" => ended)
+                .increment(0);
         }
         metrics::gauge!("splitgate_site_healthy", "site" => site.name.clone()).set(if site.healthy {
             1.0

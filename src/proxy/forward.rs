@@ -238,10 +238,13 @@ impl Proxy {
                         let headers = if last_try { spare.take()? } else { spare.clone()? };
                         Some(rebuild(&method, &path, headers, body))
                     });
-                    let allowed = !last_try
-                        && may_retry(&method, &error, next.is_some())
+                    let retryable = !last_try && may_retry(&method, &error, next.is_some());
+                    let allowed = retryable
                         && (!costs_budget(&error)
                             || self.budget.try_spend(now_ms(), retry.budget, retry.min_per_second));
+                    if retryable && !allowed {
+                        site.metrics.retry_budget_exhausted.increment(1);
+                    }
                     tracing::debug!(site = %site.name, backend = %backend.authority, reason = %error, retry = allowed, "try failed");
                     if allowed {
                         backend.outage.retry();
@@ -286,12 +289,7 @@ fn drilled_in(routing: &Routing, plan: &crate::routing::Plan) -> bool {
 
 /// Every backend of the chosen site full and no place in its queue, or none in time:
 /// 503, and when to come back. Counted with the site's 5xx.
-fn busy(
-    routing: &Routing,
-    pick: Pick,
-    why: Rejection,
-    method: &Method,
-) -> Response<Either<UpstreamBody, Full<Bytes>>> {
+fn busy(routing: &Routing, pick: Pick, why: Rejection, method: &Method) -> Response<Either<UpstreamBody, Full<Bytes>>> {
     let site = &routing.sites[pick.site];
     telemetry::record_refused(&site.name, method);
     if let Some(suppressed) = telemetry::FAILURE_LOGS.allow(now_ms()) {

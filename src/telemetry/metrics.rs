@@ -117,6 +117,8 @@ pub struct SiteMetrics {
     pub response_bytes: Counter,
     /// Requests waiting for a backend with room, set when `/metrics` is read.
     pub queue_length: Gauge,
+    /// Retries refused because the retry budget was spent (the failure reached the client).
+    pub retry_budget_exhausted: Counter,
 }
 
 impl SiteMetrics {
@@ -126,6 +128,7 @@ impl SiteMetrics {
             upstream_latency: metrics::histogram!("splitgate_upstream_response_seconds", "site" => site.to_string()),
             response_bytes: counter!("splitgate_response_bytes_total", "site" => site.to_string()),
             queue_length: gauge!("splitgate_queue_length", "site" => site.to_string()),
+            retry_budget_exhausted: counter!("splitgate_retry_budget_exhausted_total", "site" => site.to_string()),
         }
     }
 }
