@@ -393,9 +393,9 @@ async fn a_retry_never_moves_a_request_onto_a_full_backend() {
 #[test]
 fn a_queue_without_max_requests_is_refused_by_check() {
     let text = protected(&[refused_addr()], "queue = 8\n");
-    let error = splitgate::config::parse(std::path::Path::new("t.toml"), &text)
-        .err()
-        .expect("refused");
+    let Err(error) = splitgate::config::parse(std::path::Path::new("t.toml"), &text) else {
+        panic!("a queue without max_requests is accepted");
+    };
     let message = error.to_string();
     assert!(
         message.contains("site[0].queue") && message.contains("max_requests"),

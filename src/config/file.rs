@@ -75,6 +75,8 @@ pub struct FleetFile {
     /// Where the last decisions seen are kept for a restart during an etcd outage.
     pub state: Option<String>,
     pub tls: Option<FleetTlsFile>,
+    /// "local" or "quorum".
+    pub failover: Option<String>,
 }
 
 /// `tls = { ca, client_cert, client_key }`: HTTPS to etcd, PEM files.

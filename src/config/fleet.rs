@@ -75,7 +75,19 @@ pub(super) fn validate_fleet(file: &FleetFile, base: &Path, problems: &mut Probl
             None
         }
     };
+    let quorum = match file.failover.as_deref() {
+        None | Some("local") => false,
+        Some("quorum") => true,
+        Some(other) => {
+            problems.add(
+                "fleet.failover",
+                format!("\"{other}\" is not a failover mode; use \"local\" (each member alone) or \"quorum\""),
+            );
+            false
+        }
+    };
     Fleet {
+        quorum,
         etcd: file.etcd.clone(),
         prefix,
         name,

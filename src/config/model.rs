@@ -70,6 +70,9 @@ pub struct Fleet {
     /// The last decisions seen, kept for a restart during an etcd outage.
     pub state: Option<std::path::PathBuf>,
     pub tls: Option<FleetTls>,
+    /// `failover = "quorum"`: moving to a standby tier is the fleet's decision (a
+    /// majority of live members see the lower tier down), not one member's.
+    pub quorum: bool,
 }
 
 /// HTTPS to etcd: the CA that signs its certificate, and this member's client

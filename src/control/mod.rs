@@ -8,6 +8,7 @@ mod abort;
 mod drills;
 mod failback;
 mod programs;
+mod quorum;
 mod safety;
 
 use std::collections::HashMap;
@@ -50,6 +51,8 @@ pub struct Control {
     pub events: Arc<Events>,
     /// Client answers, counted by the proxy while a drill's abort watch runs.
     answers: Arc<crate::telemetry::ClientAnswers>,
+    /// Bumped at every published snapshot: the fleet's view of health follows it.
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -119,6 +122,7 @@ impl Control {
             state: Mutex::new(state),
             events,
             answers: Arc::default(),
+            published: tokio::sync::watch::Sender::new(0),
         });
         let _ = control.me.set(Arc::downgrade(&control));
         for (site, id, left) in resumed {
@@ -327,6 +331,7 @@ impl Control {
         if let Some(file) = self.keeper.get() {
             file.changed();
         }
+        self.published.send_modify(|n| *n += 1);
     }
 
     /// Stops every prober; used when the server goes away.

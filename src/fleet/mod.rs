@@ -8,8 +8,10 @@
 //! serving with the last decisions, kept on disk for a restart, and refuses writes.
 
 mod lineage;
+mod quorum;
 mod session;
 mod state;
+mod views;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -60,6 +62,13 @@ struct Link {
     etcd_epoch: u64,
     /// Another live process announces itself under this member's name.
     duplicate_name: Option<String>,
+    /// Every member's view of the sites' health (`{prefix}/health/{member}`), this
+    /// member's own included.
+    views: BTreeMap<String, views::View>,
+    /// The sites a majority of live members see down, as last decided.
+    fleet_down: std::collections::BTreeSet<String>,
+    /// This member sees the tier in use down and the fleet does not (logged once).
+    cut_off: bool,
 }
 
 pub struct Fleet {
@@ -102,6 +111,14 @@ impl Fleet {
             state_file,
             me: lineage::Me::new(),
         });
+        if fleet.settings.quorum {
+            // The last fleet decision holds until the fleet decides again: a member
+            // that starts cut off does not fail over alone.
+            fleet.lock_link().fleet_down = kept.fleet_down.clone();
+            fleet
+                .control
+                .set_fleet_down(Some(kept.fleet_down.iter().cloned().collect()));
+        }
         if kept.revision > 0 {
             tracing::info!(
                 revision = kept.revision,
@@ -160,7 +177,14 @@ impl Fleet {
 
     /// Applies a whole set of decisions at a revision: one snapshot swap for the
     /// weights; drills that appeared start here, drills that were removed end.
-    fn apply(&self, decisions: Decisions) {
+    fn apply(&self, mut decisions: Decisions) {
+        // The fleet's view of health is not in these keys: it stays what was decided.
+        decisions.fleet_down = self
+            .decisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fleet_down
+            .clone();
         let revision = decisions.revision;
         self.control.replace_weights(decisions.weights.clone());
         self.sync_drills(&decisions.drills);
@@ -350,8 +374,12 @@ impl Fleet {
 
     /// `"fleet": {"connected", "revision", "members", ...}` for `/status`.
     pub fn status(&self) -> Value {
+        let (views, fleet_down) = self.views_status();
         let link = self.lock_link();
         json!({
+            "failover": if self.settings.quorum { "quorum" } else { "local" },
+            "views": views,
+            "fleet_down": fleet_down,
             "name": self.name,
             "connected": link.connected,
             "since": rfc3339(link.since_ms),

@@ -16,8 +16,9 @@ use etcd_client::{
 };
 use serde_json::json;
 
-use super::lineage::{self, Epoch, View};
+use super::lineage::{self, Epoch, View as Lineage};
 use super::state::{self, Decisions, Invalid, Key};
+use super::views::View;
 use super::Fleet;
 
 /// A member's key lives this long after its last keep-alive.
@@ -83,6 +84,7 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
     };
     let mut invalid = Invalid::new();
     let mut members = BTreeMap::new();
+    let mut views = BTreeMap::new();
     let mut epoch = None;
     let last = fallback(&mut client, &settings.prefix, read.kvs(), last).await;
     for kv in read.kvs() {
@@ -100,17 +102,29 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                 epoch = Epoch::parse(kv.value());
                 decisions.take(&last, &key, &meaning, Some(kv.value()), &mut invalid);
             }
+            Key::Health(member) => {
+                views.insert(member.to_string(), View::parse(kv.value()));
+            }
             _ => decisions.take(&last, &key, &meaning, Some(kv.value()), &mut invalid),
         }
     }
-    let view = View {
+    let lineage_view = Lineage {
         revision,
         cluster_id: decisions.cluster_id,
         epoch: epoch.clone(),
     };
-    let refusal = lineage::diverged(&last, applied, &view);
+    let refusal = lineage::diverged(&last, applied, &lineage_view);
     let last = fleet.decisions();
-    fleet.lock_link().members = members;
+    {
+        let mut link = fleet.lock_link();
+        link.members = members;
+        // This member's own view is published below, from what it sees now.
+        link.views = views
+            .into_iter()
+            .filter_map(|(m, v)| Some((m, v?)))
+            .filter(|(m, _)| *m != fleet.name)
+            .collect();
+    }
     fleet.set_invalid(invalid.clone());
     fleet.set_diverged(refusal.clone(), epoch.as_ref().map_or(0, |e| e.number));
     let mut decisions = match refusal {
@@ -164,6 +178,19 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
         )
         .await
         .map_err(|e| format!("member key: {e}"))?;
+    let health_key = format!("{}/health/{}", settings.prefix, fleet.name);
+    let mut view = fleet.own_view();
+    client
+        .put(
+            health_key.as_str(),
+            view.to_value(),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .map_err(|e| format!("health view: {e}"))?;
+    fleet.take_view(&fleet.name, Some(view.clone()));
+    fleet.decide();
+    let mut published = fleet.control.published();
     let (mut keeper, mut kept) = client
         .lease_keep_alive(lease)
         .await
@@ -194,6 +221,7 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                 }
                 let mut next = decisions.clone();
                 let mut link_members = fleet.lock_link().members.clone();
+                let mut views_changed = false;
                 for event in response.events() {
                     let Some(kv) = event.kv() else { continue };
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
@@ -207,7 +235,17 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                             }
                             link_members.insert(name.to_string(), value);
                         }
-                        (Key::Member(name), None) => { link_members.remove(*name); }
+                        (Key::Member(name), None) => {
+                            link_members.remove(*name);
+                            views_changed = true;
+                        }
+                        // Another member's view (this member's own is kept as published).
+                        (Key::Health(member), value) => {
+                            if *member != fleet.name {
+                                fleet.take_view(member, value.and_then(View::parse));
+                                views_changed = true;
+                            }
+                        }
                         // A release of a held site, on every member that holds it.
                         (Key::Failback(site), Some(_)) if !refusing => {
                             if fleet.control.fail_back(site).is_ok() {
@@ -228,7 +266,11 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                         _ => next.take(&decisions, &key, &meaning, value, &mut invalid),
                     }
                 }
+                let joined = link_members.len() != fleet.lock_link().members.len();
                 fleet.lock_link().members = link_members;
+                if views_changed || joined {
+                    fleet.decide();
+                }
                 fleet.set_invalid(invalid.clone());
                 seen = header.revision();
                 if refusing {
@@ -243,6 +285,22 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                     // Nothing to apply (a member key, an unchanged value): the revision
                     // still counts as applied, so a write waiting for it answers.
                     fleet.advance(seen);
+                }
+            }
+            // A snapshot was published here: a health flip changes this member's view.
+            changed = published.changed() => {
+                if changed.is_err() {
+                    return Err("the control plane went away".into());
+                }
+                let now = fleet.own_view();
+                if !now.same_as(&view) {
+                    view = now;
+                    client
+                        .put(health_key.as_str(), view.to_value(), Some(PutOptions::new().with_lease(lease)))
+                        .await
+                        .map_err(|e| format!("health view: {e}"))?;
+                    fleet.take_view(&fleet.name, Some(view.clone()));
+                    fleet.decide();
                 }
             }
             _ = tick.tick() => {

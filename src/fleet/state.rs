@@ -28,6 +28,10 @@ pub struct Decisions {
     /// The id written with that epoch: tells a re-created epoch of the same number apart.
     #[serde(default)]
     pub epoch_id: String,
+    /// With `failover = "quorum"`: the sites the fleet last saw down (held while etcd
+    /// is unreachable, and across a restart then).
+    #[serde(default)]
+    pub fleet_down: std::collections::BTreeSet<String>,
 }
 
 /// Keys whose value in etcd is invalid: key -> what it holds (shortened for display).
@@ -80,7 +84,7 @@ impl Decisions {
                 }
                 None => false,
             },
-            (Key::Member(_) | Key::Failback(_) | Key::Other, _) => return,
+            (Key::Member(_) | Key::Failback(_) | Key::Health(_) | Key::Other, _) => return,
         };
         if valid {
             invalid.remove(key);
@@ -143,6 +147,8 @@ pub enum Key<'a> {
     /// `{prefix}/epoch`: the fleet's epoch, raised when an operator confirms a changed
     /// etcd history.
     Epoch,
+    /// `{prefix}/health/{member}`: that member's view of the sites' health.
+    Health(&'a str),
     Other,
 }
 
@@ -167,6 +173,12 @@ pub fn key<'a>(prefix: &str, key: &'a str) -> Key<'a> {
     }
     if rest == "epoch" {
         return Key::Epoch;
+    }
+    if let Some(member) = rest
+        .strip_prefix("health/")
+        .filter(|m| !m.is_empty() && !m.contains('/'))
+    {
+        return Key::Health(member);
     }
     match rest.strip_prefix("members/") {
         Some(name) if !name.is_empty() => Key::Member(name),
@@ -196,6 +208,8 @@ mod tests {
         assert_eq!(key("/sg", "/sg/sites/idc-a/weight"), Key::Weight("idc-a"));
         assert_eq!(key("/sg", "/sg/members/edge-1"), Key::Member("edge-1"));
         assert_eq!(key("/sg", "/sg/sites/b/drill"), Key::Drill("b"));
+        assert_eq!(key("/sg", "/sg/health/edge-2"), Key::Health("edge-2"));
+        assert_eq!(key("/sg", "/sg/health/a/b"), Key::Other);
         assert_eq!(drill(br#"{"until": 5}"#), Some(5));
         assert_eq!(drill(b"soon"), None);
         assert_eq!(key("/sg", "/sgx/sites/a/weight"), Key::Other);

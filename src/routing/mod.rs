@@ -115,6 +115,9 @@ pub struct Decisions {
     /// How many times each site flapped in a row (failed again soon after its traffic
     /// returned); its next hold grows with it.
     pub flaps: HashMap<String, u32>,
+    /// With `[fleet] failover = "quorum"`: the sites the fleet sees down (a majority of
+    /// its live members); the tier in use follows them. `None`: each member alone.
+    pub fleet_down: Option<HashSet<String>>,
 }
 
 /// Everything a snapshot is built from.
@@ -183,7 +186,8 @@ impl Routing {
                 site.healthy = true;
             }
         }
-        let default = Split::build(sites.iter().map(SiteRoute::weight).collect(), &sites);
+        let fleet_down = inputs.decisions.fleet_down.as_ref();
+        let default = Split::build(sites.iter().map(SiteRoute::weight).collect(), &sites, fleet_down);
         for (site, &effective) in sites.iter_mut().zip(&default.effective) {
             site.effective_weight = effective;
         }
@@ -202,7 +206,7 @@ impl Routing {
                         (_, None) => site.weight(),
                     })
                     .collect();
-                Split::build(weights, &sites)
+                Split::build(weights, &sites, fleet_down)
             })
             .collect();
         Routing {
@@ -232,6 +236,14 @@ impl Routing {
     /// The live backends of this snapshot, to rebuild it after a health or weight change.
     pub fn backends(&self) -> Vec<Vec<Arc<Backend>>> {
         self.sites.iter().map(|s| s.backends.clone()).collect()
+    }
+
+    /// The tier the default split uses (`None`: nothing to route to).
+    pub fn mode_priority(&self) -> Option<u32> {
+        match self.mode {
+            Mode::Normal { priority } | Mode::Panic { priority } => Some(priority),
+            Mode::NoRoute => None,
+        }
     }
 
     pub fn is_ramping(&self) -> bool {
@@ -279,7 +291,9 @@ impl Routing {
     }
 
     fn any_backend(&self, split: &Split, tried: &[Pick], healthy_only: bool) -> Option<Pick> {
-        let mut order: Vec<usize> = (0..self.sites.len()).filter(|&s| split.weights[s] > 0).collect();
+        let mut order: Vec<usize> = (0..self.sites.len())
+            .filter(|&s| split.weights[s] > 0 && split.confined.is_none_or(|tier| self.sites[s].priority == tier))
+            .collect();
         order.sort_by_key(|&s| self.sites[s].priority);
         order.into_iter().find_map(|site| {
             (0..self.sites[site].backends.len())

@@ -9,6 +9,7 @@
 //! share to its healthy peers, as before: the dual-active design sizes each site for
 //! its peer's loss, while a standby takes the load a damaged tier can no longer carry.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::affinity;
@@ -31,14 +32,22 @@ pub struct Split {
     members: Vec<(usize, f64)>,
     /// SWRR sequence of site indices.
     table: Vec<u16>,
+    /// The tier the fleet agreed on (`failover = "quorum"`): no try of this split, a
+    /// retry's last resort included, goes to another tier.
+    pub confined: Option<u32>,
     next: AtomicUsize,
 }
 
 impl Split {
-    pub fn build(weights: Vec<u32>, sites: &[SiteRoute]) -> Split {
-        let mode = choose_mode(&weights, sites);
+    /// `fleet_down`: with `[fleet] failover = "quorum"`, the sites the fleet sees down;
+    /// the tier in use is then the fleet's, not this member's alone.
+    pub fn build(weights: Vec<u32>, sites: &[SiteRoute], fleet_down: Option<&HashSet<String>>) -> Split {
+        let (mode, agreed) = match fleet_down.and_then(|down| agreed_mode(&weights, sites, down)) {
+            Some(mode) => (mode, true),
+            None => (choose_mode(&weights, sites), false),
+        };
         let members = match mode {
-            Mode::Normal { priority } => spill(&weights, sites, priority),
+            Mode::Normal { priority } => spill(&weights, sites, priority, agreed),
             Mode::Panic { priority } => {
                 let tier: Vec<usize> = (0..sites.len())
                     .filter(|&i| weights[i] > 0 && sites[i].priority == priority)
@@ -60,6 +69,10 @@ impl Split {
             members,
             table: sequence(&scaled),
             next: AtomicUsize::new(0),
+            confined: match mode {
+                Mode::Normal { priority } | Mode::Panic { priority } if agreed => Some(priority),
+                _ => None,
+            },
         }
     }
 
@@ -97,6 +110,24 @@ impl Split {
     }
 }
 
+/// The fleet's tier: the lowest with a site that the fleet does not see down (nor a
+/// drill takes out). This member serves it from the sites it sees healthy there, and
+/// when it sees none, keeps trying them (panic within the tier) rather than send
+/// writes to a standby the rest of the fleet is not using. `None` when the fleet sees
+/// every tier down: then each member does what it can alone.
+fn agreed_mode(weights: &[u32], sites: &[SiteRoute], fleet_down: &HashSet<String>) -> Option<Mode> {
+    let priority = (0..sites.len())
+        .filter(|&i| weights[i] > 0 && !sites[i].drilled && !fleet_down.contains(&sites[i].name))
+        .map(|i| sites[i].priority)
+        .min()?;
+    let served_here = (0..sites.len()).any(|i| weights[i] > 0 && sites[i].priority == priority && sites[i].healthy);
+    Some(if served_here {
+        Mode::Normal { priority }
+    } else {
+        Mode::Panic { priority }
+    })
+}
+
 fn choose_mode(weights: &[u32], sites: &[SiteRoute]) -> Mode {
     let lowest = |ok: &dyn Fn(usize) -> bool| {
         (0..sites.len())
@@ -114,9 +145,12 @@ fn choose_mode(weights: &[u32], sites: &[SiteRoute]) -> Mode {
 }
 
 /// Shares of the healthy sites from tier `first` on: each tier takes what its capacity
-/// allows of what is left; the rest spills to the next one.
-fn spill(weights: &[u32], sites: &[SiteRoute], first: u32) -> Vec<(usize, f64)> {
-    let serving = |i: usize| weights[i] > 0 && sites[i].healthy && sites[i].priority >= first;
+/// allows of what is left; the rest spills to the next one. A tier the fleet agreed
+/// on (`agreed`) keeps it all: spilling to a standby is the fleet's decision too.
+fn spill(weights: &[u32], sites: &[SiteRoute], first: u32, agreed: bool) -> Vec<(usize, f64)> {
+    let serving = |i: usize| {
+        weights[i] > 0 && sites[i].healthy && (sites[i].priority == first || (!agreed && sites[i].priority > first))
+    };
     let mut tiers: Vec<u32> = (0..sites.len())
         .filter(|&i| serving(i))
         .map(|i| sites[i].priority)
