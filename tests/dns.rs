@@ -222,3 +222,30 @@ async fn check_warns_of_a_name_that_does_not_resolve_but_accepts_the_config() {
         "a name that resolves is no warning: {stderr}"
     );
 }
+
+/// The certificate names `app.test` only: a handshake that sent or checked the address
+/// would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_backend_behind_a_name_is_verified_against_the_name_not_its_address() {
+    let pki = common::tls::Pki::new("dns");
+    let leaf = pki.leaf("backend", &["app.test"]);
+    let backend = Backend::start_tls("remote", pki.server(&leaf, false)).await;
+    let dns = DnsServer::start().await;
+    dns.set("app.test", &["127.0.0.1"]);
+    let extra = format!(
+        "[dns]\nservers = [\"{}\"]\n[health]\ninterval = \"200ms\"\nfall = 1\n",
+        dns.addr
+    );
+    let site = format!(
+        "[[site]]\nname = \"app\"\nweight = 1\nbackends = [\"app.test:{}\"]\ntls = {{ ca = \"{}\" }}\n",
+        backend.addr.port(),
+        pki.ca_path.display()
+    );
+    let proxy = TestProxy::start(&config(&extra, &[site])).await;
+    let client = client();
+    for _ in 0..3 {
+        let (status, body) = get(&client, &proxy.url("/")).await.unwrap();
+        assert_eq!((status.as_u16(), body.as_str()), (200, "remote"));
+    }
+    assert!(site_healthy(&proxy));
+}

@@ -4,7 +4,9 @@
 //! Requests never wait on it: they only ever see addresses.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::Notify;
 
 use super::Control;
 use crate::config::{Config, Dns};
@@ -14,6 +16,8 @@ use crate::upstream::dns::{Answers, Resolver};
 pub(super) struct Names {
     resolver: Mutex<Option<Resolver>>,
     answers: Mutex<Answers>,
+    /// Wakes the task when a reload changed `[dns]`, so a shorter refresh starts now.
+    pub(super) settings_changed: Arc<Notify>,
 }
 
 impl Names {
@@ -21,6 +25,7 @@ impl Names {
         Names {
             resolver: Mutex::new(None),
             answers: Mutex::new(answers),
+            settings_changed: Arc::default(),
         }
     }
 
@@ -61,13 +66,16 @@ impl Names {
 }
 
 /// Looks every name up again each `[dns] refresh`; ends when the `Control` is dropped.
-pub(super) fn spawn(control: Weak<Control>) {
+pub(super) fn spawn(control: Weak<Control>, settings_changed: Arc<Notify>) {
     tokio::spawn(async move {
         loop {
             let Some(refresh) = control.upgrade().map(|c| c.current().config.dns.refresh) else {
                 return;
             };
-            tokio::time::sleep(refresh).await;
+            tokio::select! {
+                _ = tokio::time::sleep(refresh) => {}
+                _ = settings_changed.notified() => {}
+            }
             let (names, resolver, last) = match control.upgrade() {
                 Some(c) => {
                     let config = c.current().config.clone();

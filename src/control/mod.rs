@@ -144,7 +144,7 @@ impl Control {
         }
         spawn_publisher(Arc::downgrade(&control), control.registry.changes.clone());
         programs::spawn(Arc::downgrade(&control));
-        dns::spawn(Arc::downgrade(&control));
+        dns::spawn(Arc::downgrade(&control), control.names.settings_changed.clone());
         control
     }
 
@@ -248,6 +248,9 @@ impl Control {
         log_changes(&old, &routing);
         record_routing(&routing);
         state.observer.observe(&old, &routing, &self.events);
+        if routing.config.dns != old.config.dns {
+            self.names.settings_changed.notify_one();
+        }
         self.routing.store(Arc::new(routing));
         synced.added.into_iter().for_each(spawn_prober);
         if let Some(file) = self.keeper.get() {
