@@ -86,10 +86,14 @@ impl Resolver {
         let lookup = tokio::time::timeout(LOOKUP_LIMIT, resolver.lookup_ip(name))
             .await
             .map_err(|_| format!("no answer within {LOOKUP_LIMIT:?}"))?
-            .map_err(|e| match () {
-                _ if e.is_nx_domain() => "NXDOMAIN, no such name".to_string(),
-                _ if e.is_no_records_found() => "no address in the answer".to_string(),
-                _ => e.to_string(),
+            .map_err(|e| {
+                if e.is_nx_domain() {
+                    "NXDOMAIN, no such name".to_string()
+                } else if e.is_no_records_found() {
+                    "no address in the answer".to_string()
+                } else {
+                    e.to_string()
+                }
             })?;
         let mut ips: Vec<IpAddr> = lookup.iter().collect();
         ips.sort();
@@ -145,7 +149,7 @@ impl Resolver {
     }
 }
 
-/// Looks up `names` with a resolver of `settings`: what the start and `check` need.
+/// Looks up `names` with a resolver of `settings`: the start, before the first snapshot.
 pub async fn resolve_all(settings: &Dns, names: &BTreeSet<String>) -> Answers {
     if names.is_empty() {
         return Answers::default();
