@@ -9,10 +9,12 @@
 //!   health), kept across reloads by the registry; the active prober; passive reports.
 //! - `control`: the single writer of the snapshot: config applies, weight overrides,
 //!   health changes and slow-start ticks all publish through it.
-//!   Drills too: their abort watch and the drill programs (cron) run there.
+//!   Drills too: their abort watch and the drill programs (cron) run there; and the
+//!   task that resolves backend names every `[dns] refresh`.
 //! - `upstream` + `body`: per-backend connection pools over hyper's connection-level
 //!   client (plain or TLS, HTTP/1.1 or h2, counted, with a connect deadline, quick ACKs
-//!   for Nagle backends), typed failures, replayable request bodies.
+//!   for Nagle backends), typed failures, replayable request bodies; `upstream::dns`
+//!   resolves backend names for the control plane (a connect never resolves).
 //! - `clock`: the process clock (ms since start) that stamps all live state.
 //! - `retry`: which failures may be retried, and the retry budget.
 //! - `proxy`: listeners, TLS termination, per-connection serving and timeouts

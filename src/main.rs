@@ -238,6 +238,9 @@ fn check(path: &std::path::Path) -> ExitCode {
                     );
                 }
             }
+            for warning in unresolved_names(&config) {
+                eprintln!("warning: {}: {warning}", path.display());
+            }
             println!("ok");
             ExitCode::SUCCESS
         }
@@ -248,6 +251,41 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Backend names that do not resolve now, as `check` warns of them: `run` starts with
+/// their sites down and brings them up when the names resolve.
+fn unresolved_names(config: &Config) -> Vec<String> {
+    let names = config.backend_names();
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return vec!["backend names: cannot start the async runtime to resolve them".into()];
+    };
+    let failures: std::collections::BTreeMap<String, String> = runtime.block_on(async {
+        let resolver = splitgate::upstream::dns::Resolver::new(&config.dns);
+        let mut failures = std::collections::BTreeMap::new();
+        for name in names {
+            if let Err(reason) = resolver.lookup(&name).await {
+                failures.insert(name, reason);
+            }
+        }
+        failures
+    });
+    let mut warnings = Vec::new();
+    for (i, site) in config.sites.iter().enumerate() {
+        for (j, backend) in site.backends.iter().enumerate() {
+            if let Some(reason) = backend.name().and_then(|n| failures.get(&n)) {
+                warnings.push(format!(
+                    "site[{i}].backends[{j}]: \"{}\" does not resolve now ({reason}); splitgate run starts \
+                     without it and adds it when it resolves (asked again every [dns] refresh)",
+                    backend.addr()
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 fn run(config: Config, path: Option<PathBuf>, banner: Option<String>) -> ExitCode {

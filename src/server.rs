@@ -143,7 +143,10 @@ impl Server {
         let kept = keep_state(&config, config_path.as_deref());
         let saved = kept.as_ref().and_then(|(_, saved)| saved.as_ref());
         let standalone = config.fleet.is_none();
-        let control = Control::restore(config, events, saved.map(|s| (s, standalone)));
+        // Names resolved before the first snapshot: a site behind a name is not down
+        // for its first refresh. One that does not resolve leaves its site down until it does.
+        let answers = crate::upstream::dns::resolve_all(&config.dns, &config.backend_names()).await;
+        let control = Control::restore(config, events, saved.map(|s| (s, standalone)), answers);
         let fleet = control.current().config.fleet.clone().map(|settings| {
             let name = settings
                 .name
@@ -281,6 +284,7 @@ impl Server {
         if config.notify != current.config.notify {
             self.control.events.set_sinks("notify", notify::sinks(&config.notify));
         }
+        self.control.resolve_new(&config).await;
         let generation = self.control.apply(config);
         if let Some(fleet) = &self.fleet {
             fleet.reapply();

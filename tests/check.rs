@@ -24,7 +24,13 @@ fn every_shipped_example_config_is_valid() {
         if path.extension().is_some_and(|e| e == "toml") {
             let (ok, text) = check(&path);
             assert!(ok, "{}: {text}", path.display());
-            assert_eq!(text.trim(), "ok");
+            // The examples' backend names (`dr-app.internal`) do not resolve here: a
+            // warning, not a problem.
+            let rest: Vec<&str> = text
+                .lines()
+                .filter(|l| !(l.starts_with("warning:") && l.contains("does not resolve")))
+                .collect();
+            assert_eq!(rest, ["ok"], "{}", path.display());
             seen += 1;
         }
     }

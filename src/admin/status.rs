@@ -70,7 +70,11 @@ pub struct RouteStatus {
 
 #[derive(Serialize)]
 pub struct BackendStatus {
+    /// The address connected to (for a backend behind a name, one it resolved to).
     pub addr: String,
+    /// The name it was given by (`"app.internal:8080"`), when not an address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub healthy: bool,
     /// Requests in flight there now.
     pub in_flight: u32,
@@ -173,7 +177,8 @@ pub fn status(routing: &Routing, last_reload: Option<LastReload>) -> Status {
                     .backends
                     .iter()
                     .map(|b| BackendStatus {
-                        addr: b.authority.to_string(),
+                        addr: b.addr.clone(),
+                        name: b.name.clone(),
                         healthy: b.is_healthy(),
                         in_flight: b.in_flight(),
                     })

@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub failback: Option<FailbackFile>,
     pub safety: Option<SafetyFile>,
     pub client_ip: Option<ClientIpFile>,
+    /// `[dns]`: how backend names are resolved.
+    pub dns: Option<DnsFile>,
     /// `[drills]`: how drills protect users.
     pub drills: Option<DrillsFile>,
     /// `[[drill]]`: drill programs.
@@ -174,6 +176,14 @@ pub struct ListenerFile {
 pub struct ClientIpFile {
     #[serde(default)]
     pub trusted: Vec<String>,
+}
+
+/// `[dns]`: how often backend names are resolved again, and by which name servers.
+#[derive(Debug, Deserialize, Default)]
+pub struct DnsFile {
+    pub refresh: Option<String>,
+    #[serde(default)]
+    pub servers: Vec<String>,
 }
 
 /// `tls = { cert, key, certificates = [{ cert, key }] }`: PEM files; the extra

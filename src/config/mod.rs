@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 pub use cron::Schedule;
 pub use duration::parse_duration;
 pub use model::{
-    AccessLog, Admin, Admission, AffinityKey, Backend, Cidr, Config, CookieSigner, DrillProgram, Drills, EventsConfig,
+    AccessLog, Admin, Admission, AffinityKey, Backend, Cidr, Config, CookieSigner, Dns, DrillProgram, Drills, EventsConfig,
     Failback, Fleet, FleetTls, HealthCheck, HostPattern, Limits, Listener, ListenerTls, LogFormat, LogTarget, Logging,
     Notify, NotifyTarget, Protocol, Retry, Route, Safety, Site, SiteTls, Timeouts,
 };

@@ -35,9 +35,20 @@ pub struct Config {
     pub trusted_forwarders: Vec<Cidr>,
     /// `[drills]` and `[[drill]]`.
     pub drills: Drills,
+    /// `[dns]`: how backend names are resolved.
+    pub dns: Dns,
 }
 
 impl Config {
+    /// Every backend name of every site (hosts that are not IP literals), each once.
+    pub fn backend_names(&self) -> std::collections::BTreeSet<String> {
+        self.sites
+            .iter()
+            .flat_map(|s| s.backends.iter())
+            .filter_map(|b| b.name())
+            .collect()
+    }
+
     /// Where run-time state is kept: the configured path, else named after the config
     /// file (`splitgate.toml` -> `splitgate.state`) in systemd's `StateDirectory=`
     /// (`$STATE_DIRECTORY`) when set, else beside the config file; `None` without a
@@ -477,6 +488,42 @@ pub struct Backend {
 impl Backend {
     pub fn addr(&self) -> &str {
         self.authority.as_str()
+    }
+
+    /// The address to connect to when the host is an IP literal; `None` for a name.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        let ip: std::net::IpAddr = self.authority.host().trim_matches(['[', ']']).parse().ok()?;
+        Some(SocketAddr::new(ip, self.port()))
+    }
+
+    /// The host, lower case, when it is a name to resolve (not an IP literal).
+    pub fn name(&self) -> Option<String> {
+        match self.socket_addr() {
+            Some(_) => None,
+            None => Some(self.authority.host().to_ascii_lowercase()),
+        }
+    }
+
+    /// Checked at validation: always present and not 0.
+    pub fn port(&self) -> u16 {
+        self.authority.port_u16().unwrap_or(80)
+    }
+}
+
+/// `[dns]`: backend names are resolved by the control plane every `refresh`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    pub refresh: Duration,
+    /// Name servers to ask; empty: the system's (resolv.conf and the hosts file).
+    pub servers: Vec<SocketAddr>,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            refresh: Duration::from_secs(5),
+            servers: Vec::new(),
+        }
     }
 }
 

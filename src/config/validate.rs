@@ -3,10 +3,11 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
-use super::file::{AccessLogFile, FileConfig, LimitsFile, LogFile};
+use super::file::{AccessLogFile, DnsFile, FileConfig, LimitsFile, LogFile};
 use super::model::{
-    AccessLog, Admin, Config, Failback, HealthCheck, Limits, Listener, LogFormat, LogTarget, Logging, Retry, Site,
+    AccessLog, Admin, Config, Dns, Failback, HealthCheck, Limits, Listener, LogFormat, LogTarget, Logging, Retry, Site,
     Timeouts,
 };
 use super::problems::{Problem, Problems};
@@ -144,6 +145,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
     }
 
     let drills = drills::validate_drills(file.drills.as_ref(), &file.drill, &names, &mut problems);
+    let dns = validate_dns(file.dns.as_ref(), &mut problems);
 
     if problems.0.is_empty() {
         Ok(Config {
@@ -165,10 +167,30 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
             safety,
             trusted_forwarders,
             drills,
+            dns,
         })
     } else {
         Err(problems.0)
     }
+}
+
+fn validate_dns(file: Option<&DnsFile>, problems: &mut Problems) -> Dns {
+    let d = Dns::default();
+    let Some(file) = file else {
+        return d;
+    };
+    // Bounded: a name server is asked for each name at most ten times a second.
+    let refresh = problems.duration("dns.refresh", file.refresh.as_ref(), d.refresh);
+    if refresh < Duration::from_millis(100) {
+        problems.add("dns.refresh", format!("{refresh:?} is too short; use at least 100ms"));
+    }
+    let servers = file
+        .servers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| problems.socket_addr(&format!("dns.servers[{i}]"), text))
+        .collect();
+    Dns { refresh, servers }
 }
 
 fn log_format(key: &str, text: Option<&str>, problems: &mut Problems) -> LogFormat {

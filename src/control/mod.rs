@@ -2,9 +2,11 @@
 //! drills (`drills`), health flips and slow-start ticks all rebuild the snapshot here,
 //! one at a time, publish it with one atomic swap, and hand old and new to the event
 //! observer. Requests never wait on anything in this module.
-//! Drills stop themselves through `abort` and run on a schedule through `programs`.
+//! Drills stop themselves through `abort` and run on a schedule through `programs`;
+//! backend names are kept resolved by `dns`.
 
 mod abort;
+mod dns;
 mod drills;
 mod failback;
 mod programs;
@@ -23,6 +25,7 @@ use crate::events::{Events, Observer};
 use crate::health::{spawn_prober, HealthRegistry};
 use crate::routing::{Decisions, Inputs, Routing};
 use crate::state::{Saved, SavedDrill, SavedHold, StateFile};
+use crate::upstream::dns::Answers;
 
 pub use drills::{Drill, DrillError, DrillOptions, ProgramLabel, MAX_DRILL};
 pub use failback::FailbackError;
@@ -53,6 +56,8 @@ pub struct Control {
     answers: Arc<crate::telemetry::ClientAnswers>,
     /// Bumped at every published snapshot: the fleet's view of health follows it.
     published: tokio::sync::watch::Sender<u64>,
+    /// Backend names: the resolver and the addresses they resolved to.
+    names: dns::Names,
 }
 
 #[derive(Default)]
@@ -68,17 +73,24 @@ struct State {
 }
 
 impl Control {
-    /// Builds generation 1 and starts probing every backend. Needs a tokio runtime.
+    /// Builds generation 1 and starts probing every backend (names unresolved until the
+    /// first refresh). Needs a tokio runtime.
     pub fn new(config: Config, events: Arc<Events>) -> Arc<Control> {
-        Self::restore(config, events, None)
+        Self::restore(config, events, None, Answers::default())
     }
 
-    /// As `new`, starting from what the state file kept: weight overrides and drills
-    /// (unless `saved` is the fleet's, whose decisions the fleet applies), and backends
-    /// that were down start down when that health is fresh.
-    pub fn restore(config: Config, events: Arc<Events>, saved: Option<(&Saved, bool)>) -> Arc<Control> {
+    /// As `new`, with the backend names resolved at start (`answers`), starting from
+    /// what the state file kept: weight overrides and drills (unless `saved` is the
+    /// fleet's, whose decisions the fleet applies), and backends that were down start
+    /// down when that health is fresh.
+    pub fn restore(
+        config: Config,
+        events: Arc<Events>,
+        saved: Option<(&Saved, bool)>,
+        answers: Answers,
+    ) -> Arc<Control> {
         let registry = HealthRegistry::new();
-        let synced = registry.sync(&config);
+        let synced = registry.sync(&config, &answers);
         let mut state = State::default();
         let mut resumed = Vec::new();
         if let Some((saved, decisions_too)) = saved {
@@ -123,6 +135,7 @@ impl Control {
             events,
             answers: Arc::default(),
             published: tokio::sync::watch::Sender::new(0),
+            names: dns::Names::new(answers),
         });
         let _ = control.me.set(Arc::downgrade(&control));
         for (site, id, left) in resumed {
@@ -135,6 +148,7 @@ impl Control {
         }
         spawn_publisher(Arc::downgrade(&control), control.registry.changes.clone());
         programs::spawn(Arc::downgrade(&control));
+        dns::spawn(Arc::downgrade(&control), control.names.settings_changed.clone());
         control
     }
 
@@ -225,7 +239,8 @@ impl Control {
         state.decisions.held.retain(|name, _| known(name));
         state.decisions.flaps.retain(|name, _| known(name));
         state.failback.retain(|name, _| known(name));
-        let synced = self.registry.sync(&config);
+        self.names.update(Answers::default(), Some(&config.backend_names()));
+        let synced = self.registry.sync(&config, &self.names.answers());
         let generation = old.generation + 1;
         let routing = Routing::build(Inputs {
             generation,
@@ -237,12 +252,56 @@ impl Control {
         log_changes(&old, &routing);
         record_routing(&routing);
         state.observer.observe(&old, &routing, &self.events);
+        if routing.config.dns != old.config.dns {
+            self.names.settings_changed.notify_one();
+        }
         self.routing.store(Arc::new(routing));
         synced.added.into_iter().for_each(spawn_prober);
         if let Some(file) = self.keeper.get() {
             file.changed();
         }
         generation
+    }
+
+    /// Looks up the names of `config` that never resolved (new to it, or failing so
+    /// far), so that applying it next finds their addresses. Within `LOOKUP_LIMIT`.
+    pub async fn resolve_new(&self, config: &Config) {
+        let missing = self.names.unresolved(config);
+        if missing.is_empty() {
+            return;
+        }
+        let resolver = self.names.resolver(&config.dns);
+        let answers = resolver.refresh(&missing, &Answers::default()).await;
+        self.names.update(answers, None);
+    }
+
+    /// A refresh of the backend names came back: if any name's addresses changed, the
+    /// snapshot is rebuilt from the same config (same generation) as on a reload:
+    /// backends that stay keep their health, new ones start healthy and are probed,
+    /// those gone are retired.
+    fn readdress(&self, answers: Answers) {
+        let mut state = self.lock_state();
+        let state = &mut *state;
+        let old = self.current();
+        if !self.names.update(answers, Some(&old.config.backend_names())) {
+            return;
+        }
+        let synced = self.registry.sync(&old.config, &self.names.answers());
+        let routing = Routing::build(Inputs {
+            generation: old.generation,
+            config: old.config.clone(),
+            backends: synced.backends,
+            decisions: &state.decisions,
+            now_ms: now_ms(),
+        });
+        log_readdressed(&old, &routing);
+        record_routing(&routing);
+        state.observer.observe(&old, &routing, &self.events);
+        self.routing.store(Arc::new(routing));
+        synced.added.into_iter().for_each(spawn_prober);
+        if let Some(file) = self.keeper.get() {
+            file.changed();
+        }
     }
 
     /// Sets (`Some`) or clears (`None`) a site's run-time weight override.
@@ -376,6 +435,21 @@ fn log_changes(old: &Routing, new: &Routing) {
         tracing::info!(site = %site.name, "site removed");
     }
     tracing::info!(generation = new.generation, "config applied");
+}
+
+/// One line per backend that a name's new addresses added or removed.
+fn log_readdressed(old: &Routing, new: &Routing) {
+    for (before, after) in old.sites.iter().zip(&new.sites) {
+        let missing_from = |site: &crate::routing::SiteRoute, b: &Arc<crate::health::Backend>| {
+            !site.backends.iter().any(|o| o.name == b.name && o.addr == b.addr)
+        };
+        for b in after.backends.iter().filter(|b| missing_from(before, b)) {
+            tracing::info!(site = %after.name, name = ?b.name, backend = %b.addr, "backend added: its name resolved to it");
+        }
+        for b in before.backends.iter().filter(|b| missing_from(after, b)) {
+            tracing::info!(site = %before.name, name = ?b.name, backend = %b.addr, "backend removed: its name no longer resolves to it");
+        }
+    }
 }
 
 /// Health and effective weight gauges, set whenever a snapshot is published.

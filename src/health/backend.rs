@@ -27,8 +27,13 @@ struct Streak {
 
 pub struct Backend {
     pub site: String,
+    /// Its identity in metrics, logs and the state file: the address as configured, or,
+    /// for a backend behind a name, the address the name resolved to (`ip:port`).
     pub addr: String,
+    /// As configured (Host, SNI): the IP literal, or the name.
     pub authority: Authority,
+    /// `Some(authority)` when it is a name resolved to `addr`.
+    pub name: Option<String>,
     /// Connections to this backend; closed when the backend leaves the config.
     pub pool: Pool,
     healthy: AtomicBool,
@@ -109,11 +114,22 @@ impl Backend {
     /// A new backend starts healthy (as in NGINX and HAProxy) and is probed at once.
     pub fn new(site: &str, pool: Pool, check: HealthCheck, changes: Arc<Notify>, queue: Arc<SiteQueue>) -> Self {
         let authority = pool.authority().clone();
-        let addr = authority.as_str();
+        let named = authority
+            .host()
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_err();
+        let addr = if named {
+            pool.addr().to_string()
+        } else {
+            authority.to_string()
+        };
+        let addr = addr.as_str();
         Backend {
             site: site.to_string(),
             addr: addr.to_string(),
             authority: authority.clone(),
+            name: named.then(|| authority.to_string()),
             pool,
             healthy: AtomicBool::new(true),
             streak: Mutex::new(Streak::default()),
@@ -264,6 +280,7 @@ mod tests {
         };
         let pool = Pool::new(
             Authority::from_static("127.0.0.1:1"),
+            "127.0.0.1:1".parse().unwrap(),
             crate::upstream::Connector::new(None, false),
             Duration::from_secs(1),
         );

@@ -1,9 +1,11 @@
 //! Every backend's runtime object, keyed by (site, address, TLS settings), kept across
-//! config snapshots: a reload reuses the backends that stay (health, pool and all) and
-//! retires the ones that go, closing their connections. A site whose TLS settings
+//! config snapshots: a reload (or a name's new addresses) reuses the backends that stay
+//! (health, pool and all) and retires the ones that go, closing their connections. A
+//! backend given by name is one runtime backend per address it resolved to. A site whose TLS settings
 //! change gets new backends, since its old connections were made under the old ones.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -11,10 +13,12 @@ use tokio::sync::Notify;
 use super::admission::SiteQueue;
 use super::backend::Backend;
 use crate::config::Config;
+use crate::upstream::dns::Answers;
 use crate::upstream::{Connector, Pool};
 
-/// Site, address, TLS settings and protocol: a change of any is a new backend.
-type Key = (String, String, Option<u64>, crate::config::Protocol);
+/// Site, address as configured, address connected to, TLS settings and protocol: a
+/// change of any is a new backend.
+type Key = (String, String, SocketAddr, Option<u64>, crate::config::Protocol);
 
 #[derive(Default)]
 pub struct HealthRegistry {
@@ -26,7 +30,8 @@ pub struct HealthRegistry {
     pub changes: Arc<Notify>,
 }
 
-/// Backends for a new config, aligned with `config.sites[i].backends[j]`.
+/// Backends for a new config, aligned with `config.sites[i]`: each of its backends,
+/// once per address.
 pub struct Synced {
     pub backends: Vec<Vec<Arc<Backend>>>,
     /// Backends the registry had not seen: they need a prober.
@@ -38,9 +43,10 @@ impl HealthRegistry {
         Self::default()
     }
 
-    /// Matches the config's backends with live ones: kept ones get the new probe
-    /// settings and connect timeout, new ones start healthy, removed ones are retired.
-    pub fn sync(&self, config: &Config) -> Synced {
+    /// Matches the config's backends, at the addresses `answers` gives their names,
+    /// with live ones: kept ones get the new probe settings and connect timeout, new
+    /// ones start healthy, removed ones are retired.
+    pub fn sync(&self, config: &Config, answers: &Answers) -> Synced {
         let mut map = self.backends.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut next: HashMap<Key, Arc<Backend>> = HashMap::with_capacity(map.len());
         let mut added = Vec::new();
@@ -56,10 +62,12 @@ impl HealthRegistry {
                 let queue = queues.entry(site.name.clone()).or_default().clone();
                 site.backends
                     .iter()
-                    .map(|backend| {
+                    .flat_map(|backend| answers.addrs_of(backend).into_iter().map(move |addr| (backend, addr)))
+                    .map(|(backend, addr)| {
                         let key = (
                             site.name.clone(),
                             backend.addr().to_string(),
+                            addr,
                             fingerprint,
                             site.protocol,
                         );
@@ -75,7 +83,7 @@ impl HealthRegistry {
                                         Connector::new(site.tls.as_ref(), site.protocol == crate::config::Protocol::H2c)
                                     })
                                     .clone();
-                                let pool = Pool::new(backend.authority.clone(), connector, connect);
+                                let pool = Pool::new(backend.authority.clone(), addr, connector, connect);
                                 let live = Arc::new(Backend::new(
                                     &site.name,
                                     pool,

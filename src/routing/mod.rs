@@ -124,7 +124,7 @@ pub struct Decisions {
 pub struct Inputs<'a> {
     pub generation: u64,
     pub config: Arc<Config>,
-    /// Live backends, aligned with `config.sites[i].backends[j]`.
+    /// Live backends, aligned with `config.sites[i]` (a name: one per address).
     pub backends: Vec<Vec<Arc<Backend>>>,
     pub decisions: &'a Decisions,
     pub now_ms: u64,
@@ -221,9 +221,9 @@ impl Routing {
     }
 
     /// A first snapshot of `config` with the registry's backends and no overrides: for
-    /// benches and tests, which need no control plane.
+    /// benches and tests, which need no control plane (nor names: they stay unresolved).
     pub fn standalone(config: Arc<Config>, registry: &crate::health::HealthRegistry) -> Routing {
-        let synced = registry.sync(&config);
+        let synced = registry.sync(&config, &Default::default());
         Routing::build(Inputs {
             generation: 1,
             config,

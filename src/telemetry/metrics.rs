@@ -185,6 +185,16 @@ pub fn record_notify(notifier: &str, delivered: bool) {
     counter!(name, "notifier" => notifier.to_string()).increment(1);
 }
 
+/// A backend name looked up: its failure counter is listed from the first lookup on.
+pub fn record_dns_name(name: &str) {
+    counter!("splitgate_dns_failures_total", "name" => name.to_string()).increment(0);
+}
+
+/// A lookup of a backend name that failed or came back empty (its last addresses kept).
+pub fn record_dns_failure(name: &str) {
+    counter!("splitgate_dns_failures_total", "name" => name.to_string()).increment(1);
+}
+
 pub fn record_access_log_dropped() {
     counter!("splitgate_access_log_dropped_total").increment(1);
 }

@@ -1,9 +1,11 @@
 //! Opening one connection to a backend: TCP (no Nagle, keep-alive probes, quick ACKs),
 //! TLS with the site's settings when it has them, then, for HTTP/2, hyper's handshake
 //! (HTTP/1.1 needs none: our client runs on the open transport), all within
-//! `[timeouts].connect`. Counts open connections in the
-//! `splitgate_upstream_connections` gauge. Knows nothing of pools or health.
+//! `[timeouts].connect`. Connects to an address given (names are resolved by the control
+//! plane, never here); the configured host is the TLS name. Counts open connections in
+//! the `splitgate_upstream_connections` gauge. Knows nothing of pools or health.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,8 +85,13 @@ impl Connector {
 
     /// Connects and handshakes within `limit`; an HTTP/2 connection's task is spawned on
     /// the current runtime and ends when the connection closes.
-    pub(crate) async fn connect(&self, authority: &Authority, limit: Duration) -> Result<Sender, SendError> {
-        match tokio::time::timeout(limit, self.open_connection(authority)).await {
+    pub(crate) async fn connect(
+        &self,
+        authority: &Authority,
+        addr: SocketAddr,
+        limit: Duration,
+    ) -> Result<Sender, SendError> {
+        match tokio::time::timeout(limit, self.open_connection(authority, addr)).await {
             Ok(result) => result,
             Err(_) => Err(SendError::Connect(
                 format!("connect (TCP and TLS) took longer than {limit:?}").into(),
@@ -92,8 +99,8 @@ impl Connector {
         }
     }
 
-    async fn open_connection(&self, authority: &Authority) -> Result<Sender, SendError> {
-        let tcp = TcpStream::connect(authority.as_str())
+    async fn open_connection(&self, authority: &Authority, addr: SocketAddr) -> Result<Sender, SendError> {
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| SendError::Connect(Box::new(e)))?;
         let socket = SockRef::from(&tcp);

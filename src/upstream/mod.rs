@@ -1,10 +1,12 @@
 //! Connections to backends: one `Pool` per backend (`connect`: TCP, TLS, HTTP/1.1 or
 //! h2 by the site's settings; `pool`: idle lists and the shared h2 connection). HTTP/1.1
 //! is our own client, run in the request's task (`h1`, `h1_body`, `idle`); HTTP/2 is
-//! hyper's connection-level client. Failures are typed (`SendError`: what the retry rules
+//! hyper's connection-level client; `dns`: backend names resolved for the control
+//! plane (a connect never resolves). Failures are typed (`SendError`: what the retry rules
 //! need, plus the source), and formatted only when someone logs them.
 
 mod connect;
+pub mod dns;
 mod h1;
 mod h1_body;
 mod h1_head;

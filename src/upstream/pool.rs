@@ -4,6 +4,7 @@
 //! connection could be made, or a pooled one was found closed) comes back whole to the
 //! caller. Closing the pool drops every idle connection at once.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +24,10 @@ use crate::body::RequestBody;
 use http_body::Body as _;
 
 pub struct Pool {
+    /// The backend as configured: Host, SNI and the HTTP/2 authority.
     authority: Authority,
+    /// Where to connect: the IP literal, or one address its name resolved to.
+    addr: SocketAddr,
     connector: Arc<Connector>,
     /// `[timeouts].connect` in ms; reloads may change it.
     connect_timeout_ms: AtomicU64,
@@ -39,9 +43,10 @@ pub struct Failure {
 }
 
 impl Pool {
-    pub fn new(authority: Authority, connector: Arc<Connector>, connect_timeout: Duration) -> Pool {
+    pub fn new(authority: Authority, addr: SocketAddr, connector: Arc<Connector>, connect_timeout: Duration) -> Pool {
         Pool {
             authority,
+            addr,
             connector,
             connect_timeout_ms: AtomicU64::new(connect_timeout.as_millis() as u64),
             idle: Arc::default(),
@@ -51,6 +56,10 @@ impl Pool {
 
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     pub fn connector(&self) -> &Arc<Connector> {
@@ -69,7 +78,9 @@ impl Pool {
     /// A connection of its own, never pooled: what a health probe uses, so that kept-alive
     /// connections cannot hide a backend that stopped accepting new ones.
     pub(crate) async fn connect_fresh(&self) -> Result<Sender, SendError> {
-        self.connector.connect(&self.authority, self.connect_timeout()).await
+        self.connector
+            .connect(&self.authority, self.addr, self.connect_timeout())
+            .await
     }
 
     /// Sends one try. The response timeout runs from the moment the request (body

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod dns;
 pub mod etcd;
 pub mod h2_frames;
 pub mod process;
