@@ -168,10 +168,14 @@ pub async fn drill(
     let mut progress = began + PROGRESS;
     let mut told_end = false;
     loop {
-        let since = format!("/events?since={}", id.saturating_sub(1));
-        let (_, page) = call(admin, Method::GET, &since, String::new(), token, limits.call).await?;
+        // A fleet member's drill id is the fleet's (its events carry it as `drill`), not
+        // an event id: the whole ring is looked at (it is bounded).
+        let (_, page) = call(admin, Method::GET, "/events", String::new(), token, limits.call).await?;
         let events = page["events"].as_array().cloned().unwrap_or_default();
-        let started = events.iter().find(|e| e["id"] == id).cloned();
+        let started = events
+            .iter()
+            .find(|e| e["kind"] == "drill_started" && (e["drill"] == id || (e["drill"].is_null() && e["id"] == id)))
+            .cloned();
         let ended = events
             .iter()
             .find(|e| e["kind"] == "drill_ended" && e["drill"] == id)

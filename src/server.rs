@@ -282,7 +282,11 @@ impl Server {
         let keep: Vec<SocketAddr> = config.listeners.iter().map(|l| l.bind).collect();
         self.proxy.access_log.configure(config.access_log.as_ref());
         if config.notify != current.config.notify {
-            self.control.events.set_sinks("notify", notify::sinks(&config.notify));
+            // With a fleet the leader speaks to the receivers (`fleet::voice`).
+            match &self.fleet {
+                Some(fleet) => fleet.set_notifiers(config.notify.clone()),
+                None => self.control.events.set_sinks("notify", notify::sinks(&config.notify)),
+            }
         }
         self.control.resolve_new(&config).await;
         let generation = self.control.apply(config);

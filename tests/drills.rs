@@ -59,7 +59,7 @@ fn ended(proxy: &TestProxy, id: u64) -> Option<Value> {
         .server
         .control()
         .events
-        .since(id)
+        .since(0)
         .iter()
         .map(|e| e.to_json())
         .find(|e| e["kind"] == "drill_ended" && e["drill"] == id)

@@ -118,6 +118,15 @@ async fn a_member_cut_off_from_the_active_site_keeps_trying_it_and_sends_nothing
         assert_eq!(code.as_u16(), 502, "the cut-off member's clients get its errors");
     }
     assert_eq!(standby.hits(), 0, "nothing went to the standby");
+    let mut recorded = false;
+    for _ in 0..500 {
+        if kinds_of_events(&fleet[2]).await.iter().any(|k| k == "site_down") {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(recorded, "the cut-off member records the site down in its own history");
     for member in &fleet {
         let kinds = kinds_of_events(member).await;
         assert!(

@@ -83,13 +83,18 @@ pub async fn handle(request: Request<Incoming>, server: &dyn Operator, site: &st
             return fleet_refusal(&e);
         }
         return match control.drills().into_iter().find(|(s, _)| s == site) {
-            Some((_, drill)) => json(StatusCode::OK, &serde_json::json!({ "drill": drill.id })),
+            // The fleet-wide id: every member's drill events carry the same one.
+            Some((_, drill)) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "drill": drill.fleet_id.unwrap_or(drill.id) }),
+            ),
             None => error(StatusCode::SERVICE_UNAVAILABLE, "written to etcd, not yet applied here"),
         };
     }
     let options = DrillOptions {
         abort_5xx,
         program: None,
+        fleet_id: None,
     };
     match control.start_drill_with(site, duration, options) {
         Ok(id) => json(StatusCode::OK, &serde_json::json!({ "drill": id })),

@@ -30,6 +30,8 @@ pub struct Drill {
     pub duration: Duration,
     /// Its own `abort_5xx`; `None`: the config's `[drills] abort_5xx`.
     pub abort_5xx: Option<Share>,
+    /// The fleet-wide id, with `[fleet]`.
+    pub fleet_id: Option<u64>,
 }
 
 /// What a drill is asked with besides its site and duration.
@@ -39,6 +41,9 @@ pub struct DrillOptions {
     pub abort_5xx: Option<Share>,
     /// The drill program that starts it.
     pub program: Option<ProgramLabel>,
+    /// With `[fleet]`: the fleet-wide id of the drill (the etcd revision that wrote
+    /// it), the same on every member; its events carry it as `drill`.
+    pub fleet_id: Option<u64>,
 }
 
 /// A drill program as events name it: `drill[0]` and its schedule.
@@ -93,6 +98,7 @@ impl State {
                 started_ms,
                 duration,
                 abort_5xx: saved.abort_5xx,
+                fleet_id: None,
             },
         );
         self.decisions.drilled.insert(site.to_string());
@@ -135,6 +141,9 @@ impl Control {
         detail.insert("first_failure_at".into(), rfc3339(unix_of(now)).into());
         detail.insert("detect_ms".into(), 0.into());
         detail.insert("abort_5xx".into(), abort_5xx.to_string().into());
+        if let Some(fleet_id) = options.fleet_id {
+            detail.insert("drill".into(), fleet_id.into());
+        }
         if let Some(program) = &options.program {
             detail.insert("program".into(), program.label.clone().into());
             detail.insert("schedule".into(), program.schedule.clone().into());
@@ -159,6 +168,7 @@ impl Control {
                 started_ms: now,
                 duration,
                 abort_5xx: options.abort_5xx,
+                fleet_id: options.fleet_id,
             },
         );
         state.decisions.drilled.insert(site.to_string());
@@ -219,7 +229,7 @@ impl Control {
         let now = now_ms();
         state.decisions.ramp_from.insert(site.to_string(), now);
         let mut detail = Map::new();
-        detail.insert("drill".into(), drill.id.into());
+        detail.insert("drill".into(), drill.fleet_id.unwrap_or(drill.id).into());
         detail.insert("down_ms".into(), now.saturating_sub(drill.started_ms).into());
         detail.insert("ended".into(), ending.name().into());
         detail.insert("full_weight_ms".into(), Value::Null);

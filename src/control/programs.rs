@@ -75,6 +75,7 @@ impl Control {
                 let options = DrillOptions {
                     abort_5xx: None,
                     program: Some(label.clone()),
+                    fleet_id: None,
                 };
                 self.start_drill_with(&program.site, program.duration, options)
                     .map_err(|e| e.to_string())

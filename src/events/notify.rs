@@ -57,32 +57,46 @@ fn describe(target: &NotifyTarget) -> String {
 
 /// `notifier` is the config key (`notify[0]`): the metrics label and the log field.
 async fn deliver_all(notifier: String, notify: Notify, mut events: mpsc::Receiver<Arc<Event>>) {
-    let target = describe(&notify.target);
     while let Some(event) = events.recv().await {
-        let body = event.to_json().to_string();
-        let mut pause = Duration::from_millis(500);
-        for attempt in 1..=TRIES {
-            let outcome = match tokio::time::timeout(notify.timeout, deliver(&notify, &body)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(format!("no answer within {:?}", notify.timeout)),
-            };
-            match outcome {
-                Ok(()) => {
-                    crate::telemetry::record_notify(&notifier, true);
-                    break;
-                }
-                Err(reason) if attempt == TRIES => {
-                    crate::telemetry::record_notify(&notifier, false);
-                    tracing::warn!(%notifier, %target, event = event.id, %reason, "event not delivered; giving up");
-                }
-                Err(reason) => {
-                    tracing::debug!(%notifier, %target, event = event.id, %reason, attempt, "event delivery failed; will retry");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
+        deliver_with_retries(&notifier, &notify, &event.to_json().to_string(), event.id).await;
+    }
+}
+
+/// Hands one event (already JSON) to every notifier, each with its tries, and returns
+/// once each has delivered it or given up: the fleet's leader waits on this before it
+/// marks a fleet event delivered.
+pub async fn deliver_to_all(notifiers: &[Notify], body: &str, id: u64) {
+    for (i, notify) in notifiers.iter().enumerate() {
+        deliver_with_retries(&format!("notify[{i}]"), notify, body, id).await;
+    }
+}
+
+/// One event to one notifier: up to `TRIES`, each within the notifier's timeout.
+async fn deliver_with_retries(notifier: &str, notify: &Notify, body: &str, id: u64) -> bool {
+    let target = describe(&notify.target);
+    let mut pause = Duration::from_millis(500);
+    for attempt in 1..=TRIES {
+        let outcome = match tokio::time::timeout(notify.timeout, deliver(notify, body)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("no answer within {:?}", notify.timeout)),
+        };
+        match outcome {
+            Ok(()) => {
+                crate::telemetry::record_notify(notifier, true);
+                return true;
+            }
+            Err(reason) if attempt == TRIES => {
+                crate::telemetry::record_notify(notifier, false);
+                tracing::warn!(%notifier, %target, event = id, %reason, "event not delivered; giving up");
+            }
+            Err(reason) => {
+                tracing::debug!(%notifier, %target, event = id, %reason, attempt, "event delivery failed; will retry");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
             }
         }
     }
+    false
 }
 
 async fn deliver(notify: &Notify, body: &str) -> Result<(), String> {

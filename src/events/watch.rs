@@ -136,12 +136,15 @@ fn site_up(site: &SiteRoute, down_at: Option<u64>, now: u64) -> Pending {
 /// A change of the tier that serves the default split: failover to a higher priority
 /// number (or to panic, with no site healthy), failback to a lower one.
 fn tier_change(old: &Routing, new: &Routing) -> Option<Pending> {
-    let tier = |mode: Mode| match mode {
+    // Trying the tier the fleet agreed on with none of it healthy here (quorum) is no
+    // change of tier: this member keeps to the fleet's.
+    let tier = |routing: &Routing| match routing.mode {
         Mode::Normal { priority } => Some(Some(priority)),
+        Mode::Panic { priority } if routing.default.confined == Some(priority) => Some(Some(priority)),
         Mode::Panic { .. } => Some(None),
         Mode::NoRoute => None,
     };
-    let (from, to) = (tier(old.mode)?, tier(new.mode)?);
+    let (from, to) = (tier(old)?, tier(new)?);
     let kind = match (from, to) {
         (Some(a), Some(b)) if b > a => Kind::Failover,
         (Some(a), Some(b)) if b < a => Kind::Failback,

@@ -12,6 +12,7 @@ mod quorum;
 mod session;
 mod state;
 mod views;
+mod voice;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -69,6 +70,10 @@ struct Link {
     fleet_down: std::collections::BTreeSet<String>,
     /// This member sees the tier in use down and the fleet does not (logged once).
     cut_off: bool,
+    /// Every member's report of its latest events (`{prefix}/reports/{member}`).
+    reports: BTreeMap<String, Value>,
+    /// The member that speaks for the fleet (`{prefix}/leader`).
+    leader: Option<String>,
 }
 
 pub struct Fleet {
@@ -83,6 +88,14 @@ pub struct Fleet {
     state_file: Option<Arc<StateFile>>,
     /// This process, as its member key says.
     me: lineage::Me,
+    /// The `[[notify]]` receivers: with a fleet, the leader speaks to them.
+    notifiers: Mutex<Vec<config::Notify>>,
+    /// What this member measured of its latest events, by `kind/site`.
+    own_reports: Mutex<BTreeMap<String, Value>>,
+    /// Woken when `own_reports` changed (the session writes them to etcd).
+    reports_changed: tokio::sync::Notify,
+    /// Woken when the fleet's state may have changed (the leader looks again).
+    voice_changed: tokio::sync::Notify,
 }
 
 impl Fleet {
@@ -96,6 +109,7 @@ impl Fleet {
         state_file: Option<Arc<StateFile>>,
     ) -> Arc<Fleet> {
         let kept: Decisions = kept.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+        let notifiers = control.current().config.notify.clone();
         let fleet = Arc::new(Fleet {
             settings,
             name,
@@ -110,7 +124,12 @@ impl Fleet {
             decisions: Mutex::new(kept.clone()),
             state_file,
             me: lineage::Me::new(),
+            notifiers: Mutex::new(notifiers),
+            own_reports: Mutex::default(),
+            reports_changed: tokio::sync::Notify::new(),
+            voice_changed: tokio::sync::Notify::new(),
         });
+        voice::listen(&fleet);
         if fleet.settings.quorum {
             // The last fleet decision holds until the fleet decides again: a member
             // that starts cut off does not fail over alone.
@@ -187,12 +206,13 @@ impl Fleet {
             .clone();
         let revision = decisions.revision;
         self.control.replace_weights(decisions.weights.clone());
-        self.sync_drills(&decisions.drills);
+        self.sync_drills(&decisions.drills, &decisions.drill_ids);
         if let Some(file) = &self.state_file {
             file.set_fleet(serde_json::to_value(&decisions).unwrap_or_default());
         }
         *self.decisions.lock().unwrap_or_else(|p| p.into_inner()) = decisions;
         self.advance(revision);
+        self.voice_changed.notify_one();
     }
 
     /// Everything up to `revision` is applied here.
@@ -202,7 +222,11 @@ impl Fleet {
         self.applied.send_replace(revision);
     }
 
-    fn sync_drills(&self, drills: &std::collections::HashMap<String, u64>) {
+    fn sync_drills(
+        &self,
+        drills: &std::collections::HashMap<String, u64>,
+        ids: &std::collections::HashMap<String, u64>,
+    ) {
         let now = unix_ms();
         let running: Vec<String> = self.control.drills().into_iter().map(|(site, _)| site).collect();
         for (site, &until) in drills {
@@ -214,7 +238,11 @@ impl Fleet {
             if until > now && !running.contains(site) && !aborted_here {
                 // A value written by hand may say "for ever": no drill runs past 24 h.
                 let left = Duration::from_millis(until - now).min(crate::control::MAX_DRILL);
-                let _ = self.control.start_drill(site, left);
+                let options = crate::control::DrillOptions {
+                    fleet_id: ids.get(site).copied(),
+                    ..Default::default()
+                };
+                let _ = self.control.start_drill_with(site, left, options);
             }
         }
         for site in running.iter().filter(|s| !drills.contains_key(*s)) {
@@ -378,6 +406,7 @@ impl Fleet {
         let link = self.lock_link();
         json!({
             "failover": if self.settings.quorum { "quorum" } else { "local" },
+            "leader": link.leader.clone(),
             "views": views,
             "fleet_down": fleet_down,
             "name": self.name,

@@ -86,6 +86,7 @@ impl Fleet {
         if self.settings.quorum {
             self.control.set_fleet_down(Some(down.into_iter().collect()));
         }
+        self.voice_changed.notify_one();
     }
 
     /// `"views"` and `"fleet_down"` for `/status`.

@@ -85,6 +85,8 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
     let mut invalid = Invalid::new();
     let mut members = BTreeMap::new();
     let mut views = BTreeMap::new();
+    let mut reports = BTreeMap::new();
+    let mut leader = None;
     let mut epoch = None;
     let last = fallback(&mut client, &settings.prefix, read.kvs(), last).await;
     for kv in read.kvs() {
@@ -105,6 +107,17 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
             Key::Health(member) => {
                 views.insert(member.to_string(), View::parse(kv.value()));
             }
+            Key::Drill(site) => {
+                decisions.take(&last, &key, &meaning, Some(kv.value()), &mut invalid);
+                decisions
+                    .drill_ids
+                    .insert(site.to_string(), kv.mod_revision().max(0) as u64);
+            }
+            Key::Report(member) => {
+                let report = serde_json::from_slice(kv.value()).unwrap_or(json!({}));
+                reports.insert(member.to_string(), report);
+            }
+            Key::Leader => leader = Some(String::from_utf8_lossy(kv.value()).into_owned()),
             _ => decisions.take(&last, &key, &meaning, Some(kv.value()), &mut invalid),
         }
     }
@@ -118,6 +131,8 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
     {
         let mut link = fleet.lock_link();
         link.members = members;
+        link.reports = reports;
+        link.leader = leader;
         // This member's own view is published below, from what it sees now.
         link.views = views
             .into_iter()
@@ -191,6 +206,19 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
     fleet.take_view(&fleet.name, Some(view.clone()));
     fleet.decide();
     let mut published = fleet.control.published();
+    // Reports of this member's events, and the leadership.
+    let reports_key = format!("{}/reports/{}", settings.prefix, fleet.name);
+    let mut report = fleet.own_reports();
+    client
+        .put(
+            reports_key.as_str(),
+            report.to_string(),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .map_err(|e| format!("reports: {e}"))?;
+    let mut voice = super::voice::Voice::new(fleet);
+    voice.campaign(&mut client, lease).await?;
     let (mut keeper, mut kept) = client
         .lease_keep_alive(lease)
         .await
@@ -261,8 +289,26 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                                 next.take(&decisions, &key, &meaning, value, &mut invalid);
                             }
                         }
+                        (Key::Report(member), value) => {
+                            let report = value.and_then(|v| serde_json::from_slice(v).ok());
+                            fleet.take_report(member, report);
+                        }
+                        (Key::Leader, value) => {
+                            let holder = value.map(|v| String::from_utf8_lossy(v).into_owned());
+                            if fleet.set_leader(holder) {
+                                voice.campaign(&mut client, lease).await?;
+                            }
+                        }
                         // While the history is in question, no decision is taken.
                         _ if refusing => {}
+                        (Key::Drill(site), None) => {
+                            next.take(&decisions, &key, &meaning, value, &mut invalid);
+                            next.drill_ids.remove(*site);
+                        }
+                        (Key::Drill(site), Some(_)) => {
+                            next.take(&decisions, &key, &meaning, value, &mut invalid);
+                            next.drill_ids.insert(site.to_string(), kv.mod_revision().max(0) as u64);
+                        }
                         _ => next.take(&decisions, &key, &meaning, value, &mut invalid),
                     }
                 }
@@ -285,6 +331,17 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                     // Nothing to apply (a member key, an unchanged value): the revision
                     // still counts as applied, so a write waiting for it answers.
                     fleet.advance(seen);
+                }
+            }
+            // This member settled an event: its figures go where the leader reads them.
+            _ = fleet.reports_changed.notified() => {
+                let now = fleet.own_reports();
+                if now != report {
+                    report = now;
+                    client
+                        .put(reports_key.as_str(), report.to_string(), Some(PutOptions::new().with_lease(lease)))
+                        .await
+                        .map_err(|e| format!("reports: {e}"))?;
                 }
             }
             // A snapshot was published here: a health flip changes this member's view.

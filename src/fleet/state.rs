@@ -18,6 +18,9 @@ pub struct Decisions {
     /// Drills by site: until when (Unix ms).
     #[serde(default)]
     pub drills: HashMap<String, u64>,
+    /// Each drill's fleet-wide id: the etcd revision that wrote it.
+    #[serde(default)]
+    pub drill_ids: HashMap<String, u64>,
     /// The etcd cluster these decisions came from (0: not known).
     #[serde(default)]
     pub cluster_id: u64,
@@ -84,7 +87,9 @@ impl Decisions {
                 }
                 None => false,
             },
-            (Key::Member(_) | Key::Failback(_) | Key::Health(_) | Key::Other, _) => return,
+            (Key::Member(_) | Key::Failback(_) | Key::Health(_) | Key::Report(_) | Key::Leader | Key::Other, _) => {
+                return
+            }
         };
         if valid {
             invalid.remove(key);
@@ -149,6 +154,10 @@ pub enum Key<'a> {
     Epoch,
     /// `{prefix}/health/{member}`: that member's view of the sites' health.
     Health(&'a str),
+    /// `{prefix}/reports/{member}`: what that member measured of its latest events.
+    Report(&'a str),
+    /// `{prefix}/leader`: the member that speaks for the fleet (under its lease).
+    Leader,
     Other,
 }
 
@@ -174,11 +183,15 @@ pub fn key<'a>(prefix: &str, key: &'a str) -> Key<'a> {
     if rest == "epoch" {
         return Key::Epoch;
     }
-    if let Some(member) = rest
-        .strip_prefix("health/")
-        .filter(|m| !m.is_empty() && !m.contains('/'))
-    {
+    let member_in = |dir: &str| rest.strip_prefix(dir).filter(|m| !m.is_empty() && !m.contains('/'));
+    if let Some(member) = member_in("health/") {
         return Key::Health(member);
+    }
+    if let Some(member) = member_in("reports/") {
+        return Key::Report(member);
+    }
+    if rest == "leader" {
+        return Key::Leader;
     }
     match rest.strip_prefix("members/") {
         Some(name) if !name.is_empty() => Key::Member(name),

@@ -22,6 +22,8 @@ pub struct View {
     pub sites: Option<BTreeSet<String>>,
     /// When it was written (Unix ms).
     pub at: u64,
+    /// The tier its default split uses (`None`: none healthy, or nothing to route).
+    pub tier: Option<u32>,
 }
 
 impl View {
@@ -36,16 +38,21 @@ impl View {
             .map(|s| s.name.clone())
             .collect();
         let sites = Some(routing.sites.iter().map(|s| s.name.clone()).collect());
-        View { down, sites, at }
+        let tier = match routing.mode {
+            crate::routing::Mode::Normal { priority } => Some(priority),
+            crate::routing::Mode::Panic { priority } if routing.default.confined == Some(priority) => Some(priority),
+            _ => None,
+        };
+        View { down, sites, at, tier }
     }
 
     /// Same sites seen down, of the same sites: nothing new to publish.
     pub fn same_as(&self, other: &View) -> bool {
-        self.down == other.down && self.sites == other.sites
+        self.down == other.down && self.sites == other.sites && self.tier == other.tier
     }
 
     pub fn to_value(&self) -> String {
-        json!({ "down": self.down, "sites": self.sites, "at": self.at }).to_string()
+        json!({ "down": self.down, "sites": self.sites, "at": self.at, "tier": self.tier }).to_string()
     }
 
     /// A view as another member (or an operator with etcdctl) wrote it; `None` when
@@ -59,6 +66,7 @@ impl View {
             down: names(&value["down"])?,
             sites: names(&value["sites"]),
             at: value["at"].as_u64().unwrap_or(0),
+            tier: value["tier"].as_u64().and_then(|t| u32::try_from(t).ok()),
         })
     }
 
@@ -101,6 +109,7 @@ mod tests {
             down: down.iter().map(|s| s.to_string()).collect(),
             sites: Some(sites.iter().map(|s| s.to_string()).collect()),
             at: 1,
+            tier: Some(0),
         }
     }
 
