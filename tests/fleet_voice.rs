@@ -292,3 +292,42 @@ async fn leader_seen_by(member: &ProxyProcess) -> Option<String> {
     let (_, status) = admin_call(Method::GET, format!("http://{}/status", member.admin), "").await;
     status["fleet"]["leader"].as_str().map(str::to_string)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_program_runs_once_for_the_whole_fleet() {
+    let Some(etcd) = Etcd::start() else { return };
+    let hook = Webhook::start().await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let sites = [site("a", 50, 0, &[a.addr]), site("b", 50, 0, &[b.addr])];
+    let program = format!(
+        "{}[[drill]]\nsite = \"b\"\nschedule = \"* * * * *\"\nduration = \"2s\"\n",
+        hook.notify()
+    );
+    let mut fleet = Vec::new();
+    for n in 1..=3 {
+        fleet.push(TestProxy::start(&member_config(&etcd, "/sg/v4", &format!("edge-{n}"), &program, &sites)).await);
+    }
+    // Within the next minute (and room for a slow machine).
+    assert!(
+        hook.until(Duration::from_secs(80), "drill_ended", Some("b")).await,
+        "the program's drill ran"
+    );
+    assert_eq!(hook.count("drill_started", Some("b")), 1, "started once for the fleet");
+    let ids: Vec<Value> = fleet
+        .iter()
+        .map(|m| {
+            m.server
+                .control()
+                .events
+                .since(0)
+                .iter()
+                .find(|e| e.kind.name() == "drill_started")
+                .map(|e| e.to_json()["drill"].clone())
+                .unwrap_or(Value::Null)
+        })
+        .collect();
+    assert!(
+        ids[0].is_u64() && ids.iter().all(|id| *id == ids[0]),
+        "one drill id on every member: {ids:?}"
+    );
+}

@@ -3,8 +3,8 @@
 //! last check) and starts each drill as an operator would, through `start_drill`,
 //! unless its site is not healthy, a drill already runs there or the guard rails
 //! refuse it; then it records `drill_skipped` with the reason. A due time missed while
-//! the proxy was not running is not made up for. In a fleet no member starts them yet
-//! (one member must start them for all): they are skipped with one warning.
+//! the proxy was not running is not made up for. In a fleet the leader starts them for
+//! every member (`fleet::programs`), with the checks here.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -24,7 +24,6 @@ const CHECK: Duration = Duration::from_secs(1);
 pub(super) fn spawn(control: Weak<Control>) {
     tokio::spawn(async move {
         let mut last = unix_ms();
-        let mut warned_fleet = false;
         loop {
             let wait = match control.upgrade() {
                 Some(control) => {
@@ -32,14 +31,7 @@ pub(super) fn spawn(control: Weak<Control>) {
                     let config = control.current().config.clone();
                     let programs = &config.drills.programs;
                     if config.fleet.is_some() {
-                        if !programs.is_empty() && !warned_fleet {
-                            tracing::warn!(
-                                programs = programs.len(),
-                                "[[drill]] programs are not run in a fleet yet: one member must start them for \
-                                 all; start fleet drills through the admin API"
-                            );
-                            warned_fleet = true;
-                        }
+                        // The fleet's leader runs them for every member (`fleet::programs`).
                     } else if now < last {
                         // The wall clock stepped back: nothing is due twice.
                     } else {
@@ -90,7 +82,7 @@ impl Control {
     }
 
     /// Why the program's drill must not start now, if it must not.
-    fn program_refusal(&self, site: &str) -> Option<String> {
+    pub(crate) fn program_refusal(&self, site: &str) -> Option<String> {
         let running = self.lock_state().drills.contains_key(site);
         let current = self.current();
         let route = current.sites.iter().find(|s| s.name == site);
@@ -111,7 +103,7 @@ impl Control {
     }
 
     /// Records `drill_skipped` for a program whose drill did not start.
-    fn skip_drill(&self, program: &DrillProgram, label: &ProgramLabel, reason: String) {
+    pub(crate) fn skip_drill(&self, program: &DrillProgram, label: &ProgramLabel, reason: String) {
         tracing::warn!(site = %program.site, program = %label.label, schedule = %label.schedule, %reason,
             "drill program skipped its drill");
         let mut detail = Map::new();

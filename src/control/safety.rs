@@ -2,7 +2,8 @@
 //! change or a drill that would leave fewer sites able to serve (healthy, with weight,
 //! not drilled, not held) than the rule asks, and fewer than now, is refused before
 //! anything changes. `force` lets it through, logged and recorded as an event. Failures
-//! are never judged here: the rule is about what operators do.
+//! are never judged here: the rule is about what operators do. With a fleet's quorum a
+//! site's health is the fleet's view of it.
 
 use std::collections::HashMap;
 
@@ -39,6 +40,9 @@ impl Control {
         let current = self.current();
         let min = current.config.safety.min_serving_sites;
         let drilled: Vec<String> = self.drills().into_iter().map(|(site, _)| site).collect();
+        // With a fleet's quorum, a site can serve when the fleet sees it up, whatever
+        // this member alone sees.
+        let fleet_down = self.lock_state().decisions.fleet_down.clone();
         let changed: HashMap<&str, Option<i64>> = match action {
             Action::Weights(changes) => changes.iter().map(|(s, w)| (s.as_str(), *w)).collect(),
             Action::Drill(_) => HashMap::new(),
@@ -51,7 +55,11 @@ impl Control {
             };
             let drilled =
                 drilled.contains(&site.name) || (after && matches!(action, Action::Drill(s) if *s == site.name));
-            site.healthy_fraction > 0.0 && weight > 0 && !drilled && !site.held
+            let up = match &fleet_down {
+                Some(down) => !down.contains(&site.name),
+                None => site.healthy_fraction > 0.0,
+            };
+            up && weight > 0 && !drilled && !site.held
         };
         let before = current.sites.iter().filter(|s| serves(false, s)).count();
         let serving: Vec<&str> = current

@@ -8,6 +8,7 @@
 //! serving with the last decisions, kept on disk for a restart, and refuses writes.
 
 mod lineage;
+mod programs;
 mod quorum;
 mod session;
 mod state;
@@ -130,6 +131,7 @@ impl Fleet {
             voice_changed: tokio::sync::Notify::new(),
         });
         voice::listen(&fleet);
+        programs::spawn(&fleet);
         if fleet.settings.quorum {
             // The last fleet decision holds until the fleet decides again: a member
             // that starts cut off does not fail over alone.
