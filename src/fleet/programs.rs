@@ -25,7 +25,7 @@ pub(super) fn spawn(fleet: &Arc<Fleet>) {
             if now > last && fleet.is_leader() {
                 let config = fleet.control.current().config.clone();
                 for (i, program) in config.drills.programs.iter().enumerate() {
-                    if !program.schedule.next_after(last).is_some_and(|due| due <= now) {
+                    if program.schedule.next_after(last).is_none_or(|due| due > now) {
                         continue;
                     }
                     let label = ProgramLabel {
