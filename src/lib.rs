@@ -19,7 +19,8 @@
 //! - `retry`: which failures may be retried, and the retry budget.
 //! - `proxy`: listeners, TLS termination, per-connection serving and timeouts
 //!   (`activity`), forwarding, header rules, upgrades, the response body.
-//! - `admin`: `/status`, `/metrics`, the status page, weight overrides, `/reload`;
+//! - `admin`: `/status`, `/metrics`, the status page and its rate history
+//!   (`/status/rates`), weight overrides, `/reload`;
 //!   it reaches the server only through the narrow `admin::Operator` handle.
 //! - `telemetry` + `access_log`: metric handles, operational logs and their rate
 //!   limits, the access log.
@@ -31,7 +32,8 @@
 //!   SIGTERM) and `shutdown` (the drain) drive it.
 //! - `workers`: thread per core (one current-thread runtime per worker, each with its
 //!   own `SO_REUSEPORT` accept loops); the control plane stays on the main thread.
-//! - `demo`: built-in demo sites for `splitgate demo`.
+//! - `demo`: built-in demo sites for `splitgate demo`, their kill/revive control port
+//!   and background traffic.
 //! - `descriptors`: the open-file limit's share for client connections; a local
 //!   EMFILE is never held against a backend.
 

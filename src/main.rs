@@ -91,6 +91,12 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        /// The demo's own control port: kills and revives a demo site's backends.
+        #[arg(long, default_value = "127.0.0.1:9902")]
+        control: SocketAddr,
+        /// Background requests per second through the proxy (0: none).
+        #[arg(long, default_value_t = 20)]
+        traffic: u32,
     },
 }
 
@@ -116,19 +122,27 @@ fn main() -> ExitCode {
             days,
             json,
         } => report(&path, days, json),
-        Command::Demo { listen, admin } => {
+        Command::Demo {
+            listen,
+            admin,
+            control,
+            traffic,
+        } => {
             telemetry::init_logging(&config::Logging::default());
             let Ok(runtime) = tokio::runtime::Runtime::new() else {
                 return fail("cannot start the async runtime");
             };
-            match runtime.block_on(demo::demo_config(listen, admin)) {
-                Ok(config) => run_on(
-                    runtime,
-                    config,
-                    None,
-                    Some(demo::instructions(listen, admin)),
-                    Inherited::default(),
-                ),
+            let options = demo::DemoOptions {
+                listen,
+                admin,
+                control,
+                traffic,
+            };
+            match runtime.block_on(demo::Demo::start(options)) {
+                Ok(demo) => {
+                    let banner = demo.instructions();
+                    run_on(runtime, demo.config, None, Some(banner), Inherited::default())
+                }
                 Err(e) => fail(&e.to_string()),
             }
         }

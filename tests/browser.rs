@@ -212,6 +212,18 @@ async fn the_status_page_shows_a_killed_site_as_down_within_seconds() {
         lines.as_u64().unwrap_or(0) >= 1,
         "the chart has a line per site: {lines}"
     );
+    // Its axes: clock times along the bottom (15 minutes, a label every 3), requests/s up the side.
+    let axes = script(
+        &driver,
+        &session,
+        "return [document.querySelectorAll('#chart .axis-x text').length, \
+         document.querySelectorAll('#chart .axis-y text').length, \
+         (document.querySelector('#chart .axis-y .title') || {}).textContent];",
+    )
+    .await;
+    assert!(axes[0].as_u64().unwrap_or(0) >= 4, "time labels: {axes}");
+    assert!(axes[1].as_u64().unwrap_or(0) >= 5, "requests/s labels: {axes}");
+    assert_eq!(axes[2], json!("requests/s"), "{axes}");
 
     // The drill button takes east out as a failure would, and the page shows it.
     script(
@@ -243,6 +255,44 @@ async fn the_status_page_shows_a_killed_site_as_down_within_seconds() {
     let back = wait_state(&driver, &session, "west", "up", Duration::from_secs(10)).await;
     assert!(back.is_some(), "the fail back button sent west its traffic again");
     assert!(proxy.server.control().holds().is_empty());
+
+    // Opened again, the page draws what the proxy kept (a sample every 5 s), not only
+    // what it saw itself.
+    let rates = proxy.admin_url("/status/rates");
+    let mut kept = false;
+    for _ in 0..150 {
+        let (_, doc) = common::admin_call(Method::GET, rates.clone(), "").await;
+        if doc["samples"].as_array().is_some_and(|s| !s.is_empty()) {
+            kept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(kept, "the proxy keeps rate samples");
+    driver
+        .call(
+            Method::POST,
+            &format!("/session/{session}/url"),
+            Some(json!({"url": format!("http://{admin}/")})),
+        )
+        .await;
+    let mut drawn = Value::Null;
+    for _ in 0..50 {
+        drawn = script(
+            &driver,
+            &session,
+            "var l = document.querySelector('#chart polyline[data-site=\"east\"]'); return l ? l.getAttribute('points') : null;",
+        )
+        .await;
+        if drawn.as_str().is_some_and(|p| !p.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        drawn.as_str().is_some_and(|p| !p.is_empty()),
+        "the reopened page draws the kept samples: {drawn}"
+    );
 
     let shot = driver
         .call(Method::GET, &format!("/session/{session}/screenshot"), None)

@@ -1,10 +1,12 @@
-//! The admin API on `[admin].bind`: `/status`, `/metrics`, the status page, run-time
-//! weight overrides, `/reload`, failover `/events` and drills. Who may call it is
+//! The admin API on `[admin].bind`: `/status`, `/metrics`, the status page and its
+//! rate history (`/status/rates`), run-time weight overrides, `/reload`, failover
+//! `/events` and drills. Who may call it is
 //! `guard`'s; here are the routes and the bounds on its connections (a cap, header and
 //! body deadlines), so that the admin API never takes what traffic and probes need.
 
 mod drill;
 mod guard;
+mod rates;
 mod status;
 mod weights;
 
@@ -28,6 +30,7 @@ use crate::control::Control;
 use crate::fleet::Fleet;
 use crate::shutdown::fired;
 use crate::telemetry;
+use rates::RateHistory;
 
 pub use status::{status, LastReload, Status};
 
@@ -67,6 +70,8 @@ pub fn spawn(listener: TcpListener, server: Arc<dyn Operator>, mut shutdown: wat
             a.max_connections
         });
     let room = Arc::new(Semaphore::new(limit));
+    let history = Arc::new(RateHistory::default());
+    rates::spawn(history.clone(), server.control().clone(), shutdown.clone());
     tokio::spawn(async move {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(listen = %addr, max_connections = limit, "admin API started");
@@ -92,12 +97,12 @@ pub fn spawn(listener: TcpListener, server: Arc<dyn Operator>, mut shutdown: wat
                 });
                 continue;
             };
-            let server = server.clone();
+            let (server, history) = (server.clone(), history.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 let service = service_fn(move |request| {
-                    let server = server.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(request, server.as_ref(), peer).await) }
+                    let (server, history) = (server.clone(), history.clone());
+                    async move { Ok::<_, std::convert::Infallible>(route(request, server.as_ref(), &history, peer).await) }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -126,7 +131,12 @@ pub(crate) async fn read_body(request: Request<Incoming>, limit: usize) -> Resul
     }
 }
 
-async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAddr) -> AdminResponse {
+async fn route(
+    request: Request<Incoming>,
+    server: &dyn Operator,
+    history: &RateHistory,
+    peer: SocketAddr,
+) -> AdminResponse {
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -142,6 +152,13 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
             page
         }
         (Method::GET | Method::HEAD, ["status"]) => json(StatusCode::OK, &full_status(server)),
+        (Method::GET | Method::HEAD, ["status", "rates"]) => match query_number(&request, "since") {
+            Some(Err(_)) => error(
+                StatusCode::BAD_REQUEST,
+                "since must be Unix milliseconds (a whole number)",
+            ),
+            since => json(StatusCode::OK, &history.doc(since.and_then(Result::ok).unwrap_or(0))),
+        },
         (Method::GET | Method::HEAD, ["ready"]) => ready(server),
         (Method::GET | Method::HEAD, ["metrics"]) => {
             status::sample_gauges(&server.control().current());
@@ -167,26 +184,19 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
                 ),
             }
         }
-        (Method::GET | Method::HEAD, ["events"]) => {
-            let since = request
-                .uri()
-                .query()
-                .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("since=")))
-                .map(|v| v.parse::<u64>());
-            match since {
-                Some(Err(_)) => error(StatusCode::BAD_REQUEST, "since must be an event id (a whole number)"),
-                since => {
-                    let events: Vec<serde_json::Value> = server
-                        .control()
-                        .events
-                        .since(since.and_then(Result::ok).unwrap_or(0))
-                        .iter()
-                        .map(|e| e.to_json())
-                        .collect();
-                    json(StatusCode::OK, &serde_json::json!({ "events": events }))
-                }
+        (Method::GET | Method::HEAD, ["events"]) => match query_number(&request, "since") {
+            Some(Err(_)) => error(StatusCode::BAD_REQUEST, "since must be an event id (a whole number)"),
+            since => {
+                let events: Vec<serde_json::Value> = server
+                    .control()
+                    .events
+                    .since(since.and_then(Result::ok).unwrap_or(0))
+                    .iter()
+                    .map(|e| e.to_json())
+                    .collect();
+                json(StatusCode::OK, &serde_json::json!({ "events": events }))
             }
-        }
+        },
         (Method::POST | Method::DELETE, ["sites", name, "drill"]) => {
             let name = name.to_string();
             if let Some(denied) = guard::authorize(&request, server) {
@@ -214,6 +224,7 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
             weights::confirm(request, server, peer).await
         }
         (_, [endpoint @ ("status" | "ready" | "metrics" | "reload" | "weights" | "events" | "")])
+        | (_, ["status", endpoint @ "rates"])
         | (_, ["sites", _, endpoint @ ("weight" | "drill" | "failback")])
         | (_, ["fleet", endpoint @ "confirm"]) => {
             let allow = match *endpoint {
@@ -231,6 +242,15 @@ async fn route(request: Request<Incoming>, server: &dyn Operator, peer: SocketAd
         }
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
+}
+
+/// `?KEY=N` in the query: none, or the number (or why not).
+fn query_number<B>(request: &Request<B>, key: &str) -> Option<Result<u64, std::num::ParseIntError>> {
+    request.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == key))
+            .map(|(_, v)| v.parse::<u64>())
+    })
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> AdminResponse {
