@@ -92,6 +92,16 @@ impl Control {
         let registry = HealthRegistry::new();
         let synced = registry.sync(&config, &answers);
         let mut state = State::default();
+        if config.fleet.as_ref().is_some_and(|f| f.quorum) {
+            // From the first snapshot on, before the fleet has said anything: the last
+            // fleet decision kept, or none down. A member that starts cut off from the
+            // active tier never fails over alone, not even for a moment.
+            let kept = saved
+                .and_then(|(s, _)| s.fleet.as_ref())
+                .and_then(|f| serde_json::from_value(f["fleet_down"].clone()).ok())
+                .unwrap_or_default();
+            state.decisions.fleet_down = Some(kept);
+        }
         let mut resumed = Vec::new();
         if let Some((saved, decisions_too)) = saved {
             let now = unix_ms();

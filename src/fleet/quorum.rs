@@ -13,6 +13,10 @@ use super::views::{self, View};
 use super::Fleet;
 use crate::clock::{rfc3339, unix_ms};
 
+/// How long after connecting a member waits to hear the fleet before it lets a site
+/// go down for the fleet (members announce themselves within a keep-alive).
+pub(super) const HEAR_MS: u64 = 2_000;
+
 impl Fleet {
     /// This member's view now, from the snapshot in force.
     pub(super) fn own_view(&self) -> View {
@@ -38,7 +42,13 @@ impl Fleet {
                 return;
             }
             let live: BTreeSet<String> = link.members.keys().cloned().chain([self.name.clone()]).collect();
-            let down = views::fleet_down(routing.sites.iter().map(|s| s.name.as_str()), &link.views, &live);
+            let mut down = views::fleet_down(routing.sites.iter().map(|s| s.name.as_str()), &link.views, &live);
+            // Just connected, a member has not heard the fleet yet (members starting
+            // with it may not have announced themselves): sites may come back, none
+            // goes down for the fleet until then.
+            if unix_ms().saturating_sub(link.since_ms) < HEAR_MS {
+                down.retain(|site| link.fleet_down.contains(site));
+            }
             if down != link.fleet_down {
                 tracing::info!(fleet_down = ?down, members = live.len(), "fleet: the sites a majority of members see down");
             }

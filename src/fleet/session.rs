@@ -205,6 +205,14 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
         .map_err(|e| format!("health view: {e}"))?;
     fleet.take_view(&fleet.name, Some(view.clone()));
     fleet.decide();
+    // Decided again once the fleet has had time to be heard (`quorum::HEAR_MS`).
+    let later = Arc::downgrade(fleet);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(super::quorum::HEAR_MS + 50)).await;
+        if let Some(fleet) = later.upgrade() {
+            fleet.decide();
+        }
+    });
     let mut published = fleet.control.published();
     // Reports of this member's events, and the leadership.
     let reports_key = format!("{}/reports/{}", settings.prefix, fleet.name);

@@ -77,8 +77,9 @@ impl View {
 
 /// The sites a majority of the live members that know them see down. `views` holds
 /// every published view; only those of `live` members count (a member whose lease
-/// ended has no say). A member that knows a site and has published no view yet does
-/// not count either way.
+/// ended has no say). A live member that has published no view yet (it is starting)
+/// counts as seeing every site up: the fleet does not fail over before it has heard
+/// its members.
 pub fn fleet_down<'a>(
     sites: impl Iterator<Item = &'a str>,
     views: &BTreeMap<String, View>,
@@ -86,13 +87,16 @@ pub fn fleet_down<'a>(
 ) -> BTreeSet<String> {
     sites
         .filter(|site| {
-            let voters = views
-                .iter()
-                .filter(|(member, view)| live.contains(*member) && view.knows(site));
             let (mut knowing, mut down) = (0usize, 0usize);
-            for (_, view) in voters {
-                knowing += 1;
-                down += usize::from(view.down.contains(*site));
+            for member in live {
+                match views.get(member) {
+                    Some(view) if !view.knows(site) => {}
+                    Some(view) => {
+                        knowing += 1;
+                        down += usize::from(view.down.contains(*site));
+                    }
+                    None => knowing += 1,
+                }
             }
             knowing > 0 && down * 2 > knowing
         })
@@ -135,6 +139,8 @@ mod tests {
         assert_eq!(fleet_down(all.into_iter(), &two, &live), set(&["a"]));
         // A member whose lease ended has no say: one of the two left sees it down.
         assert!(fleet_down(all.into_iter(), &two, &set(&["m1", "m3"])).is_empty());
+        // A live member that has not spoken yet counts as seeing it up.
+        assert!(fleet_down(all.into_iter(), &two, &set(&["m1", "m2", "m3", "m4", "m5"])).is_empty());
         // Half is not a majority.
         assert!(fleet_down(all.into_iter(), &two, &set(&["m2", "m3"])).is_empty());
     }
