@@ -20,7 +20,7 @@ use splitgate::{demo, rehearsal, report, signals, telemetry};
 /// seconds, whatever the workers do; glibc's malloc kept it for good after a flood of
 /// held request heads (`benches/flood.sh`: 275 MB at the peak, 13 MB 30 s after the
 /// connections closed, against 246 MB still held with glibc), at the same CPU per
-/// request and about 2.5 MB more peak RSS (README, Benchmarks).
+/// request and about 2.5 MB more peak RSS (BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

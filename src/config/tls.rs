@@ -1,7 +1,7 @@
 //! TLS material from the config: PEM files read and checked (parse, key matches cert)
 //! into ready rustls configs, so `check` catches what a handshake would. Listener
 //! configs pick a certificate by SNI; site configs verify backends and may present a
-//! client certificate. Crypto provider: ring (see README).
+//! client certificate. Crypto provider: ring (see docs/ARCHITECTURE.md).
 
 use std::collections::hash_map::DefaultHasher;
 use std::fmt;
