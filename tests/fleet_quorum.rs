@@ -130,7 +130,10 @@ async fn a_member_cut_off_from_the_active_site_keeps_trying_it_and_sends_nothing
     for member in &fleet {
         let kinds = kinds_of_events(member).await;
         let page = admin_call(Method::GET, member.admin_url("/events"), "").await.1;
-        assert!(!kinds.iter().any(|k| k == "failover"), "no failover was announced: {page}");
+        assert!(
+            !kinds.iter().any(|k| k == "failover"),
+            "no failover was announced: {page}"
+        );
     }
 }
 

@@ -76,7 +76,7 @@ pub struct SiteRoute {
     /// The backends' runtime objects (health, pool, metrics), owned by the registry.
     pub backends: Vec<Arc<Backend>>,
     /// Indices of the backends that take requests (the healthy ones; all in panic mode).
-    usable: Vec<u16>,
+    usable: Vec<u32>,
     next: AtomicUsize,
     pub metrics: SiteMetrics,
     /// Hash of the name, for rendezvous: the same across reloads, processes and builds.
@@ -138,7 +138,7 @@ impl Routing {
             .iter()
             .zip(inputs.backends)
             .map(|(site, backends)| {
-                let mut usable: Vec<u16> = (0..backends.len() as u16)
+                let mut usable: Vec<u32> = (0..backends.len() as u32)
                     .filter(|&i| backends[i as usize].is_healthy())
                     .collect();
                 let decisions = inputs.decisions;
@@ -152,7 +152,7 @@ impl Routing {
                 let healthy_fraction = usable.len() as f64 / backends.len().max(1) as f64;
                 if !healthy {
                     // Panic mode tries them all; a split never sends here otherwise.
-                    usable = (0..backends.len() as u16).collect();
+                    usable = (0..backends.len() as u32).collect();
                 }
                 SiteRoute {
                     name: site.name.clone(),
@@ -347,7 +347,7 @@ impl SiteRoute {
 /// is later (`ramp_from`). 1.0 = full weight.
 fn slow_start_factor(
     backends: &[Arc<Backend>],
-    usable: &[u16],
+    usable: &[u32],
     window: std::time::Duration,
     (ramp_from, now_ms): (u64, u64),
 ) -> f64 {

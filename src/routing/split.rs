@@ -31,7 +31,7 @@ pub struct Split {
     /// Sites with a share of first tries, and that share (the shares sum to 1).
     members: Vec<(usize, f64)>,
     /// SWRR sequence of site indices.
-    table: Vec<u16>,
+    table: Vec<u32>,
     /// The tier the fleet agreed on (`failover = "quorum"`): no try of this split, a
     /// retry's last resort included, goes to another tier.
     pub confined: Option<u32>,

@@ -3,7 +3,7 @@
 
 /// The SWRR sequence for `weights`: entry k is the index chosen at step k. Weights are
 /// reduced by their gcd first; zero weights never appear. Empty when all weights are zero.
-pub fn sequence(weights: &[u32]) -> Vec<u16> {
+pub fn sequence(weights: &[u32]) -> Vec<u32> {
     let divisor = weights.iter().copied().filter(|&w| w > 0).fold(0, gcd);
     if divisor == 0 {
         return Vec::new();
@@ -21,7 +21,7 @@ pub fn sequence(weights: &[u32]) -> Vec<u16> {
             }
         }
         current[best] -= total;
-        table.push(best as u16);
+        table.push(best as u32);
     }
     table
 }
@@ -38,7 +38,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 mod tests {
     use super::*;
 
-    fn counts(table: &[u16], n: usize) -> Vec<usize> {
+    fn counts(table: &[u32], n: usize) -> Vec<usize> {
         let mut c = vec![0; n];
         for &i in table {
             c[i as usize] += 1;
@@ -51,7 +51,7 @@ mod tests {
         let table = sequence(&[70, 30]);
         assert_eq!(table.len(), 10, "weights reduce to 7:3");
         for start in 0..table.len() {
-            let window: Vec<u16> = (0..10).map(|k| table[(start + k) % table.len()]).collect();
+            let window: Vec<u32> = (0..10).map(|k| table[(start + k) % table.len()]).collect();
             assert_eq!(counts(&window, 2), vec![7, 3], "window from {start}");
         }
     }

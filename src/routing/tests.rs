@@ -155,3 +155,20 @@ fn a_recovered_site_ramps_up_during_slow_start() {
     );
     assert_eq!(r.sites[0].effective_weight, 100);
 }
+
+#[test]
+fn a_site_with_more_backends_than_a_u16_counts_uses_every_one() {
+    let n: usize = 65_540;
+    let addrs: Vec<String> = (0..n)
+        .map(|i| format!("\"127.{}.{}.{}:80\"", i >> 16, (i >> 8) & 255, i & 255))
+        .collect();
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:1\"\n[[site]]\nname = \"big\"\nweight = 1\nbackends = [{}]\n",
+        addrs.join(",")
+    );
+    let config = Arc::new(crate::config::parse(Path::new("t"), &text).unwrap());
+    let r = routing(config, &HealthRegistry::new());
+    assert_eq!(r.sites[0].usable.len(), n);
+    let last = (0..n).filter_map(|_| r.pick(&[])).map(|p| p.backend).max();
+    assert_eq!(last, Some(n - 1), "the last backend gets its turn");
+}
