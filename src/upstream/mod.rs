@@ -63,6 +63,15 @@ impl fmt::Display for SendError {
     }
 }
 
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendError::Connect(e) | SendError::Failed(e) | SendError::ClientBody(e) => Some(e.as_ref()),
+            SendError::Timeout => None,
+        }
+    }
+}
+
 /// "outer: inner: root cause" in one line, for logs and health reasons.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
