@@ -79,7 +79,16 @@ async fn a_drain_on_one_member_and_an_etcdctl_write_reach_every_member_within_a_
     );
     // An invalid value is ignored and counted; the decision in force stays.
     assert!(etcd.ctl(&["put", "/sg/t1/sites/a/weight", "lots"]));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every member has seen the value (it lists it as invalid), and kept the last valid one.
+    let seen = wait(Duration::from_secs(5), || {
+        fleet.iter().all(|m| {
+            m.server
+                .fleet_status()
+                .is_some_and(|s| s["invalid_values"]["/sg/t1/sites/a/weight"] == "lots")
+        })
+    })
+    .await;
+    assert!(seen.is_some(), "every member saw the invalid value");
     assert!(fleet.iter().all(|m| weight_override(m, "a") == Some(30)));
     // A drill started on one member runs on every member; ended on another, it ends everywhere.
     let drilled = |m: &TestProxy| {
