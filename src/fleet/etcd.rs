@@ -10,7 +10,6 @@
 //! The module depends on nothing else in the crate: `tests/fleet.rs` includes it to
 //! write to a real etcd the way a member does.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
@@ -251,8 +250,9 @@ pub enum Error {
     /// is large).
     #[error("{:?}: {}", .0.code(), chain(.0.as_ref()))]
     Status(Box<tonic::Status>),
+    /// A stream that ended early, an answer that makes no sense.
     #[error("{0}")]
-    Stream(&'static str),
+    Protocol(&'static str),
 }
 
 impl From<tonic::Status> for Error {
@@ -363,7 +363,7 @@ impl ConnectOptions {
 pub struct Client {
     channel: Channel,
     /// etcd's auth token, sent as the `token` metadata of every call.
-    token: Option<Arc<MetadataValue<tonic::metadata::Ascii>>>,
+    token: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -395,8 +395,8 @@ impl Client {
             let request = pb::AuthenticateRequest { name, password };
             let answer: pb::AuthenticateResponse = client.unary("/etcdserverpb.Auth/Authenticate", request).await?;
             let token = MetadataValue::try_from(answer.token.as_str())
-                .map_err(|_| Error::Stream("etcd's auth token is not valid metadata"))?;
-            client.token = Some(Arc::new(token));
+                .map_err(|_| Error::Protocol("etcd's auth token is not valid metadata"))?;
+            client.token = Some(token);
         }
         Ok(client)
     }
@@ -404,7 +404,7 @@ impl Client {
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         if let Some(token) = &self.token {
-            request.metadata_mut().insert("token", (**token).clone());
+            request.metadata_mut().insert("token", token.clone());
         }
         request
     }
@@ -443,7 +443,7 @@ impl Client {
         sender
             .send(first)
             .await
-            .map_err(|_| Error::Stream("the request stream closed"))?;
+            .map_err(|_| Error::Protocol("the request stream closed"))?;
         let mut grpc = self.ready().await?;
         let answers = grpc
             .streaming(
@@ -497,8 +497,8 @@ impl Client {
             .await?;
         match answers.message().await? {
             Some(answer) if answer.ttl > 0 => {}
-            Some(_) => return Err(Error::Stream("lease not found")),
-            None => return Err(Error::Stream("the keep-alive stream ended")),
+            Some(_) => return Err(Error::Protocol("lease not found")),
+            None => return Err(Error::Protocol("the keep-alive stream ended")),
         }
         Ok((LeaseKeeper { id, sender }, LeaseKeepAliveStream(answers)))
     }
@@ -525,9 +525,9 @@ impl Client {
         let first = answers
             .message()
             .await?
-            .ok_or(Error::Stream("the watch stream ended"))?;
+            .ok_or(Error::Protocol("the watch stream ended"))?;
         if !first.created {
-            return Err(Error::Stream("etcd did not create the watch"));
+            return Err(Error::Protocol("etcd did not create the watch"));
         }
         let mut stream = WatchStream {
             stream: answers,
@@ -815,7 +815,7 @@ impl LeaseKeeper {
         self.sender
             .send(pb::LeaseKeepAliveRequest { id: self.id })
             .await
-            .map_err(|_| Error::Stream("the keep-alive stream closed"))
+            .map_err(|_| Error::Protocol("the keep-alive stream closed"))
     }
 }
 
@@ -895,6 +895,8 @@ impl WatchResponse {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use prost::Message as _;
 
     use super::*;
