@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 pub use cron::Schedule;
 pub use duration::parse_duration;
 pub use model::{
-    AccessLog, Admin, Admission, AffinityKey, Backend, Cidr, Config, CookieSigner, Dns, DrillProgram, Drills, EventsConfig,
-    Failback, Fleet, FleetTls, HealthCheck, HostPattern, Limits, Listener, ListenerTls, LogFormat, LogTarget, Logging,
-    Notify, NotifyTarget, Protocol, Retry, Route, Safety, Site, SiteTls, Timeouts,
+    AccessLog, Admin, Admission, AffinityKey, Backend, Cidr, Config, CookieSigner, Dns, DrillProgram, Drills,
+    EventsConfig, Failback, Fleet, FleetTls, HealthCheck, HostPattern, Limits, Listener, ListenerTls, LogFormat,
+    LogTarget, Logging, Notify, NotifyTarget, Protocol, Retry, Route, Safety, Site, SiteTls, Timeouts,
 };
 pub use problems::{Problem, MAX_WEIGHT};
 pub use routes::path_matches;
