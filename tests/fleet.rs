@@ -5,6 +5,11 @@
 //! with the last decisions; a burst of multi-site changes is never applied half.
 
 mod common;
+/// The fleet's own etcd client (it depends on nothing else in the crate): a writer
+/// that talks to etcd as a member does.
+#[path = "../src/fleet/etcd.rs"]
+#[allow(dead_code, unused_imports)]
+mod etcd_api;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -247,12 +252,12 @@ async fn a_burst_of_a_thousand_two_site_changes_is_never_applied_half() {
             samples
         })
     };
-    let mut writer = etcd_client::Client::connect([etcd.endpoint()], None).await.unwrap();
+    let mut writer = etcd_api::Client::connect([etcd.endpoint()], None).await.unwrap();
     let started = Instant::now();
     for i in 1..=1000u32 {
-        let txn = etcd_client::Txn::new().and_then(vec![
-            etcd_client::TxnOp::put("/sg/t3/sites/a/weight", i.to_string(), None),
-            etcd_client::TxnOp::put("/sg/t3/sites/b/weight", (1000 - i).to_string(), None),
+        let txn = etcd_api::Txn::new().and_then(vec![
+            etcd_api::TxnOp::put("/sg/t3/sites/a/weight", i.to_string(), None),
+            etcd_api::TxnOp::put("/sg/t3/sites/b/weight", (1000 - i).to_string(), None),
         ]);
         writer.txn(txn).await.unwrap();
     }
@@ -298,6 +303,53 @@ async fn a_member_reaches_etcd_over_tls_with_a_client_certificate() {
         200
     );
     assert_eq!(weight_override(&member, "a"), Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_logs_in_to_etcd_with_a_username_and_password() {
+    let Some(etcd) = Etcd::start() else { return };
+    for step in [
+        &["user", "add", "root:sesame"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["auth", "enable"],
+    ] {
+        // `role add root` fails where etcd made the role already.
+        let done = etcd.ctl(step);
+        assert!(done || step[..2] == ["role", "add"], "etcdctl {step:?}");
+    }
+    let a = Backend::start("a").await;
+    let with = |name: &str, password: &str| {
+        let section = fleet_section(&etcd, name, "/sg/auth");
+        config(
+            &format!("{section}username = \"root\"\npassword = \"{password}\"\n"),
+            &[site("a", 50, 0, &[a.addr])],
+        )
+    };
+    let member = TestProxy::start(&with("edge-auth", "sesame")).await;
+    assert!(
+        wait(Duration::from_secs(10), || connected(&member)).await.is_some(),
+        "{:?}",
+        member.server.fleet_status()
+    );
+    // Every call carries the token: the write, the watch that applies it, the lease.
+    assert_eq!(
+        put(member.admin_url("/sites/a/weight"), r#"{"weight": 7}"#).await.0,
+        200
+    );
+    assert_eq!(weight_override(&member, "a"), Some(7));
+    // A wrong password is refused, and /status says so.
+    let refused = TestProxy::start(&with("edge-wrong", "open")).await;
+    let said = wait(Duration::from_secs(10), || {
+        refused.server.fleet_status().is_some_and(|s| {
+            s["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("authentication failed"))
+        })
+    })
+    .await;
+    assert!(said.is_some(), "{:?}", refused.server.fleet_status());
+    assert!(!connected(&refused));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 //! member's own watch has applied them. When etcd is unreachable the member keeps
 //! serving with the last decisions, kept on disk for a restart, and refuses writes.
 
+mod etcd;
 mod lineage;
 mod programs;
 mod quorum;
@@ -83,7 +84,7 @@ pub struct Fleet {
     control: Arc<Control>,
     link: Mutex<Link>,
     applied: watch::Sender<i64>,
-    client: Mutex<Option<etcd_client::Client>>,
+    client: Mutex<Option<etcd::Client>>,
     /// The decisions in force (from etcd, or from disk before etcd answered).
     decisions: Mutex<Decisions>,
     state_file: Option<Arc<StateFile>>,
@@ -259,9 +260,9 @@ impl Fleet {
         let op = match duration {
             Some(d) => {
                 let until = unix_ms() + d.as_millis() as u64;
-                etcd_client::TxnOp::put(key, json!({ "until": until, "by": self.name }).to_string(), None)
+                etcd::TxnOp::put(key, json!({ "until": until, "by": self.name }).to_string(), None)
             }
-            None => etcd_client::TxnOp::delete(key, None),
+            None => etcd::TxnOp::delete(key),
         };
         self.commit(vec![op]).await
     }
@@ -271,7 +272,7 @@ impl Fleet {
     pub async fn write_failback(&self, site: &str) -> Result<(), FleetError> {
         let key = format!("{}/sites/{site}/failback", self.settings.prefix);
         let value = json!({ "at": unix_ms(), "by": self.name }).to_string();
-        self.commit(vec![etcd_client::TxnOp::put(key, value, None)]).await
+        self.commit(vec![etcd::TxnOp::put(key, value, None)]).await
     }
 
     /// Re-applies the fleet's decisions (after a config reload rebuilt the snapshot).
@@ -300,13 +301,13 @@ impl Fleet {
     /// Sets (`Some`) or clears (`None`) weight overrides of several sites in one etcd
     /// transaction, and returns once this member has applied it.
     pub async fn write_weights(&self, changes: &[(String, Option<i64>)]) -> Result<(), FleetError> {
-        let ops: Vec<etcd_client::TxnOp> = changes
+        let ops: Vec<etcd::TxnOp> = changes
             .iter()
             .map(|(site, weight)| {
                 let key = self.weight_key(site);
                 match weight {
-                    Some(w) => etcd_client::TxnOp::put(key, (*w).clamp(0, MAX_WEIGHT).to_string(), None),
-                    None => etcd_client::TxnOp::delete(key, None),
+                    Some(w) => etcd::TxnOp::put(key, (*w).clamp(0, MAX_WEIGHT).to_string(), None),
+                    None => etcd::TxnOp::delete(key),
                 }
             })
             .collect();
@@ -314,7 +315,7 @@ impl Fleet {
     }
 
     /// One transaction; returns once this member's watch has applied it.
-    async fn commit(&self, ops: Vec<etcd_client::TxnOp>) -> Result<(), FleetError> {
+    async fn commit(&self, ops: Vec<etcd::TxnOp>) -> Result<(), FleetError> {
         if let Some(why) = self.lock_link().diverged.clone() {
             return Err(FleetError::Diverged(why));
         }
@@ -322,13 +323,13 @@ impl Fleet {
     }
 
     /// One transaction as it is; returns once this member's watch has applied it.
-    async fn send(&self, ops: Vec<etcd_client::TxnOp>) -> Result<(), FleetError> {
+    async fn send(&self, ops: Vec<etcd::TxnOp>) -> Result<(), FleetError> {
         let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let connected = self.lock_link().connected;
         let Some(mut client) = client.filter(|_| connected) else {
             return Err(FleetError::Unavailable("disconnected".into()));
         };
-        let txn = etcd_client::Txn::new().and_then(ops);
+        let txn = etcd::Txn::new().and_then(ops);
         let response = tokio::time::timeout(APPLY_WAIT, client.txn(txn))
             .await
             .map_err(|_| FleetError::Unknown(APPLY_WAIT))?
@@ -356,7 +357,7 @@ impl Fleet {
         let kept = self.decisions();
         let prefix = &self.settings.prefix;
         let number = kept.epoch.max(etcd_epoch).max(1) + 1;
-        let mut ops = vec![etcd_client::TxnOp::put(
+        let mut ops = vec![etcd::TxnOp::put(
             format!("{prefix}/epoch"),
             lineage::epoch_value(number, &self.name, true),
             None,
@@ -367,7 +368,7 @@ impl Fleet {
                 return Err(FleetError::Unavailable("disconnected".into()));
             };
             let sites = format!("{prefix}/sites/");
-            let options = etcd_client::GetOptions::new().with_prefix().with_keys_only();
+            let options = etcd::GetOptions::new().with_prefix().with_keys_only();
             let present = tokio::time::timeout(APPLY_WAIT, client.get(sites, Some(options)))
                 .await
                 .map_err(|_| FleetError::Unavailable("etcd did not answer in time".into()))?
@@ -386,10 +387,10 @@ impl Fleet {
             for kv in present.kvs() {
                 let key = String::from_utf8_lossy(kv.key()).into_owned();
                 if !wanted.iter().any(|(k, _)| *k == key) {
-                    ops.push(etcd_client::TxnOp::delete(key, None));
+                    ops.push(etcd::TxnOp::delete(key));
                 }
             }
-            ops.extend(wanted.into_iter().map(|(k, v)| etcd_client::TxnOp::put(k, v, None)));
+            ops.extend(wanted.into_iter().map(|(k, v)| etcd::TxnOp::put(k, v, None)));
         }
         tracing::warn!(member = %self.name, keep, epoch = number, "fleet: an operator confirmed etcd's changed history");
         self.send(ops).await?;

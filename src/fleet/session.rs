@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, KeyValue, PutOptions, TlsOptions,
+use super::etcd::{
+    self, Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, KeyValue, PutOptions, TlsOptions,
     WatchOptions,
 };
 use serde_json::json;
@@ -155,13 +155,9 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
     if !refusing && epoch.is_none() {
         // The fleet's first epoch, made once: a later empty etcd is told apart by it.
         let key = format!("{}/epoch", settings.prefix);
-        let create = etcd_client::Txn::new()
-            .when([etcd_client::Compare::create_revision(
-                key.as_str(),
-                etcd_client::CompareOp::Equal,
-                0,
-            )])
-            .and_then([etcd_client::TxnOp::put(
+        let create = etcd::Txn::new()
+            .when([etcd::Compare::create_revision(key.as_str(), etcd::CompareOp::Equal, 0)])
+            .and_then([etcd::TxnOp::put(
                 key.as_str(),
                 lineage::epoch_value(1, &fleet.name, false),
                 None,
@@ -169,11 +165,7 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
         client.txn(create).await.map_err(|e| format!("epoch: {e}"))?;
     }
 
-    let lease = client
-        .lease_grant(LEASE_TTL, None)
-        .await
-        .map_err(|e| format!("lease: {e}"))?
-        .id();
+    let lease = client.lease_grant(LEASE_TTL).await.map_err(|e| format!("lease: {e}"))?;
     let member_key = format!("{}/members/{}", settings.prefix, fleet.name);
     let announce = |revision: i64| {
         json!({
