@@ -7,7 +7,7 @@
 mod common;
 /// The fleet's own etcd client (it depends on nothing else in the crate): a writer
 /// that talks to etcd as a member does.
-#[path = "../src/fleet/etcd.rs"]
+#[path = "../src/fleet/etcd/mod.rs"]
 #[allow(dead_code, unused_imports)]
 mod etcd_api;
 
