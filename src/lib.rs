@@ -36,6 +36,12 @@
 //!   and background traffic.
 //! - `descriptors`: the open-file limit's share for client connections; a local
 //!   EMFILE is never held against a backend.
+//! - `events`: failover events measured off the request path (a ring for `/events`,
+//!   the notifiers, the SQLite history and its writer).
+//! - `fleet`: decisions shared through etcd (its own small v3 client, `fleet::etcd`),
+//!   each member's view of health and the quorum, the leader that speaks for the fleet.
+//! - `report`: the DR report (`splitgate report`) replayed from the history.
+//! - `rehearsal`: `splitgate drill`, a drill run from the command line and its report.
 
 #![forbid(unsafe_code)]
 
