@@ -196,10 +196,10 @@ async fn fleet_write(
                 &WeightError::UnknownSite(site.clone()).to_string(),
             )));
         }
-        if let Some(w) = weight.filter(|w| !(0..=crate::config::MAX_WEIGHT).contains(w)) {
+        if let Some(Err(out)) = weight.map(crate::config::Weight::new) {
             return Some(Err(error(
                 StatusCode::BAD_REQUEST,
-                &WeightError::OutOfRange(w).to_string(),
+                &WeightError::OutOfRange(out).to_string(),
             )));
         }
     }

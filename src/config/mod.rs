@@ -18,6 +18,7 @@ mod sites;
 mod syntax;
 mod tls;
 mod validate;
+mod weight;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub use model::{
 pub use problems::{Problem, MAX_WEIGHT};
 pub use routes::path_matches;
 pub use share::Share;
+pub use weight::{OutOfRange, Weight};
 
 /// Why a config could not be used. `Display` writes one line per problem, each naming
 /// the file and the key, as `splitgate check` prints them.

@@ -10,8 +10,7 @@ use super::duration::parse_duration;
 /// Longest duration accepted anywhere (timeouts, intervals, slow start).
 pub(super) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
-/// Largest site weight accepted; keeps the precomputed selection table small.
-pub const MAX_WEIGHT: i64 = 10_000;
+pub use super::weight::MAX_WEIGHT;
 
 /// One thing wrong in a config: where (`site[1].weight`) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

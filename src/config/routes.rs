@@ -156,7 +156,7 @@ fn route_weights(
         let wkey = format!("{key}.weights.{site}");
         match index.get(site.as_str()) {
             None => problems.add(wkey, format!("no site is named \"{site}\"")),
-            Some(_) if !(0..=MAX_WEIGHT).contains(&weight) => {
+            Some(_) if super::Weight::new(weight).is_err() => {
                 problems.add(wkey, format!("{weight} is out of range; use 0 to {MAX_WEIGHT}"))
             }
             Some(&i) => aligned[i] = weight as u32,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::clock::{now_ms, unix_ms, unix_of};
-use crate::config::{Config, MAX_WEIGHT};
+use crate::config::{Config, OutOfRange, Weight};
 use crate::events::{Events, Observer};
 use crate::health::{spawn_prober, HealthRegistry};
 use crate::routing::{Decisions, Inputs, Routing};
@@ -38,8 +38,8 @@ const RAMP_TICK: Duration = Duration::from_millis(250);
 pub enum WeightError {
     #[error("no site is named \"{0}\"")]
     UnknownSite(String),
-    #[error("weight {0} is out of range; use 0 (drained) to {MAX_WEIGHT}")]
-    OutOfRange(i64),
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
 }
 
 pub struct Control {
@@ -322,9 +322,8 @@ impl Control {
             return Err(WeightError::UnknownSite(site.to_string()));
         };
         match weight {
-            Some(w) if !(0..=MAX_WEIGHT).contains(&w) => return Err(WeightError::OutOfRange(w)),
             Some(w) => {
-                state.decisions.weights.insert(site.to_string(), w as u32);
+                state.decisions.weights.insert(site.to_string(), Weight::new(w)?.get());
             }
             None => {
                 state.decisions.weights.remove(site);
@@ -344,9 +343,7 @@ impl Control {
             if !current.sites.iter().any(|s| &s.name == site) {
                 return Err(WeightError::UnknownSite(site.clone()));
             }
-            if !(0..=MAX_WEIGHT).contains(weight) {
-                return Err(WeightError::OutOfRange(*weight));
-            }
+            Weight::new(*weight)?;
         }
         for (site, weight) in weights {
             state.decisions.weights.insert(site.clone(), *weight as u32);

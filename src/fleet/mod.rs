@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::clock::{rfc3339, unix_ms};
-use crate::config::{self, MAX_WEIGHT};
+use crate::config;
 use crate::control::Control;
 use crate::state::StateFile;
 
@@ -306,7 +306,7 @@ impl Fleet {
             .map(|(site, weight)| {
                 let key = self.weight_key(site);
                 match weight {
-                    Some(w) => etcd::TxnOp::put(key, (*w).clamp(0, MAX_WEIGHT).to_string(), None),
+                    Some(w) => etcd::TxnOp::put(key, config::Weight::clamped(*w).get().to_string(), None),
                     None => etcd::TxnOp::delete(key),
                 }
             })

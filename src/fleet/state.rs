@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::MAX_WEIGHT;
+use crate::config::Weight;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decisions {
@@ -199,11 +199,11 @@ pub fn key<'a>(prefix: &str, key: &'a str) -> Key<'a> {
     }
 }
 
-/// A weight value as operators write it: a whole number from 0 to `MAX_WEIGHT`.
+/// A weight value as operators write it: a whole number from 0 to 10 000 (`Weight`).
 pub fn weight(value: &[u8]) -> Option<u32> {
     let text = std::str::from_utf8(value).ok()?.trim();
     let number: i64 = text.parse().ok()?;
-    (0..=MAX_WEIGHT).contains(&number).then_some(number as u32)
+    Weight::new(number).ok().map(Weight::get)
 }
 
 /// A drill value: `{"until": UNIX_MS}`.
