@@ -165,6 +165,11 @@ async fn call(client: &common::TestClient, url: &str) -> (StatusCode, Option<Str
     (status, retry_after, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// `call` on a task of its own: a request left waiting while the test goes on.
+fn in_background(url: String) -> tokio::task::JoinHandle<(StatusCode, Option<String>, String)> {
+    tokio::spawn(async move { call(&client(), &url).await })
+}
+
 async fn site_load(proxy: &TestProxy) -> serde_json::Value {
     let (_, status) = admin_call(http::Method::GET, proxy.admin_url("/status"), "").await;
     status["sites"][0]["load"].clone()
@@ -248,10 +253,7 @@ async fn a_request_that_waits_past_queue_timeout_gets_503_and_counts_as_a_timeou
     let backend = Counting::start().await;
     let limits = "max_requests = 1\nqueue = 4\nqueue_timeout = \"300ms\"\n";
     let proxy = TestProxy::start(&protected_site("patient", &[backend.addr], limits)).await;
-    let first = tokio::spawn({
-        let url = proxy.url("/hold");
-        async move { call(&client(), &url).await }
-    });
+    let first = in_background(proxy.url("/hold"));
     assert!(
         common::eventually(Duration::from_secs(20), || backend.now.load(Ordering::SeqCst) == 1)
             .await
@@ -279,19 +281,13 @@ async fn a_queued_request_is_served_when_a_slot_comes_free() {
     let backend = Counting::start().await;
     let limits = "max_requests = 1\nqueue = 4\nqueue_timeout = \"30s\"\n";
     let proxy = TestProxy::start(&protected(&[backend.addr], limits)).await;
-    let first = tokio::spawn({
-        let url = proxy.url("/hold");
-        async move { call(&client(), &url).await }
-    });
+    let first = in_background(proxy.url("/hold"));
     assert!(
         common::eventually(Duration::from_secs(20), || backend.now.load(Ordering::SeqCst) == 1)
             .await
             .is_some()
     );
-    let second = tokio::spawn({
-        let url = proxy.url("/slow");
-        async move { call(&client(), &url).await }
-    });
+    let second = in_background(proxy.url("/slow"));
     let proxy_ref = &proxy;
     let mut waiting = false;
     for _ in 0..500 {
@@ -344,10 +340,7 @@ async fn a_slot_is_held_until_the_response_body_ends() {
 async fn a_full_backend_is_passed_over_for_one_of_the_same_site_with_room() {
     let (one, two) = (Counting::start().await, Counting::start().await);
     let proxy = TestProxy::start(&protected(&[one.addr, two.addr], "max_requests = 1\n")).await;
-    let held = tokio::spawn({
-        let url = proxy.url("/hold");
-        async move { call(&client(), &url).await }
-    });
+    let held = in_background(proxy.url("/hold"));
     let busy = || one.now.load(Ordering::SeqCst) + two.now.load(Ordering::SeqCst) == 1;
     assert!(common::eventually(Duration::from_secs(20), busy).await.is_some());
     for _ in 0..6 {
@@ -371,10 +364,7 @@ async fn a_retry_never_moves_a_request_onto_a_full_backend() {
     // the next goes to the dead one, fails to connect, and its retry finds the live
     // one full.
     let proxy = TestProxy::start(&protected(&[backend.addr, refused_addr()], "max_requests = 1\n")).await;
-    let held = tokio::spawn({
-        let url = proxy.url("/hold");
-        async move { call(&client(), &url).await }
-    });
+    let held = in_background(proxy.url("/hold"));
     assert!(
         common::eventually(Duration::from_secs(20), || backend.now.load(Ordering::SeqCst) == 1)
             .await

@@ -177,24 +177,17 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
         })
         .to_string()
     };
-    client
-        .put(
-            member_key.as_str(),
-            announce(decisions.revision),
-            Some(PutOptions::new().with_lease(lease)),
-        )
-        .await
-        .map_err(|e| format!("member key: {e}"))?;
+    put_leased(
+        &mut client,
+        member_key.as_str(),
+        announce(decisions.revision),
+        lease,
+        "member key",
+    )
+    .await?;
     let health_key = format!("{}/health/{}", settings.prefix, fleet.name);
     let mut view = fleet.own_view();
-    client
-        .put(
-            health_key.as_str(),
-            view.to_value(),
-            Some(PutOptions::new().with_lease(lease)),
-        )
-        .await
-        .map_err(|e| format!("health view: {e}"))?;
+    put_leased(&mut client, health_key.as_str(), view.to_value(), lease, "health view").await?;
     fleet.take_view(&fleet.name, Some(view.clone()));
     fleet.decide();
     // Decided again once the fleet has had time to be heard (`quorum::HEAR_MS`).
@@ -209,14 +202,7 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
     // Reports of this member's events, and the leadership.
     let reports_key = format!("{}/reports/{}", settings.prefix, fleet.name);
     let mut report = fleet.own_reports();
-    client
-        .put(
-            reports_key.as_str(),
-            report.to_string(),
-            Some(PutOptions::new().with_lease(lease)),
-        )
-        .await
-        .map_err(|e| format!("reports: {e}"))?;
+    put_leased(&mut client, reports_key.as_str(), report.to_string(), lease, "reports").await?;
     let mut voice = super::voice::Voice::new(fleet);
     voice.campaign(&mut client, lease).await?;
     let (mut keeper, mut kept) = client
@@ -338,10 +324,7 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                 let now = fleet.own_reports();
                 if now != report {
                     report = now;
-                    client
-                        .put(reports_key.as_str(), report.to_string(), Some(PutOptions::new().with_lease(lease)))
-                        .await
-                        .map_err(|e| format!("reports: {e}"))?;
+                    put_leased(&mut client, reports_key.as_str(), report.to_string(), lease, "reports").await?;
                 }
             }
             // A snapshot was published here: a health flip changes this member's view.
@@ -352,10 +335,7 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                 let now = fleet.own_view();
                 if !now.same_as(&view) {
                     view = now;
-                    client
-                        .put(health_key.as_str(), view.to_value(), Some(PutOptions::new().with_lease(lease)))
-                        .await
-                        .map_err(|e| format!("health view: {e}"))?;
+                    put_leased(&mut client, health_key.as_str(), view.to_value(), lease, "health view").await?;
                     fleet.take_view(&fleet.name, Some(view.clone()));
                     fleet.decide();
                 }
@@ -370,10 +350,7 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                 }
                 if announced != decisions.revision {
                     announced = decisions.revision;
-                    client
-                        .put(member_key.as_str(), announce(announced), Some(PutOptions::new().with_lease(lease)))
-                        .await
-                        .map_err(|e| format!("member key: {e}"))?;
+                    put_leased(&mut client, member_key.as_str(), announce(announced), lease, "member key").await?;
                 }
             }
         }
@@ -426,4 +403,13 @@ async fn fallback(client: &mut Client, prefix: &str, kvs: &[KeyValue], last: Dec
         }
     }
     fallback
+}
+
+/// Puts `value` at `key` under this session's lease (it goes with the member).
+async fn put_leased(client: &mut Client, key: &str, value: String, lease: i64, what: &str) -> Result<(), String> {
+    client
+        .put(key, value, Some(PutOptions::new().with_lease(lease)))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{what}: {e}"))
 }
