@@ -16,7 +16,44 @@ use hyper::body::Incoming;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-type Slot = Arc<Mutex<Option<Incoming>>>;
+type Slot = Arc<Mutex<Option<ClientBody>>>;
+
+/// A client's request body as its connection delivers it: HTTP/2's from hyper, HTTP/1.1's
+/// read off the connection by the proxy's own reader.
+pub enum ClientBody {
+    Empty,
+    Http2(Incoming),
+    Http1(crate::proxy::h1::RequestReader),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            ClientBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Http2(body) => body.is_end_stream(),
+            ClientBody::Http1(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Http2(body) => body.size_hint(),
+            ClientBody::Http1(body) => body.size_hint(),
+        }
+    }
+}
 
 pub struct RequestBody {
     inner: Inner,
@@ -37,7 +74,7 @@ pub struct Progress {
 
 enum Inner {
     Empty,
-    Streaming(Incoming),
+    Streaming(ClientBody),
     /// Not polled yet: the body still sits in the slot shared with a `Replay`.
     Parked(Slot, SizeHint),
     /// A few bytes of the proxy's own (a gRPC health check's request).
@@ -96,7 +133,7 @@ impl RequestBody {
 
     /// A body that streams through and cannot be replayed; at most `limit` bytes
     /// (`u64::MAX`: no limit).
-    pub fn streaming(body: Incoming, limit: u64) -> Self {
+    pub fn streaming(body: ClientBody, limit: u64) -> Self {
         if body.is_end_stream() {
             return Self::empty();
         }
@@ -109,7 +146,7 @@ impl RequestBody {
     }
 
     /// A body that can be taken back by the returned `Replay` until its first poll.
-    pub fn replayable(body: Incoming, limit: u64) -> (Self, Replay) {
+    pub fn replayable(body: ClientBody, limit: u64) -> (Self, Replay) {
         let hint = body.size_hint();
         let slot = Arc::new(Mutex::new(Some(body)));
         let replay = Replay {
@@ -139,7 +176,7 @@ impl Body for RequestBody {
                 Inner::Empty => return Poll::Ready(None),
                 Inner::Fixed(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
                 Inner::Streaming(body) => {
-                    let mut polled = Pin::new(&mut *body).poll_frame(cx).map_err(BoxError::from);
+                    let mut polled = Pin::new(&mut *body).poll_frame(cx);
                     let ended = body.is_end_stream();
                     if let Poll::Ready(Some(Ok(frame))) = &polled {
                         let len = frame.data_ref().map_or(0, |d| d.len() as u64);

@@ -17,8 +17,10 @@
 //!   resolves backend names for the control plane (a connect never resolves).
 //! - `clock`: the process clock (ms since start) that stamps all live state.
 //! - `retry`: which failures may be retried, and the retry budget.
-//! - `proxy`: listeners, TLS termination, per-connection serving and timeouts
-//!   (`activity`), forwarding, header rules, upgrades, the response body.
+//! - `proxy`: listeners, TLS termination, per-connection serving: HTTP/1.1 by its own
+//!   code (`h1`: the strict head parser, the body reader, the response writer, buffers
+//!   lent per worker; `h1_conn`: the connection's life), HTTP/2 through hyper with its
+//!   timeouts (`activity`); forwarding, header rules, upgrades, the response body.
 //! - `admin`: `/status`, `/metrics`, the status page and its rate history
 //!   (`/status/rates`), weight overrides, `/reload`;
 //!   it reaches the server only through the narrow `admin::Operator` handle.

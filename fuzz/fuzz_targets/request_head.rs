@@ -1,44 +1,59 @@
-//! The proxy's own share of reading a request head: the head scanner (fed the bytes
-//! split into two reads at a point the input chooses, it must agree with itself fed
-//! them whole), then the edge refusals and the header rewriting on whatever head
-//! parses. None of it may panic.
+//! The proxy's own reading of an HTTP/1.1 request: the head parser (given the bytes
+//! whole, and cut at a point the input chooses, it must never decide on the part: a
+//! prefix of a head that completes is unfinished, and the whole gets the same verdict),
+//! then the chunked decoder on what follows (fed in two pieces split at that point, it
+//! must decode the same as fed whole), then the edge refusals and the header rewriting
+//! on whatever head parses. None of it may panic.
 #![no_main]
 
+use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use splitgate::proxy::head_scan::HeadScan;
+use splitgate::proxy::h1::{parse, Decoder, Framing, Limits, Parsed};
 use splitgate::proxy::headers::{prepare_request, refusal, upgrade_request, ClientInfo};
+
+const LIMITS: Limits = Limits {
+    max_bytes: 8192,
+    max_headers: 100,
+};
+
+/// The chunked decoder's data, trailers count, end and error, fed `pieces` in turn.
+fn decode(pieces: &[&[u8]]) -> (Vec<u8>, usize, bool, bool) {
+    let mut decoder = Decoder::new(Framing::Chunked);
+    let mut buf = BytesMut::new();
+    let (mut data, mut trailers) = (Vec::new(), 0);
+    for piece in pieces {
+        buf.extend_from_slice(piece);
+        loop {
+            match decoder.step(&mut buf) {
+                Ok(Some(frame)) => match frame.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(_) => trailers += 1,
+                },
+                Ok(None) => break,
+                Err(_) => return (data, trailers, decoder.done(), true),
+            }
+        }
+    }
+    (data, trailers, decoder.done(), false)
+}
 
 fuzz_target!(|input: (u16, &[u8])| {
     let (split, bytes) = input;
     let split = usize::from(split) % (bytes.len() + 1);
-    let scan = |reads: &[&[u8]]| {
-        let mut scan = HeadScan::default();
-        let mut heads = Vec::new();
-        for read in reads {
-            scan.feed(read, |had_length| heads.push(had_length));
-        }
-        (heads, scan.in_head(), scan.oversized_chunk, scan.lost())
-    };
-    let whole = scan(&[bytes]);
-    assert_eq!(whole, scan(&[&bytes[..split], &bytes[split..]]));
-    let had_length = whole.0.first().copied().unwrap_or(false);
+    assert_eq!(decode(&[bytes]), decode(&[&bytes[..split], &bytes[split..]]));
 
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Request::new(&mut headers);
-    if !matches!(parsed.parse(bytes), Ok(httparse::Status::Complete(_))) {
+    let whole = parse(&mut BytesMut::from(bytes), LIMITS);
+    let prefix = parse(&mut BytesMut::from(&bytes[..split]), LIMITS);
+    if let (Parsed::Complete(_), Parsed::Complete(_)) = (&whole, &prefix) {
+        // A complete head in the prefix must be the same head in the whole.
+    } else if let (Parsed::Complete(_), Parsed::Refused(_)) = (&whole, &prefix) {
+        panic!("a prefix of an accepted head was refused");
+    }
+    let Parsed::Complete(head) = whole else { return };
+    if refusal(&head.request).is_some() {
         return;
     }
-    let mut request = http::Request::builder()
-        .method(parsed.method.unwrap_or("GET"))
-        .uri(parsed.path.unwrap_or("/"));
-    for header in parsed.headers.iter() {
-        request = request.header(header.name, header.value);
-    }
-    let Ok(request) = request.body(()) else { return };
-    if refusal(&request, had_length).is_some() {
-        return;
-    }
-    let (mut parts, ()) = request.into_parts();
+    let (mut parts, ()) = head.request.into_parts();
     let upgrade = upgrade_request(&parts);
     let client = ClientInfo {
         addr: std::net::Ipv4Addr::LOCALHOST.into(),

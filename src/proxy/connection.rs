@@ -1,32 +1,44 @@
-//! Serving one client connection: TLS handshake when the listener has TLS, then
-//! HTTP/1.1 or HTTP/2 (ALPN or prior knowledge) through hyper's auto builder, with the
-//! client-side timeouts (see `activity`); a TLS handshake must complete within
-//! `client_header`.
+//! Serving one client connection: the PROXY protocol header when the listener expects
+//! one, the TLS handshake when it has TLS (within `client_header`), then HTTP/1.1 by
+//! the proxy's own code (`h1_conn`), or HTTP/2 (ALPN, or the preface sent with prior
+//! knowledge) through hyper's HTTP/2 server, with its timeouts (see `activity`). An
+//! HTTP/2 client whose preface is wrong gets SETTINGS + GOAWAY(PROTOCOL_ERROR).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use http::HeaderValue;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::activity::{Activity, Watched, CLIENT_HEADER_TIMEOUT};
+use super::activity::{Activity, Watched};
 use super::client_ip;
+use super::h1_conn::{self, Ended, DRAIN_GRACE};
 use super::headers::ClientInfo;
 use super::Proxy;
+use crate::body::ClientBody;
 use crate::clock::ms_of;
 use crate::config::Timeouts;
+use crate::proxy::h1::{ClientStream, Rewound};
 use crate::shutdown::fired;
 
-/// How long a keep-alive connection may stay idle once the process drains, waiting for
-/// a request to answer with `Connection: close`.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
+pub type Http2Builder = http2::Builder<TokioExecutor>;
+
+/// What an HTTP/2 client sends first (RFC 9113 3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a client whose connection preface is not HTTP/2's gets (RFC 9113 3.4: a
+/// connection error of type PROTOCOL_ERROR), before the connection closes: the server's
+/// own preface (an empty SETTINGS frame), then GOAWAY(last stream 0, PROTOCOL_ERROR,
+/// "invalid preface").
+const INVALID_PREFACE: &[u8] = b"\0\0\0\x04\0\0\0\0\0\
+    \0\0\x17\x07\0\0\0\0\0\0\0\0\0\0\0\0\x01invalid preface";
 
 /// Serves an accepted connection: with TLS when the listener bound to `bind` has TLS
 /// in the current config, else plain.
@@ -35,18 +47,23 @@ pub async fn serve_accepted(
     peer: SocketAddr,
     bind: SocketAddr,
     proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    shutdown: watch::Receiver<bool>,
+    http2: Arc<Http2Builder>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let mut stream = stream;
     let mut peer = peer;
-    let (timeouts, tls, proxy_protocol) = {
+    let (timeouts, tls, proxy_protocol, limits) = {
         let routing = proxy.routing.load();
         let listener = routing.config.listeners.iter().find(|l| l.bind == bind);
+        let limits = crate::proxy::h1::Limits {
+            max_bytes: routing.config.limits.max_header_bytes,
+            max_headers: routing.config.limits.max_headers,
+        };
         (
             routing.config.timeouts.clone(),
             listener.and_then(|l| l.tls.clone()),
             listener.is_some_and(|l| l.proxy_protocol),
+            limits,
         )
     };
     if proxy_protocol {
@@ -72,109 +89,119 @@ pub async fn serve_accepted(
             proto: HeaderValue::from_static(proto),
         })
     };
-    // Each branch boxed: the connection's task holds only the one it takes (inline, the
-    // task was the size of the TLS branch, handshake and TLS state included).
-    match tls {
-        None => Box::pin(serve(stream, client("http"), false, timeouts, proxy, builder, shutdown)).await,
+    let (stream, client) = match tls {
+        None => (ClientStream::Plain(stream), client("http")),
         Some(tls) => {
-            Box::pin(serve_tls(
-                stream,
-                tls.config,
-                client("https"),
-                timeouts,
-                proxy,
-                builder,
-                shutdown,
-            ))
-            .await
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+            let handshake = Box::pin(tokio::time::timeout(timeouts.client_header, acceptor.accept(stream)));
+            match handshake.await {
+                Ok(Ok(stream)) => (ClientStream::Tls(Box::new(stream)), client("https")),
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                    open.decrement(1.0);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %peer, "TLS handshake timed out");
+                    open.decrement(1.0);
+                    return;
+                }
+            }
         }
-    }
+    };
+    let activity = Activity::new();
+    let (stream, first) = if stream.alpn_h2() {
+        (stream, BytesMut::new())
+    } else {
+        let conn = h1_conn::Connection {
+            stream: Some(stream),
+            buf: None,
+            activity: activity.clone(),
+            client: client.clone(),
+            proxy: &proxy,
+            timeouts: &timeouts,
+            limits,
+            shutdown: &mut shutdown,
+            draining: None,
+        };
+        match Box::pin(h1_conn::serve(conn)).await {
+            Ended::Closed => {
+                open.decrement(1.0);
+                drop(token);
+                return;
+            }
+            Ended::Http2(stream, first) => (stream, first),
+        }
+    };
+    Box::pin(serve_h2(
+        stream, first, client, activity, &timeouts, &proxy, &http2, shutdown,
+    ))
+    .await;
     open.decrement(1.0);
     drop(token);
 }
 
-/// Completes the TLS handshake within `client_header`, then serves the connection
-/// (HTTP/2 when the client chose it by ALPN).
-async fn serve_tls(
-    stream: TcpStream,
-    config: Arc<rustls::ServerConfig>,
+/// Serves an HTTP/2 client: its preface checked first (read whole within
+/// `client_header`; `first`: what was read of it already), then hyper's HTTP/2 server
+/// until the client leaves, a timeout closes it, or the drain ends it with GOAWAY.
+#[allow(clippy::too_many_arguments)]
+async fn serve_h2(
+    mut stream: ClientStream,
+    mut first: BytesMut,
     client: Arc<ClientInfo>,
-    timeouts: Timeouts,
-    proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    shutdown: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+    timeouts: &Timeouts,
+    proxy: &Arc<Proxy>,
+    builder: &Http2Builder,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let peer = client.addr;
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let handshake = Box::pin(tokio::time::timeout(timeouts.client_header, acceptor.accept(stream)));
-    match handshake.await {
-        Ok(Ok(stream)) => {
-            let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve(stream, client, http2, timeouts, proxy, builder, shutdown).await
+    proxy.client_metrics.received.increment(first.len() as u64);
+    let preface = async {
+        while first.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(&first) {
+            first.reserve(HTTP2_PREFACE.len());
+            match stream.read_buf(&mut first).await {
+                Ok(n) if n > 0 => proxy.client_metrics.received.increment(n as u64),
+                _ => return false,
+            }
         }
-        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+        first.starts_with(HTTP2_PREFACE)
+    };
+    match tokio::time::timeout(timeouts.client_header, preface).await {
+        Ok(true) => {}
+        Ok(false) if first.is_empty() => return,
+        Ok(false) => {
+            tracing::debug!(client = %peer, "invalid HTTP/2 preface");
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(INVALID_PREFACE)).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+        Err(_) => return,
     }
-}
-
-/// Serves `stream` until the client leaves, a timeout closes it, or shutdown drains it.
-async fn serve<S>(
-    stream: S,
-    client: Arc<ClientInfo>,
-    http2: bool,
-    timeouts: Timeouts,
-    proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = client.addr;
-    let activity = Activity::new(http2);
-    let head_limit = proxy.routing.load().config.limits.max_header_bytes;
     let io = TokioIo::new(Watched::new(
-        stream,
+        Rewound::new(first.freeze(), stream),
         activity.clone(),
-        head_limit,
         proxy.client_metrics.received.clone(),
         proxy.client_metrics.sent.clone(),
     ));
-    // Set when the process drains: the next HTTP/1 answer says `Connection: close`.
-    let closing = Arc::new(AtomicBool::new(false));
     let service = {
         let activity = activity.clone();
-        let closing = closing.clone();
+        let proxy = proxy.clone();
         service_fn(move |request: http::Request<hyper::body::Incoming>| {
             // The request's one clock read: arrival, in-flight mark and first try share it.
             let arrived = Instant::now();
             let in_flight = activity.begin(ms_of(arrived));
-            let http1 = request.version() < http::Version::HTTP_2;
-            let answer = proxy.clone().forward(request, client.clone(), in_flight, arrived);
-            let closing = closing.clone();
-            // Boxed: hyper keeps a slot the size of this future for the connection's
-            // whole life (5.8 KB per idle connection when inline).
-            Box::pin(async move {
-                let mut response = answer.await?;
-                if http1
-                    && closing.load(Ordering::Relaxed)
-                    && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
-                {
-                    response
-                        .headers_mut()
-                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                Ok::<_, std::convert::Infallible>(response)
-            })
+            let request = request.map(ClientBody::Http2);
+            // Boxed: hyper keeps a slot the size of this future per stream.
+            Box::pin(proxy.clone().forward(request, client.clone(), in_flight, arrived))
         })
     };
-    let connection = builder.serve_connection_with_upgrades(io, service);
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
-    let mut draining = false;
-    // Boxed, and only once draining: an idle connection carries no timer for it.
+    let mut closing = false;
     let mut close_idle: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         tokio::select! {
-            // In order, with the connection first: no random draw on every wake-up.
             biased;
             result = connection.as_mut() => {
                 if let Err(e) = result {
@@ -182,28 +209,17 @@ async fn serve<S>(
                 }
                 return;
             }
-            // Draining (SIGTERM, or replaced by a new binary): closing an idle keep-alive
-            // connection at once races a request the client is sending on it (it would
-            // fail). Its next answer says `Connection: close` instead, as HAProxy's
-            // `idle-close-on-response` does; what is still idle after `DRAIN_GRACE` is
-            // closed then (HTTP/2 gets its GOAWAY then too).
-            _ = fired(&mut shutdown), if !draining => {
-                draining = true;
-                closing.store(true, Ordering::Relaxed);
+            // Draining: GOAWAY after a grace (a request racing the drain still lands).
+            _ = fired(&mut shutdown), if !closing => {
+                closing = true;
                 close_idle = Some(Box::pin(tokio::time::sleep(DRAIN_GRACE.min(timeouts.drain))));
             }
             _ = grace_over(&mut close_idle) => {
                 close_idle = None;
                 connection.as_mut().graceful_shutdown();
             }
-            reason = activity.expired(&timeouts) => {
+            reason = activity.expired(timeouts) => {
                 tracing::debug!(client = %peer, reason, "closing client connection");
-                if reason == CLIENT_HEADER_TIMEOUT {
-                    // hyper is waiting for the rest of the head: its next read answers
-                    // 408 and ends the connection (bounded, for a client that never reads).
-                    activity.time_out_head();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), connection.as_mut()).await;
-                }
                 return;
             }
         }

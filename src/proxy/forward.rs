@@ -11,8 +11,6 @@ use http::uri::{Authority, PathAndQuery};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 
 use super::admission::admit;
 use super::client_ip;
@@ -23,10 +21,11 @@ use super::upgrade::spawn_tunnel;
 use super::Proxy;
 use super::{InFlight, PendingLog, ResponseBody};
 use crate::access_log::Record;
-use crate::body::{is_too_large, Replay, RequestBody};
+use crate::body::{is_too_large, ClientBody, Replay, RequestBody};
 use crate::clock::{ms_of, now_ms};
 use crate::descriptors;
 use crate::health::{Backend, Rejection, Slot};
+use crate::proxy::h1::ClientUpgrade;
 use crate::retry::{costs_budget, is_idempotent, may_retry};
 use crate::routing::{Pick, Routing};
 use crate::telemetry;
@@ -50,7 +49,7 @@ impl Proxy {
     /// Serves one client request; never fails (errors become 502/504 responses).
     pub async fn forward(
         self: Arc<Self>,
-        mut request: Request<Incoming>,
+        mut request: Request<ClientBody>,
         client: Arc<ClientInfo>,
         in_flight: InFlight,
         started: Instant,
@@ -63,7 +62,7 @@ impl Proxy {
         let refused = if connect {
             None
         } else {
-            refusal(&request, in_flight.head_had_content_length())
+            refusal(&request)
                 .map(|reason| (StatusCode::BAD_REQUEST, reason))
                 .or_else(|| too_long(request.headers(), routing.config.limits.max_body_bytes))
         };
@@ -109,9 +108,6 @@ impl Proxy {
             .try_backends(&routing, request, (&client, client_addr), started)
             .await;
         self.answers.record(response.status(), outcome.drill_error);
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            in_flight.tunnelled();
-        }
         let site = outcome.last_pick.map(|p| &routing.sites[p.site]);
         let counter = site.map(|s| s.metrics.response_bytes.clone());
         let log = log.map(|mut record| {
@@ -129,7 +125,7 @@ impl Proxy {
     async fn try_backends(
         &self,
         routing: &Routing,
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         (client, client_addr): (&ClientInfo, std::net::IpAddr),
         arrived: Instant,
     ) -> (Response<Either<UpstreamBody, Full<Bytes>>>, Outcome) {
@@ -138,7 +134,9 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         let mut plan = routing.plan(&parts, client_addr);
         let upgrade = upgrade_request(&parts);
-        let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<ClientUpgrade>());
         let trailers = Trailers::of(&parts);
         prepare_request(&mut parts, client, upgrade.as_ref());
         let path = parts
@@ -331,7 +329,7 @@ fn too_long(headers: &HeaderMap, max_bytes: u64) -> Option<(StatusCode, &'static
 }
 
 /// The request's side of an access-log record; the rest is filled in as it goes.
-fn log_record(request: &Request<Incoming>, client: std::net::IpAddr) -> Record {
+fn log_record(request: &Request<ClientBody>, client: std::net::IpAddr) -> Record {
     let (method, uri) = (request.method(), request.uri());
     let host = request
         .headers()
@@ -345,7 +343,7 @@ fn log_record(request: &Request<Incoming>, client: std::net::IpAddr) -> Record {
 
 /// The body for the first try, and a handle to replay it when retries are possible.
 /// `max_bytes`: `[limits].max_body_bytes`, 0 = unlimited.
-fn split_body(body: Incoming, may_retry: bool, max_bytes: u64) -> (RequestBody, Option<Replay>) {
+fn split_body(body: ClientBody, may_retry: bool, max_bytes: u64) -> (RequestBody, Option<Replay>) {
     let limit = if max_bytes == 0 { u64::MAX } else { max_bytes };
     if body.is_end_stream() {
         (RequestBody::empty(), None)

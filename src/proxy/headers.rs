@@ -191,13 +191,11 @@ fn join_cookies(headers: &mut HeaderMap) {
 /// is not a path (`GET foo`, never rewritten to `/`), or in absolute form with user
 /// information or a scheme other than http(s); it names its host twice, in HTTP/1.1 not
 /// at all, or not as one `host[:port]` (`Host: a, b`, `Host: a b`: RFC 9112 3.2); in
-/// HTTP/2 its `host` names another entity than its `:authority` (RFC 9113 8.3.1); or
-/// its body could be framed two ways (request smuggling): Content-Length together with
-/// Transfer-Encoding, or a transfer coding other than one `chunked` (`identity,
-/// chunked`, `chunked` twice, `gzip`...). The strictest reading that no legitimate
-/// client notices. `head_had_length`: the head's bytes held a Content-Length line,
-/// which hyper drops from the headers when Transfer-Encoding is present.
-pub fn refusal<B>(request: &http::Request<B>, head_had_length: bool) -> Option<&'static str> {
+/// HTTP/2 its `host` names another entity than its `:authority` (RFC 9113 8.3.1). The
+/// strictest reading that no legitimate client notices. (A body that could be framed
+/// two ways is refused as the HTTP/1.1 head is read, by `h1::request`; HTTP/2 frames
+/// its bodies itself.)
+pub fn refusal<B>(request: &http::Request<B>) -> Option<&'static str> {
     let uri = request.uri();
     if uri.path_and_query().is_none() {
         return Some("the request target must be a path, e.g. /index.html\n");
@@ -226,19 +224,6 @@ pub fn refusal<B>(request: &http::Request<B>, head_had_length: bool) -> Option<&
         if request.version() == Version::HTTP_2 && contradicted {
             return Some("the host header names another host than :authority\n");
         }
-    }
-    let mut codings = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|coding| !coding.is_empty());
-    let first = codings.next()?;
-    if head_had_length || headers.contains_key(header::CONTENT_LENGTH) {
-        return Some("Content-Length and Transfer-Encoding together\n");
-    }
-    if !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some() {
-        return Some("unsupported Transfer-Encoding; only chunked is accepted\n");
     }
     None
 }

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
+
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use super::connection::serve_accepted;
+use super::connection::{serve_accepted, Http2Builder};
 use super::Proxy;
 use crate::config::Limits;
 use crate::shutdown::fired;
@@ -72,21 +72,11 @@ fn listening(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::Tc
     Ok(socket.into())
 }
 
-/// The connection settings of `[limits]`. The HTTP/1 buffer bounds the request head
-/// (beyond it: 431, or 414 for a first request line alone, from `activity`'s watch on
-/// the bytes read) and the response bytes queued for a slow client (hyper's default
-/// grows to ~400 KB), so memory per connection stays bounded.
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// The HTTP/2 connection settings of `[limits]` (HTTP/1.1 reads its limits per
+/// connection from the snapshot).
+fn builder(limits: &Limits) -> Http2Builder {
+    let mut builder = Http2Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers)
-        .keep_alive(true);
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_streams)
         .max_header_list_size(limits.max_header_bytes as u32);
@@ -138,7 +128,7 @@ async fn accept_loop(
     socket: std::net::TcpListener,
     bind: SocketAddr,
     proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<Http2Builder>,
     mut stopped: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {

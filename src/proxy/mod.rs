@@ -1,13 +1,17 @@
-//! The data path: listeners accept (`listener`), each connection is served with its
-//! timeouts (`connection`), each request is forwarded with retries (`forward`) under the
-//! header rules (`headers`), and upgrades become byte tunnels (`upgrade`).
+//! The data path: listeners accept (`listener`), each connection is served
+//! (`connection`): HTTP/1.1 by the proxy's own code (`h1_conn`, one exchange at a time
+//! in `h1_exchange`, on `crate::proxy::h1`'s wire format), HTTP/2 by hyper with its timeouts
+//! (`activity`); each request is forwarded with retries (`forward`) under the header
+//! rules (`headers`), and upgrades become byte tunnels (`upgrade`).
 
 mod activity;
 mod admission;
 mod client_ip;
 mod connection;
 mod forward;
-pub mod head_scan;
+pub mod h1;
+mod h1_conn;
+mod h1_exchange;
 pub mod headers;
 mod listener;
 mod response_body;
