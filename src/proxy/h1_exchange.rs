@@ -241,6 +241,30 @@ async fn send_body(
     let mut trailers: Option<HeaderMap> = None;
     let mut whole = true;
     loop {
+        // A large body between two plain sockets moves in the kernel (what the backend
+        // sent with its head, already read, went out as data first).
+        if let Some(spliceable) = body.spliceable().filter(|&n| n <= left) {
+            if let Writer::Whole(ClientStream::Plain(_)) = writer {
+                flush(writer, out, stall, conn).await?;
+                let Writer::Whole(ClientStream::Plain(client)) = &*writer else {
+                    return Ok(false);
+                };
+                let metrics = &conn.proxy.client_metrics;
+                let spliced = body
+                    .splice_to(client, stall, |n| {
+                        metrics.sent.increment(n as u64);
+                        metrics.spliced.increment(n as u64);
+                        conn.activity.touch();
+                    })
+                    .await;
+                if let Err(e) = spliced {
+                    tracing::debug!(client = %conn.client.addr, error = %e, "splicing the response body failed; closing");
+                    return Ok(false);
+                }
+                left -= spliceable;
+                continue;
+            }
+        }
         // Whatever is ready now is queued; when the body must wait, the queue goes out.
         let ready = poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
         let frame = match ready {

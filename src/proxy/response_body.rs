@@ -62,6 +62,36 @@ impl ResponseBody {
         self
     }
 
+    /// Bytes of the backend's body that can move with `splice` now (see
+    /// `H1Body::spliceable`).
+    pub(crate) fn spliceable(&mut self) -> Option<u64> {
+        match &mut self.inner {
+            Either::Left(body) => body.as_http1()?.spliceable(),
+            Either::Right(_) => None,
+        }
+    }
+
+    /// Moves the rest of the backend's body straight to `client` (counted as sent).
+    pub(crate) async fn splice_to(
+        &mut self,
+        client: &tokio::net::TcpStream,
+        stall: std::time::Duration,
+        mut moved: impl FnMut(usize),
+    ) -> std::io::Result<()> {
+        let Some(body) = (match &mut self.inner {
+            Either::Left(body) => body.as_http1(),
+            Either::Right(_) => None,
+        }) else {
+            return Err(std::io::Error::other("the body cannot be spliced"));
+        };
+        let bytes = &mut self.bytes;
+        body.splice_to(client, stall, |n| {
+            *bytes += n as u64;
+            moved(n);
+        })
+        .await
+    }
+
     /// The body ended, failed or was dropped: count, log, and no longer in flight.
     fn finish(&mut self) {
         self.in_flight = None;

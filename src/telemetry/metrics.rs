@@ -204,6 +204,8 @@ pub struct ClientMetrics {
     pub open: Gauge,
     pub received: Counter,
     pub sent: Counter,
+    /// Of `sent`, the bytes moved from a backend's socket with `splice` (no copy).
+    pub spliced: Counter,
 }
 
 impl ClientMetrics {
@@ -212,6 +214,7 @@ impl ClientMetrics {
             open: gauge!("splitgate_client_connections"),
             received: counter!("splitgate_client_received_bytes_total"),
             sent: counter!("splitgate_client_sent_bytes_total"),
+            spliced: counter!("splitgate_client_spliced_bytes_total"),
         }
     }
 }

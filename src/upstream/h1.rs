@@ -228,6 +228,10 @@ impl H1Conn {
         Ok(head.response.status())
     }
 
+    pub(super) fn plain_tcp(&self) -> Option<&tokio::net::TcpStream> {
+        self.io.plain_tcp()
+    }
+
     pub(super) fn io_mut(&mut self) -> &mut Io {
         &mut self.io
     }

@@ -90,6 +90,47 @@ impl H1Body {
         None
     }
 
+    /// What of the body can move with `splice` now: the bytes left of a plain-TCP body of
+    /// known length with nothing of it buffered and no upload running beside it.
+    pub(crate) fn spliceable(&self) -> Option<u64> {
+        let conn = self.conn.as_ref()?;
+        match self.state {
+            State::Length(left)
+                if left >= super::splice::SPLICE_MIN
+                    && conn.buf.is_empty()
+                    && self.upload.is_none()
+                    && conn.plain_tcp().is_some() =>
+            {
+                Some(left)
+            }
+            _ => None,
+        }
+    }
+
+    /// Moves the rest of the body (see `spliceable`) straight to `client`; then the
+    /// body has ended (its connection goes home), or failed and closes.
+    pub(crate) async fn splice_to(
+        &mut self,
+        client: &tokio::net::TcpStream,
+        stall: std::time::Duration,
+        moved: impl FnMut(usize),
+    ) -> std::io::Result<()> {
+        let (Some(left), Some(backend)) = (self.spliceable(), self.conn.as_ref().and_then(H1Conn::plain_tcp)) else {
+            return Err(std::io::Error::other("the body cannot be spliced"));
+        };
+        match super::splice::splice_exact(backend, client, left, stall, moved).await {
+            Ok(()) => {
+                self.finish();
+                Ok(())
+            }
+            Err(e) => {
+                self.state = State::Done;
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
     /// The body ended cleanly: the connection goes back to its idle list if it can.
     fn finish(&mut self) {
         self.state = State::Done;

@@ -14,6 +14,7 @@ mod h1_upload;
 mod idle;
 mod pool;
 mod response;
+pub(crate) mod splice;
 mod transport;
 
 use std::fmt;

@@ -18,6 +18,14 @@ pub enum UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// The HTTP/1.1 body, for splicing.
+    pub(crate) fn as_http1(&mut self) -> Option<&mut H1Body> {
+        match self {
+            UpstreamBody::Http1(body) => Some(body),
+            UpstreamBody::Http2(_) => None,
+        }
+    }
+
     /// The backend's connection after a 101 (HTTP/1.1 only), for the tunnel.
     pub(crate) fn take_upgrade(&mut self) -> Option<H1Conn> {
         match self {

@@ -145,3 +145,13 @@ impl AsyncWrite for Io {
         }
     }
 }
+
+impl Io {
+    /// The TCP connection when no TLS runs over it (the bytes on it are the body's own).
+    pub(super) fn plain_tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Io::Plain(conn) => Some(&conn.tcp),
+            Io::Tls(_) => None,
+        }
+    }
+}
