@@ -19,6 +19,7 @@ use serde_json::json;
 use super::lineage::{self, Epoch, View as Lineage};
 use super::state::{self, Decisions, Invalid, Key};
 use super::views::View;
+use super::voice::VoiceError;
 use super::Fleet;
 
 /// A member's key lives this long after its last keep-alive.
@@ -28,6 +29,40 @@ const KEEP_ALIVE: Duration = Duration::from_secs(3);
 /// catches up within a few seconds of etcd coming back.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// Why a session ended; `Display` is `/status`'s `fleet.last_error`.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("connect: {0}")]
+    Connect(#[source] etcd::Error),
+    #[error("read: {0}")]
+    Read(#[source] etcd::Error),
+    #[error("epoch: {0}")]
+    Epoch(#[source] etcd::Error),
+    #[error("lease: {0}")]
+    Lease(#[source] etcd::Error),
+    /// A put under the lease; `what` names the key (`member key`, `health view`, ...).
+    #[error("{what}: {source}")]
+    Put { what: &'static str, source: etcd::Error },
+    #[error("keep-alive: {0}")]
+    KeepAlive(#[source] etcd::Error),
+    #[error("lease lost")]
+    LeaseLost,
+    #[error("the lease expired; announcing this member again")]
+    LeaseExpired,
+    #[error("watch: {0}")]
+    Watch(#[source] etcd::Error),
+    #[error("watch ended")]
+    WatchEnded,
+    #[error("watch cancelled ({0}); reading again")]
+    WatchCancelled(String),
+    #[error("the fleet's epoch changed; reading again")]
+    EpochChanged,
+    #[error("the control plane went away")]
+    ControlGone,
+    #[error(transparent)]
+    Voice(#[from] VoiceError),
+}
+
 pub async fn run(fleet: Weak<Fleet>) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -36,7 +71,7 @@ pub async fn run(fleet: Weak<Fleet>) {
         };
         let outcome = session(&member).await;
         *member.client.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let error = outcome.err().unwrap_or_else(|| "session ended".into());
+        let error = outcome.err().map_or_else(|| "session ended".into(), |e| e.to_string());
         // A session that got connected starts the back-off over.
         if member.lock_link().connected {
             backoff = Duration::from_millis(200);
@@ -50,7 +85,7 @@ pub async fn run(fleet: Weak<Fleet>) {
     }
 }
 
-async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
+async fn session(fleet: &Arc<Fleet>) -> Result<(), SessionError> {
     let settings = &fleet.settings;
     let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
@@ -68,12 +103,12 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
     }
     let mut client = Client::connect(&settings.etcd, Some(options))
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(SessionError::Connect)?;
     let root = format!("{}/", settings.prefix);
     let read = client
         .get(root.as_str(), Some(GetOptions::new().with_prefix()))
         .await
-        .map_err(|e| format!("read: {e}"))?;
+        .map_err(SessionError::Read)?;
     let revision = read.header().map_or(0, |h| h.revision());
     let last = fleet.decisions();
     let applied = fleet.lock_link().revision.max(last.revision);
@@ -162,10 +197,10 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                 lineage::epoch_value(1, &fleet.name, false),
                 None,
             )]);
-        client.txn(create).await.map_err(|e| format!("epoch: {e}"))?;
+        client.txn(create).await.map_err(SessionError::Epoch)?;
     }
 
-    let lease = client.lease_grant(LEASE_TTL).await.map_err(|e| format!("lease: {e}"))?;
+    let lease = client.lease_grant(LEASE_TTL).await.map_err(SessionError::Lease)?;
     let member_key = format!("{}/members/{}", settings.prefix, fleet.name);
     let announce = |revision: i64| {
         json!({
@@ -205,17 +240,14 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
     put_leased(&mut client, reports_key.as_str(), report.to_string(), lease, "reports").await?;
     let mut voice = super::voice::Voice::new(fleet);
     voice.campaign(&mut client, lease).await?;
-    let (mut keeper, mut kept) = client
-        .lease_keep_alive(lease)
-        .await
-        .map_err(|e| format!("keep-alive: {e}"))?;
+    let (mut keeper, mut kept) = client.lease_keep_alive(lease).await.map_err(SessionError::KeepAlive)?;
     let (_watcher, mut stream) = client
         .watch(
             root.as_str(),
             Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1)),
         )
         .await
-        .map_err(|e| format!("watch: {e}"))?;
+        .map_err(SessionError::Watch)?;
     let mut tick = tokio::time::interval(KEEP_ALIVE);
     // A member announces the revision of the decisions it applied, not every revision
     // it saw: members' own keys change revisions too, and announcing those would make
@@ -225,9 +257,9 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
     loop {
         tokio::select! {
             message = stream.message() => {
-                let response = message.map_err(|e| format!("watch: {e}"))?.ok_or("watch ended")?;
+                let response = message.map_err(SessionError::Watch)?.ok_or(SessionError::WatchEnded)?;
                 if response.canceled() || response.compact_revision() > 0 {
-                    return Err(format!("watch cancelled ({}); reading again", response.cancel_reason()));
+                    return Err(SessionError::WatchCancelled(response.cancel_reason().to_owned()));
                 }
                 let Some(header) = response.header() else { continue };
                 if response.events().is_empty() || header.revision() <= seen {
@@ -269,7 +301,7 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                         (Key::Epoch, value) => {
                             let confirmed = value.and_then(Epoch::parse).is_some_and(|e| e.number > decisions.epoch && e.number >= 2);
                             if value.is_none() || (refusing && confirmed) {
-                                return Err("the fleet's epoch changed; reading again".into());
+                                return Err(SessionError::EpochChanged);
                             }
                             if !refusing {
                                 next.take(&decisions, &key, &meaning, value, &mut invalid);
@@ -330,7 +362,7 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
             // A snapshot was published here: a health flip changes this member's view.
             changed = published.changed() => {
                 if changed.is_err() {
-                    return Err("the control plane went away".into());
+                    return Err(SessionError::ControlGone);
                 }
                 let now = fleet.own_view();
                 if !now.same_as(&view) {
@@ -341,12 +373,12 @@ async fn session(fleet: &Arc<Fleet>) -> Result<(), String> {
                 }
             }
             _ = tick.tick() => {
-                keeper.keep_alive().await.map_err(|e| format!("keep-alive: {e}"))?;
-                let answer = kept.message().await.map_err(|e| format!("keep-alive: {e}"))?.ok_or("lease lost")?;
+                keeper.keep_alive().await.map_err(SessionError::KeepAlive)?;
+                let answer = kept.message().await.map_err(SessionError::KeepAlive)?.ok_or(SessionError::LeaseLost)?;
                 if answer.ttl() <= 0 {
                     // Paused past the lease (SIGSTOP, a long GC of the host): the member
                     // key is gone; a new session grants a new lease and announces again.
-                    return Err("the lease expired; announcing this member again".into());
+                    return Err(SessionError::LeaseExpired);
                 }
                 if announced != decisions.revision {
                     announced = decisions.revision;
@@ -406,10 +438,15 @@ async fn fallback(client: &mut Client, prefix: &str, kvs: &[KeyValue], last: Dec
 }
 
 /// Puts `value` at `key` under this session's lease (it goes with the member).
-async fn put_leased(client: &mut Client, key: &str, value: String, lease: i64, what: &str) -> Result<(), String> {
+async fn put_leased(
+    client: &mut Client,
+    key: &str,
+    value: String,
+    lease: i64,
+    what: &'static str,
+) -> Result<(), SessionError> {
     client
         .put(key, value, Some(PutOptions::new().with_lease(lease)))
         .await
-        .map(|_| ())
-        .map_err(|e| format!("{what}: {e}"))
+        .map_err(|source| SessionError::Put { what, source })
 }

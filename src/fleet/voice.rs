@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::etcd::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+use super::etcd::{self, Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -109,6 +109,20 @@ impl Announced {
     }
 }
 
+/// Why the leadership could not be taken or an announcement made (the session ends
+/// for the first; the leader logs the second and tries again).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum VoiceError {
+    #[error("leader: {0}")]
+    Campaign(#[source] etcd::Error),
+    #[error(transparent)]
+    Etcd(#[from] etcd::Error),
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    #[error("another member announced meanwhile")]
+    Raced,
+}
+
 /// A session's part in the leadership: it campaigns when the key is free and runs the
 /// leader's task while it holds it; dropping it (the session ended) stops the task.
 pub(super) struct Voice {
@@ -125,7 +139,7 @@ impl Voice {
     }
 
     /// Takes the leadership if no member holds it; starts speaking if this member does.
-    pub(super) async fn campaign(&mut self, client: &mut Client, lease: i64) -> Result<(), String> {
+    pub(super) async fn campaign(&mut self, client: &mut Client, lease: i64) -> Result<(), VoiceError> {
         let Some(fleet) = self.fleet.upgrade() else {
             return Ok(());
         };
@@ -137,7 +151,7 @@ impl Voice {
                 fleet.name.as_str(),
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        let answer = client.txn(take).await.map_err(|e| format!("leader: {e}"))?;
+        let answer = client.txn(take).await.map_err(VoiceError::Campaign)?;
         if answer.succeeded() {
             tracing::info!(member = %fleet.name, "fleet: this member speaks for the fleet now");
             fleet.set_leader(Some(fleet.name.clone()));
@@ -185,9 +199,9 @@ async fn lead(fleet: Weak<Fleet>, mut client: Client) {
 }
 
 /// Announces the next change, if any: delivered to every receiver, then marked.
-async fn speak_once(fleet: &Arc<Fleet>, client: &mut Client) -> Result<bool, String> {
+async fn speak_once(fleet: &Arc<Fleet>, client: &mut Client) -> Result<bool, VoiceError> {
     let key = format!("{}/fleet/announced", fleet.settings.prefix);
-    let read = client.get(key.as_str(), None).await.map_err(|e| e.to_string())?;
+    let read = client.get(key.as_str(), None).await?;
     let (announced, revision) = match read.kvs().first() {
         Some(kv) => (
             serde_json::from_slice(kv.value()).unwrap_or_default(),
@@ -205,13 +219,13 @@ async fn speak_once(fleet: &Arc<Fleet>, client: &mut Client) -> Result<bool, Str
         let notifiers = fleet.notifiers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         notify::deliver_to_all(&notifiers, &body, step.next.seq).await;
     }
-    let value = serde_json::to_string(&step.next).map_err(|e| e.to_string())?;
+    let value = serde_json::to_string(&step.next)?;
     let mark = Txn::new()
         .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, revision)])
         .and_then([TxnOp::put(key.as_str(), value, None)]);
-    let answer = client.txn(mark).await.map_err(|e| e.to_string())?;
+    let answer = client.txn(mark).await?;
     if !answer.succeeded() {
-        return Err("another member announced meanwhile".into());
+        return Err(VoiceError::Raced);
     }
     Ok(true)
 }
