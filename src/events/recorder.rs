@@ -285,7 +285,7 @@ impl Recorder {
         };
         match event.kind {
             Kind::SiteDown => {
-                let detect = event.detail.get("detect_ms").and_then(serde_json::Value::as_u64);
+                let detect = event.measurements().detect_ms;
                 site.down_since_ms = Some(event.at_ms.saturating_sub(detect.unwrap_or(0)));
             }
             Kind::SiteUp => site.down_since_ms = None,

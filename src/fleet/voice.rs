@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::Fleet;
 use crate::clock::{rfc3339, unix_ms};
-use crate::events::{notify, Event, Kind, Sink};
+use crate::events::{notify, Event, Kind, Measurements, Sink};
 
 /// Reports kept per member: the latest event of each kind and site.
 const REPORTS_KEPT: usize = 32;
@@ -30,6 +30,45 @@ const REPORTS_KEPT: usize = 32;
 const FIGURES_WAIT: Duration = Duration::from_millis(1500);
 /// A report older than this is not about the event being announced.
 const REPORT_FRESH_MS: u64 = 120_000;
+
+/// The figures a member reports of one of its events (`{prefix}/reports/{member}`),
+/// and the fleet event lists for each member: `null` where the event has none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct MemberFigures {
+    #[serde(default)]
+    detect_ms: Option<u64>,
+    #[serde(default)]
+    traffic_moved_ms: Option<u64>,
+    #[serde(default)]
+    client_errors: Option<u64>,
+}
+
+impl MemberFigures {
+    fn of(measurements: &Measurements) -> MemberFigures {
+        MemberFigures {
+            detect_ms: measurements.detect_ms,
+            traffic_moved_ms: measurements.traffic_moved_ms,
+            client_errors: measurements.client_errors,
+        }
+    }
+
+    /// Each figure from the first of `reports` that has it.
+    fn first_of(reports: &[&Value]) -> MemberFigures {
+        reports
+            .iter()
+            .map(|r| MemberFigures::deserialize(*r).unwrap_or_default())
+            .fold(MemberFigures::default(), |found, next| MemberFigures {
+                detect_ms: found.detect_ms.or(next.detect_ms),
+                traffic_moved_ms: found.traffic_moved_ms.or(next.traffic_moved_ms),
+                client_errors: found.client_errors.or(next.client_errors),
+            })
+    }
+
+    /// An object with the three figures (more keys may be added to it).
+    fn to_value(self) -> Value {
+        serde_json::to_value(self).unwrap_or_else(|_| json!({}))
+    }
+}
 
 /// What the fleet last announced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,20 +369,8 @@ impl Fleet {
                     if fresh.is_empty() {
                         continue;
                     }
-                    let figure = |name: &str| {
-                        fresh
-                            .iter()
-                            .map(|r| &r[name])
-                            .find(|v| !v.is_null())
-                            .cloned()
-                            .unwrap_or(Value::Null)
-                    };
-                    let figures = json!({
-                        "detect_ms": figure("detect_ms"),
-                        "traffic_moved_ms": figure("traffic_moved_ms"),
-                        "client_errors": figure("client_errors"),
-                        "event": fresh[0]["id"],
-                    });
+                    let mut figures = MemberFigures::first_of(&fresh).to_value();
+                    figures["event"] = fresh[0]["id"].clone();
                     members.insert((*name).clone(), figures);
                 }
                 let missing = live.len() - members.len();
@@ -410,14 +437,9 @@ impl Fleet {
             (_, Kind::Failover | Kind::Failback) | (None, _) => event.kind.name().to_string(),
             (Some(site), kind) => format!("{}/{site}", kind.name()),
         };
-        let figure = |name: &str| event.detail.get(name).cloned().unwrap_or(Value::Null);
-        let report = json!({
-            "id": event.id,
-            "at": event.at_ms,
-            "detect_ms": figure("detect_ms"),
-            "traffic_moved_ms": figure("traffic_moved_ms"),
-            "client_errors": figure("client_errors"),
-        });
+        let mut report = MemberFigures::of(&event.measurements()).to_value();
+        report["id"] = event.id.into();
+        report["at"] = event.at_ms.into();
         {
             let mut reports = self.own_reports.lock().unwrap_or_else(|p| p.into_inner());
             reports.insert(key, report);
