@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::parse_duration;
+use crate::events::Measurements;
 use crate::report::human;
 
 /// How often a progress line is printed while waiting.
@@ -182,7 +183,7 @@ pub async fn drill(
             .cloned();
         let now = Instant::now();
         match (&started, &ended) {
-            (Some(started), Some(ended)) if !ended["full_weight_ms"].is_null() => {
+            (Some(started), Some(ended)) if figures(ended).full_weight_ms.flatten().is_some() => {
                 return Ok(render(site, started, ended));
             }
             (Some(started), Some(ended)) if now >= deadline => {
@@ -245,8 +246,16 @@ async fn site_state(admin: SocketAddr, site: &str, token: Option<&str>, limit: D
     }
 }
 
+/// The measurements an event of `/events` carries.
+fn figures(event: &Value) -> Measurements {
+    event.as_object().map(Measurements::of).unwrap_or_default()
+}
+
 fn render(site: &str, started: &Value, ended: &Value) -> String {
-    let ms = |v: &Value| v.as_u64().map_or("-".to_string(), human);
+    let ms = |v: Option<u64>| v.map_or("-".to_string(), human);
+    // A count the event does not carry reads as JSON's `null`, as `/events` shows it.
+    let count = |v: Option<u64>| v.map_or("null".to_string(), |n| n.to_string());
+    let (out, back) = (figures(started), figures(ended));
     let aborted = match (ended["ended"].as_str(), ended["reason"].as_str()) {
         (Some("aborted"), Some(reason)) => format!("  aborted            {reason}\n"),
         _ => String::new(),
@@ -254,12 +263,43 @@ fn render(site: &str, started: &Value, ended: &Value) -> String {
     let report = format!(
         "drill on {site}\n  started            {}\n  traffic moved in   {}\n  client errors      {} ({} possible data loss)\n  retried elsewhere  {}\n  out for            {}\n  back to full weight {} after the drill ended\n",
         started["at"].as_str().unwrap_or("-"),
-        ms(&started["traffic_moved_ms"]),
-        started["client_errors"],
-        started["possible_data_loss"],
-        started["retried"],
-        ms(&ended["down_ms"]),
-        ms(&ended["full_weight_ms"]),
+        ms(out.traffic_moved_ms),
+        count(out.client_errors),
+        count(out.possible_data_loss),
+        count(out.retried),
+        ms(back.down_ms.flatten()),
+        ms(back.full_weight_ms.flatten()),
     );
     report + &aborted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_says_what_the_drill_events_measured() {
+        let started = serde_json::json!({
+            "at": "2026-01-01T03:00:00.000Z", "traffic_moved_ms": 20, "client_errors": 1,
+            "possible_data_loss": 0, "retried": 3, "detect_ms": 0,
+        });
+        let ended = serde_json::json!({"down_ms": 30000, "full_weight_ms": null, "ended": "time_up"});
+        let expected = format!(
+            "drill on b\n  started            2026-01-01T03:00:00.000Z\n  traffic moved in   {}\n  client errors      1 (0 possible data loss)\n  retried elsewhere  3\n  out for            {}\n  back to full weight - after the drill ended\n",
+            human(20),
+            human(30000)
+        );
+        assert_eq!(render("b", &started, &ended), expected);
+        // A figure the event does not carry reads as `/events` would show it.
+        let bare = render(
+            "b",
+            &serde_json::json!({}),
+            &serde_json::json!({"ended": "aborted", "reason": "5xx"}),
+        );
+        assert!(
+            bare.contains("client errors      null (null possible data loss)"),
+            "{bare}"
+        );
+        assert!(bare.contains("  aborted            5xx\n"), "{bare}");
+    }
 }

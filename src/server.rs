@@ -13,8 +13,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 
+pub use crate::admin::ReloadError;
+
 use crate::admin::{self, LastReload, Operator};
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config};
 use crate::control::Control;
 use crate::events::history::RunSite;
 use crate::events::{notify, recorder, Events, RING};
@@ -30,18 +32,6 @@ use crate::telemetry;
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("{0}")]
-    Config(#[from] ConfigError),
-    #[error("{0} (the running config is unchanged)")]
-    NeedsRestart(String),
-    #[error("cannot listen on {addr}: {source} (the running config is unchanged)")]
-    Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("no config file to reload (started without --config)")]
-    NoFile,
 }
 
 pub struct Server {
@@ -440,7 +430,7 @@ impl Operator for Server {
         self.admin_addr
     }
 
-    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>> {
-        Box::pin(async move { Server::reload(self).await.map_err(|e| e.to_string()) })
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<u64, ReloadError>> + Send + '_>> {
+        Box::pin(Server::reload(self))
     }
 }

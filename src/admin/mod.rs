@@ -26,6 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::config::ConfigError;
 use crate::control::Control;
 use crate::fleet::Fleet;
 use crate::shutdown::fired;
@@ -45,8 +46,22 @@ pub trait Operator: Send + Sync + 'static {
     fn admin_addr(&self) -> Option<SocketAddr>;
     /// Where the process is in its life (`/ready`).
     fn phase(&self) -> crate::lifecycle::Phase;
-    /// Re-reads and applies the config file: the new generation, or every error.
-    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>>;
+    /// Re-reads and applies the config file: the new generation, or why nothing changed.
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<u64, ReloadError>> + Send + '_>>;
+}
+
+/// Why a reload changed nothing (the running config keeps serving). `Display` is one
+/// line per problem: the log lines and `POST /reload`'s `errors`.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0} (the running config is unchanged)")]
+    NeedsRestart(String),
+    #[error("cannot listen on {addr}: {source} (the running config is unchanged)")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("no config file to reload (started without --config)")]
+    NoFile,
 }
 
 const STATUS_PAGE: &str = include_str!("page.html");
@@ -180,7 +195,7 @@ async fn route(
                 Ok(generation) => json(StatusCode::OK, &serde_json::json!({ "generation": generation })),
                 Err(e) => json(
                     StatusCode::BAD_REQUEST,
-                    &serde_json::json!({ "errors": e.lines().collect::<Vec<_>>() }),
+                    &serde_json::json!({ "errors": e.to_string().lines().collect::<Vec<_>>() }),
                 ),
             }
         }

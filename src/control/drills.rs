@@ -14,7 +14,7 @@ use super::{Control, State};
 use crate::clock::now_ms;
 use crate::clock::{rfc3339, unix_ms, unix_of};
 use crate::config::Share;
-use crate::events::{Kind, Outage, Pending};
+use crate::events::{Kind, Measurements, Outage, Pending};
 use crate::state::SavedDrill;
 
 /// The longest drill: a value that asks for more (a hand-written fleet key) is cut here.
@@ -137,9 +137,13 @@ impl Control {
         let abort_5xx = options.abort_5xx.unwrap_or(current.config.drills.abort_5xx);
         let mut detail = Map::new();
         detail.insert("cause".into(), "drill".into());
-        detail.insert("duration_ms".into(), (duration.as_millis() as u64).into());
-        detail.insert("first_failure_at".into(), rfc3339(unix_of(now)).into());
-        detail.insert("detect_ms".into(), 0.into());
+        Measurements {
+            duration_ms: Some(duration.as_millis() as u64),
+            first_failure_at: Some(rfc3339(unix_of(now))),
+            detect_ms: Some(0),
+            ..Measurements::default()
+        }
+        .write(&mut detail);
         detail.insert("abort_5xx".into(), abort_5xx.to_string().into());
         if let Some(fleet_id) = options.fleet_id {
             detail.insert("drill".into(), fleet_id.into());
@@ -230,9 +234,13 @@ impl Control {
         state.decisions.ramp_from.insert(site.to_string(), now);
         let mut detail = Map::new();
         detail.insert("drill".into(), drill.fleet_id.unwrap_or(drill.id).into());
-        detail.insert("down_ms".into(), now.saturating_sub(drill.started_ms).into());
         detail.insert("ended".into(), ending.name().into());
-        detail.insert("full_weight_ms".into(), Value::Null);
+        Measurements {
+            down_ms: Some(Some(now.saturating_sub(drill.started_ms))),
+            full_weight_ms: Some(None),
+            ..Measurements::default()
+        }
+        .write(&mut detail);
         let how = ending.name();
         metrics::counter!("splitgate_drills_ended_total", "site" => site.to_string(), "ended" => how).increment(1);
         if let Ending::Aborted(abort) = ending {

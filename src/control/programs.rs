@@ -15,7 +15,7 @@ use super::drills::{DrillOptions, ProgramLabel};
 use super::Control;
 use crate::clock::unix_ms;
 use crate::config::DrillProgram;
-use crate::events::{Kind, Pending};
+use crate::events::{Kind, Measurements, Pending};
 
 /// The longest sleep between two checks (a reload's programs count from the next one).
 const CHECK: Duration = Duration::from_secs(1);
@@ -110,7 +110,11 @@ impl Control {
         detail.insert("reason".into(), reason.into());
         detail.insert("program".into(), label.label.clone().into());
         detail.insert("schedule".into(), label.schedule.clone().into());
-        detail.insert("duration_ms".into(), (program.duration.as_millis() as u64).into());
+        Measurements {
+            duration_ms: Some(program.duration.as_millis() as u64),
+            ..Measurements::default()
+        }
+        .write(&mut detail);
         self.events.observe(Pending {
             kind: Kind::DrillSkipped,
             site: Some(program.site.clone()),

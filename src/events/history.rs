@@ -31,6 +31,24 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 ";
 
+/// Why the history file cannot be used or written now. `Display` is what `check`,
+/// the log and `/status` say.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("{} is read-only", .0.display())]
+    ReadOnly(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Unusable { path: PathBuf, source: rusqlite::Error },
+    #[error("{}: {source} (another process holds it)", path.display())]
+    Locked { path: PathBuf, source: rusqlite::Error },
+    /// Opening or writing failed (a write's whole transaction is rolled back).
+    #[error(transparent)]
+    Database(#[from] rusqlite::Error),
+    /// The blocking task that wrote a batch panicked or was cancelled.
+    #[error("the writer stopped: {0}")]
+    WriterStopped(#[source] tokio::task::JoinError),
+}
+
 /// One stretch of recorded time: [started, seen] is known; the sites served then.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
@@ -124,24 +142,30 @@ impl History {
 
     /// What `check` can see without changing anything: an existing file must be a
     /// database this proxy can write now (not locked by another process).
-    pub fn probe(path: &Path) -> Result<(), String> {
+    pub fn probe(path: &Path) -> Result<(), HistoryError> {
         if !path.exists() {
             return Ok(());
         }
         if std::fs::metadata(path).is_ok_and(|m| m.permissions().readonly()) {
-            return Err(format!("{} is read-only", path.display()));
+            return Err(HistoryError::ReadOnly(path.to_path_buf()));
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let describe = |e: rusqlite::Error| format!("{}: {e}", path.display());
-        let connection = Connection::open_with_flags(path, flags).map_err(describe)?;
+        let unusable = |source| HistoryError::Unusable {
+            path: path.to_path_buf(),
+            source,
+        };
+        let connection = Connection::open_with_flags(path, flags).map_err(unusable)?;
         // A proxy writing it now holds the lock for milliseconds.
-        connection.busy_timeout(Duration::from_millis(500)).map_err(describe)?;
+        connection.busy_timeout(Duration::from_millis(500)).map_err(unusable)?;
         connection
             .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get::<_, i64>(0))
-            .map_err(describe)?;
+            .map_err(unusable)?;
         connection
             .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
-            .map_err(|e| format!("{}: {e} (another process holds it)", path.display()))
+            .map_err(|source| HistoryError::Locked {
+                path: path.to_path_buf(),
+                source,
+            })
     }
 
     /// The newest `n` events, oldest first (to refill the ring after a restart).
@@ -283,7 +307,7 @@ pub struct Batch {
 /// applied to event ids, or why it failed.
 pub struct Written {
     pub db: Option<History>,
-    pub result: Result<u64, String>,
+    pub result: Result<u64, HistoryError>,
     pub events: usize,
     pub runs: usize,
 }
@@ -298,7 +322,7 @@ impl Batch {
                 Err(e) => {
                     return Written {
                         db: None,
-                        result: Err(e.to_string()),
+                        result: Err(e.into()),
                         events,
                         runs,
                     }
@@ -322,7 +346,7 @@ impl Batch {
                 }
                 Ok(offset)
             })
-            .map_err(|e| e.to_string());
+            .map_err(HistoryError::from);
         Written {
             // A connection that failed is dropped: the next try opens the file again
             // (it may have been replaced or repaired meanwhile).

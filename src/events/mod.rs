@@ -8,6 +8,7 @@
 //! the measurements read.
 
 pub mod history;
+mod measurements;
 pub mod notify;
 pub mod recorder;
 mod watch;
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::health::Backend;
 use recorder::{HistoryHealth, HistoryStatus};
 
+pub use measurements::{Measurements, OutageFigures};
 pub use watch::Observer;
 
 /// Events kept in memory for `GET /events`.
@@ -89,8 +91,9 @@ impl Event {
         Value::Object(object)
     }
 
-    fn number(&self, key: &str) -> Option<f64> {
-        self.detail.get(key).and_then(Value::as_f64)
+    /// The figures it carries (`detect_ms`, `down_ms`, ...).
+    pub fn measurements(&self) -> Measurements {
+        Measurements::of(&self.detail)
     }
 }
 
@@ -126,13 +129,13 @@ impl Outage {
             .unwrap_or(0);
         let [errors, unsafe_errors, retried] = Outage::counters(&self.backends);
         let [e0, u0, r0] = self.baseline.unwrap_or([0; 3]);
-        detail.insert(
-            "traffic_moved_ms".into(),
-            last_sent.saturating_sub(self.first_failure_ms).into(),
-        );
-        detail.insert("client_errors".into(), errors.saturating_sub(e0).into());
-        detail.insert("possible_data_loss".into(), unsafe_errors.saturating_sub(u0).into());
-        detail.insert("retried".into(), retried.saturating_sub(r0).into());
+        Measurements::from(OutageFigures {
+            traffic_moved_ms: last_sent.saturating_sub(self.first_failure_ms),
+            client_errors: errors.saturating_sub(e0),
+            possible_data_loss: unsafe_errors.saturating_sub(u0),
+            retried: retried.saturating_sub(r0),
+        })
+        .write(detail);
     }
 }
 
@@ -159,7 +162,7 @@ struct Ring {
     next_id: u64,
     events: VecDeque<Arc<Event>>,
     /// Amendments to events still settling, applied when they are published.
-    late: Vec<(u64, String, Value)>,
+    late: Vec<(u64, Measurements)>,
 }
 
 pub struct Events {
@@ -238,18 +241,18 @@ impl Events {
         ring.events.iter().filter(|e| e.id > since).cloned().collect()
     }
 
-    /// Adds a measurement to a published event (in the ring and the history).
-    pub fn amend(&self, id: u64, key: &str, value: Value) {
+    /// Adds measurements to a published event (in the ring and the history).
+    pub fn amend(&self, id: u64, figures: Measurements) {
         let amended = {
             let mut ring = self.lock_ring();
             let Some(slot) = ring.events.iter_mut().find(|e| e.id == id) else {
                 if id >= ring.next_id.saturating_sub(RING as u64) && ring.late.len() < RING {
-                    ring.late.push((id, key.to_string(), value));
+                    ring.late.push((id, figures));
                 }
                 return;
             };
             let mut event = (**slot).clone();
-            event.detail.insert(key.into(), value);
+            figures.write(&mut event.detail);
             *slot = Arc::new(event);
             slot.clone()
         };
@@ -276,9 +279,9 @@ impl Events {
     fn publish(&self, mut event: Event) {
         {
             let mut ring = self.lock_ring();
-            ring.late.retain(|(id, key, value)| {
+            ring.late.retain(|(id, figures)| {
                 if *id == event.id {
-                    event.detail.insert(key.clone(), value.clone());
+                    figures.write(&mut event.detail);
                 }
                 *id != event.id
             });
@@ -318,11 +321,12 @@ fn record_metrics(event: &Event) {
     };
     metrics::counter!("splitgate_site_transitions_total", "site" => site, "to" => to).increment(1);
     if event.kind == Kind::SiteDown {
-        if let Some(ms) = event.number("detect_ms") {
-            metrics::histogram!("splitgate_failover_detect_seconds").record(ms / 1000.0);
+        let figures = event.measurements();
+        if let Some(ms) = figures.detect_ms {
+            metrics::histogram!("splitgate_failover_detect_seconds").record(ms as f64 / 1000.0);
         }
-        if let Some(ms) = event.number("traffic_moved_ms") {
-            metrics::histogram!("splitgate_failover_traffic_moved_seconds").record(ms / 1000.0);
+        if let Some(ms) = figures.traffic_moved_ms {
+            metrics::histogram!("splitgate_failover_traffic_moved_seconds").record(ms as f64 / 1000.0);
         }
     }
 }

@@ -78,7 +78,7 @@ async fn deliver_with_retries(notifier: &str, notify: &Notify, body: &str, id: u
     for attempt in 1..=TRIES {
         let outcome = match tokio::time::timeout(notify.timeout, deliver(notify, body)).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(format!("no answer within {:?}", notify.timeout)),
+            Err(_) => Err(DeliveryError::Timeout(notify.timeout)),
         };
         match outcome {
             Ok(()) => {
@@ -99,38 +99,72 @@ async fn deliver_with_retries(notifier: &str, notify: &Notify, body: &str, id: u
     false
 }
 
-async fn deliver(notify: &Notify, body: &str) -> Result<(), String> {
+/// Why one try to hand an event to a receiver failed; `Display` is the log's `reason`.
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("no host")]
+    NoHost,
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("server name: {0}")]
+    ServerName(#[source] rustls::pki_types::InvalidDnsNameError),
+    #[error("TLS: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error("handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("{0}")]
+    Request(#[source] http::Error),
+    #[error("send: {0}")]
+    Send(#[source] hyper::Error),
+    #[error("answered {0}")]
+    Answered(http::StatusCode),
+    #[error("cannot run {program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("{0}")]
+    Wait(#[source] std::io::Error),
+    #[error("stdin: {0}")]
+    Stdin(#[source] std::io::Error),
+    #[error("{program} exited with {status}")]
+    Exited {
+        program: String,
+        status: std::process::ExitStatus,
+    },
+}
+
+async fn deliver(notify: &Notify, body: &str) -> Result<(), DeliveryError> {
     match &notify.target {
         NotifyTarget::Webhook(uri, tls) => post(uri, tls.as_ref(), notify.token.as_deref(), body).await,
         NotifyTarget::Command(argv) => run(argv, notify.token.as_deref(), body).await,
     }
 }
 
-async fn post(uri: &Uri, tls: Option<&SiteTls>, token: Option<&str>, body: &str) -> Result<(), String> {
-    let authority = uri.authority().ok_or("no host")?;
+async fn post(uri: &Uri, tls: Option<&SiteTls>, token: Option<&str>, body: &str) -> Result<(), DeliveryError> {
+    let authority = uri.authority().ok_or(DeliveryError::NoHost)?;
     let port = authority.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
     let host = authority.host().trim_start_matches('[').trim_end_matches(']');
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(DeliveryError::Connect)?;
     let _ = stream.set_nodelay(true);
     let mut sender = match tls {
         None => {
             let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
-                .map_err(|e| format!("handshake: {e}"))?;
+                .map_err(DeliveryError::Handshake)?;
             tokio::spawn(connection);
             sender
         }
         Some(tls) => {
-            let name = ServerName::try_from(host.to_string()).map_err(|e| format!("server name: {e}"))?;
+            let name = ServerName::try_from(host.to_string()).map_err(DeliveryError::ServerName)?;
             let stream = TlsConnector::from(tls.client.clone())
                 .connect(name, stream)
                 .await
-                .map_err(|e| format!("TLS: {e}"))?;
+                .map_err(DeliveryError::Tls)?;
             let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
-                .map_err(|e| format!("handshake: {e}"))?;
+                .map_err(DeliveryError::Handshake)?;
             tokio::spawn(connection);
             sender
         }
@@ -144,16 +178,16 @@ async fn post(uri: &Uri, tls: Option<&SiteTls>, token: Option<&str>, body: &str)
     }
     let request = request
         .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| format!("send: {e}"))?;
+        .map_err(DeliveryError::Request)?;
+    let response = sender.send_request(request).await.map_err(DeliveryError::Send)?;
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!("answered {}", response.status()))
+        Err(DeliveryError::Answered(response.status()))
     }
 }
 
-async fn run(argv: &[String], token: Option<&str>, body: &str) -> Result<(), String> {
+async fn run(argv: &[String], token: Option<&str>, body: &str) -> Result<(), DeliveryError> {
     let mut command = tokio::process::Command::new(&argv[0]);
     command
         .args(&argv[1..])
@@ -166,7 +200,10 @@ async fn run(argv: &[String], token: Option<&str>, body: &str) -> Result<(), Str
     if let Some(token) = token {
         command.env("SPLITGATE_TOKEN", token);
     }
-    let mut child = command.spawn().map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    let mut child = command.spawn().map_err(|source| DeliveryError::Spawn {
+        program: argv[0].clone(),
+        source,
+    })?;
     // Cut short (the timeout drops this future): the whole group goes.
     let mut group = Group(child.id());
     // A program may exit without reading its stdin: its exit status decides.
@@ -174,13 +211,16 @@ async fn run(argv: &[String], token: Option<&str>, body: &str) -> Result<(), Str
         Some(mut stdin) => stdin.write_all(body.as_bytes()).await,
         None => Ok(()),
     };
-    let status = child.wait().await.map_err(|e| e.to_string())?;
+    let status = child.wait().await.map_err(DeliveryError::Wait)?;
     // It finished: what it started in the background (a warm standby) stays.
     group.0 = None;
     match written {
         _ if status.success() => Ok(()),
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdin: {e}")),
-        _ => Err(format!("{} exited with {status}", argv[0])),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(DeliveryError::Stdin(e)),
+        _ => Err(DeliveryError::Exited {
+            program: argv[0].clone(),
+            status,
+        }),
     }
 }
 

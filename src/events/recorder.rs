@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::history::{Batch, History, Run, RunSite, Written};
+use super::history::{Batch, History, HistoryError, Run, RunSite, Written};
 use super::{Event, Kind, Sink};
 use crate::clock::unix_ms;
 
@@ -285,7 +285,7 @@ impl Recorder {
         };
         match event.kind {
             Kind::SiteDown => {
-                let detect = event.detail.get("detect_ms").and_then(serde_json::Value::as_u64);
+                let detect = event.measurements().detect_ms;
                 site.down_since_ms = Some(event.at_ms.saturating_sub(detect.unwrap_or(0)));
             }
             Kind::SiteUp => site.down_since_ms = None,
@@ -316,7 +316,7 @@ impl Recorder {
             Ok(done) => done,
             Err(e) => Written {
                 db: None,
-                result: Err(format!("the writer stopped: {e}")),
+                result: Err(HistoryError::WriterStopped(e)),
                 events: 0,
                 runs: 0,
             },
@@ -337,7 +337,8 @@ impl Recorder {
                 self.resume();
                 true
             }
-            Err(text) => {
+            Err(e) => {
+                let text = e.to_string();
                 crate::telemetry::record_history_error();
                 if was_ok || self.health.status().error.as_deref() != Some(text.as_str()) {
                     tracing::error!(path = %self.path.display(), error = %text, pending = self.pending.len(), "cannot write the event history; events are kept and retried");

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use super::{Events, Kind, Outage, Pending};
+use super::{Events, Kind, Measurements, Outage, Pending};
 use crate::clock::now_ms;
 use crate::clock::{rfc3339, unix_ms, unix_of};
 use crate::routing::{Mode, Routing, SiteRoute};
@@ -35,7 +35,11 @@ impl Observer {
             let watch = self.sites.entry(site.name.clone()).or_default();
             if let Some((id, up_at)) = watch.ramping {
                 if site.healthy && !site.ramping {
-                    events.amend(id, "full_weight_ms", now.saturating_sub(up_at).into());
+                    let full_weight = Measurements {
+                        full_weight_ms: Some(Some(now.saturating_sub(up_at))),
+                        ..Measurements::default()
+                    };
+                    events.amend(id, full_weight);
                     watch.ramping = None;
                 }
             }
@@ -52,7 +56,11 @@ impl Observer {
             } else if !before.healthy && site.healthy {
                 let mut up = site_up(site, watch.down_at.take(), now);
                 if let Some(held) = self.held.remove(&site.name) {
-                    up.detail.insert("held_ms".into(), held.into());
+                    let held = Measurements {
+                        held_ms: Some(held),
+                        ..Measurements::default()
+                    };
+                    held.write(&mut up.detail);
                 }
                 let id = events.observe(up);
                 watch.ramping = site.ramping.then_some((id, now));
@@ -99,8 +107,12 @@ fn site_down(site: &SiteRoute, now: u64) -> Pending {
         .unwrap_or(down_at);
     let mut detail = Map::new();
     detail.insert("cause".into(), cause.into());
-    detail.insert("first_failure_at".into(), rfc3339(unix_of(started)).into());
-    detail.insert("detect_ms".into(), now.saturating_sub(started).into());
+    Measurements {
+        first_failure_at: Some(rfc3339(unix_of(started))),
+        detect_ms: Some(now.saturating_sub(started)),
+        ..Measurements::default()
+    }
+    .write(&mut detail);
     Pending {
         kind: Kind::SiteDown,
         site: Some(site.name.clone()),
@@ -116,14 +128,12 @@ fn site_down(site: &SiteRoute, now: u64) -> Pending {
 
 fn site_up(site: &SiteRoute, down_at: Option<u64>, now: u64) -> Pending {
     let mut detail = Map::new();
-    detail.insert(
-        "down_ms".into(),
-        down_at.map_or(Value::Null, |at| now.saturating_sub(at).into()),
-    );
-    detail.insert(
-        "full_weight_ms".into(),
-        if site.ramping { Value::Null } else { 0.into() },
-    );
+    Measurements {
+        down_ms: Some(down_at.map(|at| now.saturating_sub(at))),
+        full_weight_ms: Some((!site.ramping).then_some(0)),
+        ..Measurements::default()
+    }
+    .write(&mut detail);
     Pending {
         kind: Kind::SiteUp,
         site: Some(site.name.clone()),

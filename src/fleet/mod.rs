@@ -36,7 +36,7 @@ const APPLY_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
     #[error("etcd is not reachable, so the fleet cannot agree on a change; nothing was changed ({0})")]
-    Unavailable(String),
+    Unavailable(#[source] Unreachable),
     /// The write was sent and etcd did not answer in time: it may still land.
     #[error("etcd did not answer within {0:?}: the outcome is unknown; see /status (every member converges on what etcd holds)")]
     Unknown(Duration),
@@ -44,6 +44,17 @@ pub enum FleetError {
     Diverged(String),
     #[error("etcd's history is not in question here: there is nothing to confirm")]
     NothingToConfirm,
+}
+
+/// Why etcd could not take a write.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    #[error("disconnected")]
+    Disconnected,
+    #[error("etcd did not answer in time")]
+    Silent,
+    #[error(transparent)]
+    Etcd(#[from] etcd::Error),
 }
 
 /// What `/status` shows of the fleet.
@@ -327,7 +338,7 @@ impl Fleet {
         let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let connected = self.lock_link().connected;
         let Some(mut client) = client.filter(|_| connected) else {
-            return Err(FleetError::Unavailable("disconnected".into()));
+            return Err(FleetError::Unavailable(Unreachable::Disconnected));
         };
         let txn = etcd::Txn::new().and_then(ops);
         let response = tokio::time::timeout(APPLY_WAIT, client.txn(txn))
@@ -335,7 +346,7 @@ impl Fleet {
             .map_err(|_| FleetError::Unknown(APPLY_WAIT))?
             .map_err(|e| {
                 self.set_connected(false, Some(e.to_string()));
-                FleetError::Unavailable(e.to_string())
+                FleetError::Unavailable(e.into())
             })?;
         let revision = response.header().map_or(0, |h| h.revision());
         let mut applied = self.applied.subscribe();
@@ -365,14 +376,14 @@ impl Fleet {
         if keep {
             let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let Some(mut client) = client else {
-                return Err(FleetError::Unavailable("disconnected".into()));
+                return Err(FleetError::Unavailable(Unreachable::Disconnected));
             };
             let sites = format!("{prefix}/sites/");
             let options = etcd::GetOptions::new().with_prefix().with_keys_only();
             let present = tokio::time::timeout(APPLY_WAIT, client.get(sites, Some(options)))
                 .await
-                .map_err(|_| FleetError::Unavailable("etcd did not answer in time".into()))?
-                .map_err(|e| FleetError::Unavailable(e.to_string()))?;
+                .map_err(|_| FleetError::Unavailable(Unreachable::Silent))?
+                .map_err(|e| FleetError::Unavailable(e.into()))?;
             let wanted: Vec<(String, String)> = kept
                 .weights
                 .iter()

@@ -15,14 +15,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::etcd::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+use super::etcd::{self, Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::Fleet;
 use crate::clock::{rfc3339, unix_ms};
-use crate::events::{notify, Event, Kind, Sink};
+use crate::events::{notify, Event, Kind, Measurements, Sink};
 
 /// Reports kept per member: the latest event of each kind and site.
 const REPORTS_KEPT: usize = 32;
@@ -30,6 +30,45 @@ const REPORTS_KEPT: usize = 32;
 const FIGURES_WAIT: Duration = Duration::from_millis(1500);
 /// A report older than this is not about the event being announced.
 const REPORT_FRESH_MS: u64 = 120_000;
+
+/// The figures a member reports of one of its events (`{prefix}/reports/{member}`),
+/// and the fleet event lists for each member: `null` where the event has none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct MemberFigures {
+    #[serde(default)]
+    detect_ms: Option<u64>,
+    #[serde(default)]
+    traffic_moved_ms: Option<u64>,
+    #[serde(default)]
+    client_errors: Option<u64>,
+}
+
+impl MemberFigures {
+    fn of(measurements: &Measurements) -> MemberFigures {
+        MemberFigures {
+            detect_ms: measurements.detect_ms,
+            traffic_moved_ms: measurements.traffic_moved_ms,
+            client_errors: measurements.client_errors,
+        }
+    }
+
+    /// Each figure from the first of `reports` that has it.
+    fn first_of(reports: &[&Value]) -> MemberFigures {
+        reports
+            .iter()
+            .map(|r| MemberFigures::deserialize(*r).unwrap_or_default())
+            .fold(MemberFigures::default(), |found, next| MemberFigures {
+                detect_ms: found.detect_ms.or(next.detect_ms),
+                traffic_moved_ms: found.traffic_moved_ms.or(next.traffic_moved_ms),
+                client_errors: found.client_errors.or(next.client_errors),
+            })
+    }
+
+    /// An object with the three figures (more keys may be added to it).
+    fn to_value(self) -> Value {
+        serde_json::to_value(self).unwrap_or_else(|_| json!({}))
+    }
+}
 
 /// What the fleet last announced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +148,20 @@ impl Announced {
     }
 }
 
+/// Why the leadership could not be taken or an announcement made (the session ends
+/// for the first; the leader logs the second and tries again).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum VoiceError {
+    #[error("leader: {0}")]
+    Campaign(#[source] etcd::Error),
+    #[error(transparent)]
+    Etcd(#[from] etcd::Error),
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    #[error("another member announced meanwhile")]
+    Raced,
+}
+
 /// A session's part in the leadership: it campaigns when the key is free and runs the
 /// leader's task while it holds it; dropping it (the session ended) stops the task.
 pub(super) struct Voice {
@@ -125,7 +178,7 @@ impl Voice {
     }
 
     /// Takes the leadership if no member holds it; starts speaking if this member does.
-    pub(super) async fn campaign(&mut self, client: &mut Client, lease: i64) -> Result<(), String> {
+    pub(super) async fn campaign(&mut self, client: &mut Client, lease: i64) -> Result<(), VoiceError> {
         let Some(fleet) = self.fleet.upgrade() else {
             return Ok(());
         };
@@ -137,7 +190,7 @@ impl Voice {
                 fleet.name.as_str(),
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        let answer = client.txn(take).await.map_err(|e| format!("leader: {e}"))?;
+        let answer = client.txn(take).await.map_err(VoiceError::Campaign)?;
         if answer.succeeded() {
             tracing::info!(member = %fleet.name, "fleet: this member speaks for the fleet now");
             fleet.set_leader(Some(fleet.name.clone()));
@@ -185,9 +238,9 @@ async fn lead(fleet: Weak<Fleet>, mut client: Client) {
 }
 
 /// Announces the next change, if any: delivered to every receiver, then marked.
-async fn speak_once(fleet: &Arc<Fleet>, client: &mut Client) -> Result<bool, String> {
+async fn speak_once(fleet: &Arc<Fleet>, client: &mut Client) -> Result<bool, VoiceError> {
     let key = format!("{}/fleet/announced", fleet.settings.prefix);
-    let read = client.get(key.as_str(), None).await.map_err(|e| e.to_string())?;
+    let read = client.get(key.as_str(), None).await?;
     let (announced, revision) = match read.kvs().first() {
         Some(kv) => (
             serde_json::from_slice(kv.value()).unwrap_or_default(),
@@ -205,13 +258,13 @@ async fn speak_once(fleet: &Arc<Fleet>, client: &mut Client) -> Result<bool, Str
         let notifiers = fleet.notifiers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         notify::deliver_to_all(&notifiers, &body, step.next.seq).await;
     }
-    let value = serde_json::to_string(&step.next).map_err(|e| e.to_string())?;
+    let value = serde_json::to_string(&step.next)?;
     let mark = Txn::new()
         .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, revision)])
         .and_then([TxnOp::put(key.as_str(), value, None)]);
-    let answer = client.txn(mark).await.map_err(|e| e.to_string())?;
+    let answer = client.txn(mark).await?;
     if !answer.succeeded() {
-        return Err("another member announced meanwhile".into());
+        return Err(VoiceError::Raced);
     }
     Ok(true)
 }
@@ -316,20 +369,8 @@ impl Fleet {
                     if fresh.is_empty() {
                         continue;
                     }
-                    let figure = |name: &str| {
-                        fresh
-                            .iter()
-                            .map(|r| &r[name])
-                            .find(|v| !v.is_null())
-                            .cloned()
-                            .unwrap_or(Value::Null)
-                    };
-                    let figures = json!({
-                        "detect_ms": figure("detect_ms"),
-                        "traffic_moved_ms": figure("traffic_moved_ms"),
-                        "client_errors": figure("client_errors"),
-                        "event": fresh[0]["id"],
-                    });
+                    let mut figures = MemberFigures::first_of(&fresh).to_value();
+                    figures["event"] = fresh[0]["id"].clone();
                     members.insert((*name).clone(), figures);
                 }
                 let missing = live.len() - members.len();
@@ -396,14 +437,9 @@ impl Fleet {
             (_, Kind::Failover | Kind::Failback) | (None, _) => event.kind.name().to_string(),
             (Some(site), kind) => format!("{}/{site}", kind.name()),
         };
-        let figure = |name: &str| event.detail.get(name).cloned().unwrap_or(Value::Null);
-        let report = json!({
-            "id": event.id,
-            "at": event.at_ms,
-            "detect_ms": figure("detect_ms"),
-            "traffic_moved_ms": figure("traffic_moved_ms"),
-            "client_errors": figure("client_errors"),
-        });
+        let mut report = MemberFigures::of(&event.measurements()).to_value();
+        report["id"] = event.id.into();
+        report["at"] = event.at_ms.into();
         {
             let mut reports = self.own_reports.lock().unwrap_or_else(|p| p.into_inner());
             reports.insert(key, report);

@@ -144,30 +144,30 @@ impl<'a> Replay<'a> {
         let Some(name) = event.site.clone() else {
             return;
         };
-        let number = |key: &str| event.detail.get(key).and_then(Value::as_u64);
+        let figures = event.measurements();
         let text = |key: &str| event.detail.get(key).and_then(Value::as_str).map(str::to_string);
         let counted = at >= self.tally.from && at <= self.tally.to;
         let mut went_down_at = at;
         match event.kind {
             Kind::SiteDown => {
-                let start = at.saturating_sub(number("detect_ms").unwrap_or(0)).max(self.started);
+                let start = at.saturating_sub(figures.detect_ms.unwrap_or(0)).max(self.started);
                 went_down_at = *self.down_since.entry(name.clone()).or_insert(start);
                 if counted {
-                    let moved = number("traffic_moved_ms").unwrap_or(0);
+                    let moved = figures.traffic_moved_ms.unwrap_or(0);
                     self.tally.rto = self.tally.rto.max(moved);
                     let site = self.tally.site(&name);
                     site.report.failovers += 1;
-                    site.report.client_errors += number("client_errors").unwrap_or(0);
-                    site.report.possible_data_loss += number("possible_data_loss").unwrap_or(0);
-                    site.report.retried += number("retried").unwrap_or(0);
-                    site.detect.extend(number("detect_ms"));
-                    site.traffic_moved.extend(number("traffic_moved_ms"));
+                    site.report.client_errors += figures.client_errors.unwrap_or(0);
+                    site.report.possible_data_loss += figures.possible_data_loss.unwrap_or(0);
+                    site.report.retried += figures.retried.unwrap_or(0);
+                    site.detect.extend(figures.detect_ms);
+                    site.traffic_moved.extend(figures.traffic_moved_ms);
                 }
             }
             Kind::SiteUp => {
                 if let Some(start) = self.down_since.remove(&name) {
                     let down = self.tally.clip(start, at);
-                    let held = number("held_ms").unwrap_or(0).min(down);
+                    let held = figures.held_ms.unwrap_or(0).min(down);
                     let site = &mut self.tally.site(&name).report;
                     site.down_ms += down;
                     site.held_ms += held;
@@ -177,7 +177,7 @@ impl<'a> Replay<'a> {
             Kind::DrillStarted => {
                 self.drilled.insert(name.clone());
                 if counted {
-                    let moved = number("traffic_moved_ms").unwrap_or(0);
+                    let moved = figures.traffic_moved_ms.unwrap_or(0);
                     self.tally.rto = self.tally.rto.max(moved);
                     let site = self.tally.site(&name);
                     site.report.drill_count += 1;
@@ -187,7 +187,7 @@ impl<'a> Replay<'a> {
                     site.drills.push_back(DrillReport {
                         at: rfc3339(at),
                         traffic_moved_ms: moved,
-                        client_errors: number("client_errors").unwrap_or(0),
+                        client_errors: figures.client_errors.unwrap_or(0),
                         down_ms: None,
                         ended: None,
                         reason: None,
@@ -199,7 +199,7 @@ impl<'a> Replay<'a> {
                 self.drilled.remove(&name);
                 let site = self.tally.site(&name);
                 if let Some(drill) = site.drills.back_mut().filter(|d| d.down_ms.is_none()) {
-                    drill.down_ms = number("down_ms");
+                    drill.down_ms = figures.down_ms.flatten();
                     drill.ended = text("ended");
                     drill.reason = text("reason");
                 }
