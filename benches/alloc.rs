@@ -20,6 +20,12 @@ static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 /// Bytes allocated and not yet freed.
 static LIVE: AtomicI64 = AtomicI64::new(0);
+/// Blocks allocated and not yet freed, by size class (bucket i: sizes below 2^(i+1)).
+static LIVE_BY_SIZE: [AtomicI64; 24] = [const { AtomicI64::new(0) }; 24];
+
+fn size_class(size: usize) -> usize {
+    (usize::BITS - size.max(1).leading_zeros()).saturating_sub(1).min(23) as usize
+}
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
@@ -27,11 +33,13 @@ unsafe impl GlobalAlloc for Counting {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        LIVE_BY_SIZE[size_class(layout.size())].fetch_add(1, Ordering::Relaxed);
         System.alloc(layout)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        LIVE_BY_SIZE[size_class(layout.size())].fetch_sub(1, Ordering::Relaxed);
         System.dealloc(ptr, layout)
     }
 
@@ -39,6 +47,8 @@ unsafe impl GlobalAlloc for Counting {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
         LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        LIVE_BY_SIZE[size_class(layout.size())].fetch_sub(1, Ordering::Relaxed);
+        LIVE_BY_SIZE[size_class(new_size)].fetch_add(1, Ordering::Relaxed);
         System.realloc(ptr, layout, new_size)
     }
 }
@@ -150,6 +160,8 @@ fn main() {
 fn idle_connections(addr: SocketAddr, count: u64) {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let before = LIVE.load(Ordering::Relaxed);
+    let by_size = || LIVE_BY_SIZE.each_ref().map(|n| n.load(Ordering::Relaxed));
+    let blocks_before = by_size();
     let mut held = Vec::new();
     let request = b"GET /x HTTP/1.1\r\nhost: bench\r\n\r\n";
     for _ in 0..count {
@@ -175,5 +187,24 @@ fn idle_connections(addr: SocketAddr, count: u64) {
         "alloc bench: {} idle client connections hold {:.0} heap bytes each",
         held.len(),
         (after - before) as f64 / held.len().max(1) as f64
+    );
+    let n = held.len().max(1) as f64;
+    let blocks: Vec<String> = by_size()
+        .iter()
+        .zip(blocks_before)
+        .enumerate()
+        .filter(|(_, (now, then))| (**now - *then) as f64 / n >= 0.05)
+        .map(|(class, (now, then))| {
+            format!(
+                "{}-{} B: {:.2}",
+                1u64 << class,
+                (1u64 << (class + 1)) - 1,
+                (*now - then) as f64 / n
+            )
+        })
+        .collect();
+    println!(
+        "alloc bench: blocks held per idle connection, by size: {}",
+        blocks.join(", ")
     );
 }

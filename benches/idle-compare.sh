@@ -11,7 +11,7 @@ set -u
 MODE=${MODE:-h1}
 if [ "$MODE" = h2 ]; then N=${N:-2000}; else N=${N:-4000}; fi
 SPLITGATE=${SPLITGATE:-target/release/splitgate}
-ulimit -n $((N * 2 + 1000)) 2>/dev/null || { echo "idle-compare.sh: cannot raise the open-file limit"; exit 2; }
+ulimit -n $((N * 4 + 2000)) 2>/dev/null || { echo "idle-compare.sh: cannot raise the open-file limit"; exit 2; }
 D=$(mktemp -d); chmod 755 "$D"; PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; sleep 0.3; rm -rf "$D"; }
 trap cleanup EXIT
@@ -34,7 +34,7 @@ C
 cat > $D/haproxy.cfg <<C
 global
   nbthread 1
-  maxconn $((N * 2 + 100))
+  maxconn $((N + 100))
 defaults
   mode http
   timeout connect 2s

@@ -68,7 +68,8 @@ pub async fn serve_accepted(
     };
     if proxy_protocol {
         // Before anything else (TLS included): the header says who the client is.
-        match client_ip::read_header(&mut stream, timeouts.client_header).await {
+        // Boxed: its buffer would otherwise stay in every connection's task.
+        match Box::pin(client_ip::read_header(&mut stream, timeouts.client_header)).await {
             Ok(Some(client)) => peer = client,
             Ok(None) => {}
             Err(e) => {

@@ -88,7 +88,9 @@ pub(super) async fn serve(mut conn: Connection<'_>) -> Ended {
             Next::Closed => return Ended::Closed,
         };
         first = false;
-        match exchange(&mut conn, head).await {
+        // Boxed: inline, the exchange's state (the response, its writer) would make every
+        // idle connection's task as large as a request in flight.
+        match Box::pin(exchange(&mut conn, head)).await {
             Exchanged::KeepAlive => {}
             Exchanged::Close => {
                 conn.close().await;
@@ -201,7 +203,8 @@ impl Connection<'_> {
             return;
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would sit in every connection's task.
+        let mut sink = vec![0u8; 4096];
         let mut left: usize = 256 * 1024;
         let linger = async {
             while left > 0 {

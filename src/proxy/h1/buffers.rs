@@ -11,8 +11,9 @@ use bytes::BytesMut;
 /// What each lent buffer holds at least: a whole ordinary request head, or a large
 /// share of a body read.
 pub const BUFFER: usize = 16 * 1024;
-/// Buffers kept per worker for reuse; beyond it, buffers given back are freed.
-const KEPT: usize = 256;
+/// Buffers kept per worker for reuse; beyond it, buffers given back are freed (the pool
+/// is memory held even when every connection is idle: 512 KiB at most).
+const KEPT: usize = 32;
 
 thread_local! {
     static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
