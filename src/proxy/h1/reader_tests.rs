@@ -112,3 +112,56 @@ fn the_size_hint_is_exact_for_a_length() {
     assert_eq!(Decoder::new(Framing::Length(7)).size_hint().exact(), Some(7));
     assert_eq!(Decoder::new(Framing::Chunked).size_hint().exact(), None);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces that chunked bodies (valid or not) are made of.
+    fn piece() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"0\r\n\r\n".to_vec()),
+            Just(b";ext=1".to_vec()),
+            Just(b"X-T: 1\r\n".to_vec()),
+            "[0-9a-fA-F]{1,18}".prop_map(|s| s.into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ]
+    }
+
+    proptest! {
+        /// The decoder never panics, and it reads the same whatever the split.
+        #[test]
+        fn the_chunked_decoder_agrees_with_itself_at_every_split(
+            pieces in proptest::collection::vec(piece(), 0..12),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let bytes = pieces.concat();
+            let at = split.index(bytes.len() + 1);
+            prop_assert_eq!(
+                decode_split(Framing::Chunked, &bytes, at),
+                decode_split(Framing::Chunked, &bytes, bytes.len())
+            );
+        }
+
+        /// Well-formed chunked bodies decode to their data, and the bytes after them stay.
+        #[test]
+        fn well_formed_chunked_bodies_decode_to_their_data(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..300), 0..8),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = Vec::new();
+            for chunk in &chunks {
+                bytes.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                bytes.extend_from_slice(chunk);
+                bytes.extend_from_slice(b"\r\n");
+            }
+            bytes.extend_from_slice(b"0\r\n\r\n");
+            let at = split.index(bytes.len() + 1);
+            let (data, fields, done, error) = decode_split(Framing::Chunked, &bytes, at);
+            prop_assert_eq!(data, chunks.concat());
+            prop_assert!(fields.is_empty() && done && error.is_none());
+        }
+    }
+}

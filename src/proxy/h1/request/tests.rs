@@ -195,3 +195,51 @@ impl Parsed {
         }
     }
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"GET / HTTP/1.1\r\n".to_vec()),
+            Just(b"POST /a HTTP/1.0\r\n".to_vec()),
+            Just(b"Host: x\r\n".to_vec()),
+            Just(b"Content-Length: 5\r\n".to_vec()),
+            Just(b"Content-Length: 6\r\n".to_vec()),
+            Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
+            Just(b"Transfer-Encoding: gzip\r\n".to_vec()),
+            Just(b"Connection: close\r\n".to_vec()),
+            Just(b" folded\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            "[a-zA-Z-]{1,10}: [ -~]{0,20}\r\n".prop_map(|s| s.into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..16),
+        ]
+    }
+
+    proptest! {
+        /// Any bytes: never a panic; a prefix of an accepted head is never refused and
+        /// is unfinished unless it holds the whole head, which it then reads the same.
+        #[test]
+        fn the_parser_never_decides_on_part_of_a_head(
+            lines in proptest::collection::vec(line(), 0..10),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let bytes = lines.concat();
+            let at = split.index(bytes.len() + 1);
+            let whole = parse_all(&bytes);
+            let prefix = parse_all(&bytes[..at]);
+            if let Parsed::Complete(head) = &whole {
+                match prefix {
+                    Parsed::Partial => {}
+                    Parsed::Complete(part) => {
+                        prop_assert_eq!(part.request.uri(), head.request.uri());
+                        prop_assert_eq!(part.framing, head.framing);
+                    }
+                    Parsed::Refused(r) => prop_assert!(false, "prefix refused: {:?}", r),
+                }
+            }
+        }
+    }
+}
