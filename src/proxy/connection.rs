@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use super::activity::{Activity, Watched};
 use super::client_ip;
 use super::h1_conn::{self, Ended, DRAIN_GRACE};
+use super::h1_connection::Connection;
 use super::headers::ClientInfo;
 use super::Proxy;
 use crate::body::ClientBody;
@@ -114,7 +115,7 @@ pub async fn serve_accepted(
     let (stream, first) = if stream.alpn_h2() {
         (stream, BytesMut::new())
     } else {
-        let conn = h1_conn::Connection {
+        let conn = Connection {
             stream: Some(stream),
             buf: None,
             activity: activity.clone(),

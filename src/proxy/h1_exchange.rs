@@ -18,7 +18,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::h1_conn::Connection;
+use super::h1_connection::Connection;
 use super::headers::upgrade_request;
 use super::ResponseBody;
 use crate::body::ClientBody;

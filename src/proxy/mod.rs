@@ -11,6 +11,7 @@ mod connection;
 mod forward;
 pub mod h1;
 mod h1_conn;
+mod h1_connection;
 mod h1_exchange;
 pub mod headers;
 mod listener;
