@@ -150,7 +150,10 @@ pub(super) async fn exchange(conn: &mut Connection<'_>, head: crate::proxy::h1::
                     conn.proxy.client_metrics.sent.increment(CONTINUE.len() as u64);
                 }
             }
-            _ = tokio::time::sleep(stalled_in) => {
+            // With no request body the wait for the head is the backend's, bounded by
+            // the response timeout upstream: no timer of our own then (each one
+            // registered can cost the runtime a wake-up of its driver, a system call).
+            _ = tokio::time::sleep(stalled_in), if home.is_some() => {
                 if now_ms() >= conn.activity.stalled_at(conn.timeouts) {
                     tracing::debug!(client = %conn.client.addr, "closing client connection: no progress on a request in flight");
                     return Exchanged::Gone;
