@@ -45,27 +45,33 @@
 //! - `report`: the DR report (`splitgate report`) replayed from the history.
 //! - `rehearsal`: `splitgate drill`, a drill run from the command line and its report.
 
+//!
+//! Visibility: the modules the binary, the tests, the benches and the fuzz targets name
+//! are `pub`; the others (`access_log`, `admin`, `body`, `control`, `descriptors`,
+//! `fleet`, `retry`, `shutdown`) are `pub(crate)`: reached from outside only through
+//! `server::Server` and `/status`.
+
 #![forbid(unsafe_code)]
 
-pub mod access_log;
-pub mod admin;
-pub mod body;
+pub(crate) mod access_log;
+pub(crate) mod admin;
+pub(crate) mod body;
 pub mod clock;
 pub mod config;
-pub mod control;
+pub(crate) mod control;
 pub mod demo;
-pub mod descriptors;
+pub(crate) mod descriptors;
 pub mod events;
-pub mod fleet;
+pub(crate) mod fleet;
 pub mod health;
 pub mod lifecycle;
 pub mod proxy;
 pub mod rehearsal;
 pub mod report;
-pub mod retry;
+pub(crate) mod retry;
 pub mod routing;
 pub mod server;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod signals;
 pub mod state;
 pub mod telemetry;

@@ -29,7 +29,7 @@ use crate::upstream::dns::Answers;
 
 pub use drills::{Drill, DrillError, DrillOptions, ProgramLabel, MAX_DRILL};
 pub use failback::FailbackError;
-pub use safety::{Action, Refused};
+pub use safety::Action;
 
 /// How often a ramping (slow-start) site's weight is recomputed.
 const RAMP_TICK: Duration = Duration::from_millis(250);
