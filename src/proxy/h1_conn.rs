@@ -72,7 +72,9 @@ pub(super) async fn serve(mut conn: Connection<'_>) -> Ended {
         match Box::pin(exchange(&mut conn, head)).await {
             Exchanged::KeepAlive => {}
             Exchanged::Close => {
-                conn.close().await;
+                // Boxed, as the refusals below: the closing's timers and buffer are not
+                // carried in every connection's state.
+                Box::pin(conn.close()).await;
                 return Ended::Closed;
             }
             Exchanged::Gone => return Ended::Closed,
@@ -109,7 +111,7 @@ impl Connection<'_> {
                     match h1::parse(buf, self.limits) {
                         Parsed::Complete(head) => return Next::Head(head),
                         Parsed::Refused(refusal) => {
-                            self.refuse(refusal).await;
+                            Box::pin(self.refuse(refusal)).await;
                             return Next::Closed;
                         }
                         Parsed::Partial => {}
@@ -145,7 +147,7 @@ impl Connection<'_> {
                 _ = tokio::time::sleep(wait) => {
                     if let Some(answer) = answer {
                         tracing::debug!(client = %self.client.addr, "closing client connection: client header timeout");
-                        self.refuse(answer).await;
+                        Box::pin(self.refuse(answer)).await;
                     }
                     return Next::Closed;
                 }

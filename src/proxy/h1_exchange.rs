@@ -76,7 +76,7 @@ pub(super) async fn exchange(conn: &mut Connection<'_>, head: crate::proxy::h1::
     if let (crate::proxy::h1::Framing::Chunked, Some(buf)) = (framing, conn.buf.as_ref()) {
         if let Err(e) = Decoder::new(framing).check(buf) {
             tracing::debug!(client = %conn.client.addr, error = %e, "request refused before it left");
-            conn.refuse(INVALID_BODY).await;
+            Box::pin(conn.refuse(INVALID_BODY)).await;
             return Exchanged::Gone;
         }
     }
