@@ -57,6 +57,9 @@ impl<'a> Live<'a> {
         let value = member_value(fleet, decisions.revision);
         put_leased(&mut client, &member_key, value, lease, "member key").await?;
         let health_key = format!("{prefix}/health/{}", fleet.name);
+        // Subscribed before the view is read: a snapshot published while the view is
+        // being written (a health flip at start) is heard, not lost until the next one.
+        let published = fleet.control.published();
         let view = fleet.own_view();
         put_leased(&mut client, &health_key, view.to_value(), lease, "health view").await?;
         fleet.take_view(&fleet.name, Some(view.clone()));
@@ -69,7 +72,6 @@ impl<'a> Live<'a> {
                 fleet.decide();
             }
         });
-        let published = fleet.control.published();
         // Reports of this member's events, and the leadership.
         let reports_key = format!("{prefix}/reports/{}", fleet.name);
         let report = fleet.own_reports();
