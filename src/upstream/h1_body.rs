@@ -219,7 +219,7 @@ impl Body for H1Body {
                         return this.fail("invalid chunk ending from backend");
                     }
                 }
-                State::Chunked(Chunk::Trailers) => match trailers(&conn.buf) {
+                State::Chunked(Chunk::Trailers) => match trailer_section(&conn.buf) {
                     Ok(Some((len, fields))) => {
                         conn.buf.advance(len);
                         this.finish();
@@ -264,8 +264,10 @@ impl Body for H1Body {
 }
 
 /// The trailer section at the start of `buf`, once complete (up to its empty line):
-/// its length and its fields (`None` when there are none).
-fn trailers(buf: &[u8]) -> Result<Option<(usize, Option<HeaderMap>)>, &'static str> {
+/// its length and its fields (`None` when there are none). At most `MAX_TRAILERS`
+/// bytes and `MAX_TRAILER_FIELDS` fields; shared with the client side's chunked bodies
+/// (`proxy::h1::reader`).
+pub(crate) fn trailer_section(buf: &[u8]) -> Result<Option<(usize, Option<HeaderMap>)>, &'static str> {
     if buf.starts_with(b"\r\n") || buf.starts_with(b"\n") {
         return Ok(Some((if buf[0] == b'\r' { 2 } else { 1 }, None)));
     }
@@ -280,9 +282,9 @@ fn trailers(buf: &[u8]) -> Result<Option<(usize, Option<HeaderMap>)>, &'static s
             }
             Ok(Some((len, Some(map))))
         }
-        Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => Err("response trailers too large"),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => Err("trailers too large"),
         Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err("invalid response trailers from backend"),
+        Err(_) => Err("invalid trailers"),
     }
 }
 

@@ -22,6 +22,7 @@ use std::fmt;
 pub use connect::Connector;
 pub(crate) use connect::Sender;
 pub(crate) use h1::H1Conn;
+pub(crate) use h1_body::trailer_section;
 pub use pool::{Failure, Pool};
 pub use response::UpstreamBody;
 

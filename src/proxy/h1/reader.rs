@@ -5,7 +5,7 @@
 //! read to its end, or the reader is dropped, they go back to the connection (`Home`),
 //! with whether the body was read whole (if not, the connection cannot carry another
 //! request and closes). Chunk sizes of 2^60 bytes or more, a chunk without its CRLF, a
-//! size line or trailers beyond their bounds, and a client that closes mid-body are
+//! size line or trailers beyond their bounds (4 KiB; 64 KiB and 64 fields), and a client that closes mid-body are
 //! errors: the upstream request is cut and never completes.
 
 use std::pin::Pin;
@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::ReadHalf;
 use tokio_util::io::poll_read_buf;
@@ -22,13 +21,13 @@ use tokio_util::io::poll_read_buf;
 use super::request::Framing;
 use super::ClientStream;
 use crate::clock::now_ms;
+use crate::upstream::trailer_section;
 
 /// Largest data frame handed on at once (and room made before each read).
 const FRAME: usize = 64 * 1024;
-/// Longest chunk-size line (extensions included), and most trailer bytes and fields.
+/// Longest chunk-size line (extensions included); trailers are bounded by the parser
+/// they share with the backend side (`upstream::trailer_section`).
 const MAX_LINE: usize = 4 * 1024;
-const MAX_TRAILERS: usize = 16 * 1024;
-const MAX_TRAILER_FIELDS: usize = 64;
 /// Significant hex digits of the largest chunk size accepted (2^60 - 1, as HAProxy).
 const MAX_CHUNK_DIGITS: usize = 15;
 
@@ -225,11 +224,12 @@ impl Decoder {
                     }
                     _ => return Err(BodyError::Chunk("chunk data not followed by CRLF")),
                 },
-                State::Trailers => match trailers(buf)? {
+                State::Trailers => match trailer_section(buf).map_err(BodyError::Chunk)? {
                     None => return Ok(None),
-                    Some(fields) => {
+                    Some((len, fields)) => {
+                        buf.advance(len);
                         self.state = State::Done;
-                        if !fields.is_empty() {
+                        if let Some(fields) = fields {
                             return Ok(Some(Frame::trailers(fields)));
                         }
                     }
@@ -279,32 +279,6 @@ fn size_line(buf: &mut BytesMut) -> Result<Option<u64>, BodyError> {
     });
     buf.advance(end + 1);
     Ok(Some(size))
-}
-
-/// The trailer section at the start of `buf` (fields up to an empty line), consumed;
-/// `None` when it is not complete yet.
-fn trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, BodyError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
-    match httparse::parse_headers(buf, &mut fields) {
-        Ok(httparse::Status::Complete((len, parsed))) => {
-            let mut map = HeaderMap::new();
-            for field in parsed {
-                let name = HeaderName::from_bytes(field.name.as_bytes());
-                let value = HeaderValue::from_bytes(field.value);
-                match (name, value) {
-                    (Ok(name), Ok(value)) => {
-                        map.append(name, value);
-                    }
-                    _ => return Err(BodyError::Chunk("invalid trailer field")),
-                }
-            }
-            buf.advance(len);
-            Ok(Some(map))
-        }
-        Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => Err(BodyError::Chunk("trailers too large")),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(BodyError::Chunk("invalid trailers")),
-    }
 }
 
 impl Body for RequestReader {
