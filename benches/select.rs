@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::HeaderValue;
-use splitgate::health::HealthRegistry;
-use splitgate::proxy::headers::{prepare_request, ClientInfo};
-use splitgate::routing::{affinity, sequence, Routing};
+use splitgate::internals::HealthRegistry;
+use splitgate::internals::{affinity, sequence, Routing};
+use splitgate::internals::{prepare_request, ClientInfo};
 
 fn routing() -> Routing {
     routing_with("")

@@ -44,12 +44,15 @@
 //!   each member's view of health and the quorum, the leader that speaks for the fleet.
 //! - `report`: the DR report (`splitgate report`) replayed from the history.
 //! - `rehearsal`: `splitgate drill`, a drill run from the command line and its report.
-
+//! - `preflight`: what `splitgate check` finds beyond the config's own problems (the
+//!   state file's directory, the history, backend names that do not resolve).
 //!
-//! Visibility: the modules the binary, the tests, the benches and the fuzz targets name
-//! are `pub`; the others (`access_log`, `admin`, `body`, `control`, `descriptors`,
-//! `fleet`, `retry`, `shutdown`) are `pub(crate)`: reached from outside only through
-//! `server::Server` and `/status`.
+//! Visibility: the library's surface is what the binary uses (`server::Server` and its
+//! read-only views `SiteState`/`DrillState`, `config`, `events` and the history,
+//! `report`, `rehearsal`, `preflight`, `demo`, `lifecycle`, `signals`, `telemetry`,
+//! `workers`, `clock`). Everything else is `pub(crate)`: tests reach a running proxy
+//! through `Server` and its admin API; the benches and the fuzz targets through the
+//! `internals` re-exports, which are not a stable API.
 
 #![forbid(unsafe_code)]
 
@@ -63,17 +66,31 @@ pub mod demo;
 pub(crate) mod descriptors;
 pub mod events;
 pub(crate) mod fleet;
-pub mod health;
+pub(crate) mod health;
 pub mod lifecycle;
-pub mod proxy;
+pub mod preflight;
+#[cfg(test)]
+mod properties;
+pub(crate) mod proxy;
 pub mod rehearsal;
 pub mod report;
 pub(crate) mod retry;
-pub mod routing;
+pub(crate) mod routing;
 pub mod server;
 pub(crate) mod shutdown;
 pub mod signals;
-pub mod state;
+pub(crate) mod state;
 pub mod telemetry;
-pub mod upstream;
+pub(crate) mod upstream;
 pub mod workers;
+
+/// For the benches and the fuzz targets only: the pieces of the request path they drive
+/// directly (the head parser and decoder, the header rules, the weighted table and the
+/// router). Not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::health::HealthRegistry;
+    pub use crate::proxy::h1::{parse, Decoder, Framing, Limits, Parsed};
+    pub use crate::proxy::headers::{prepare_request, refusal, upgrade_request, ClientInfo};
+    pub use crate::routing::{affinity, sequence, Routing};
+}

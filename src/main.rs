@@ -14,7 +14,7 @@ use splitgate::events::history::History;
 use splitgate::lifecycle::inherit::{self, Inherited};
 use splitgate::server::Server;
 use splitgate::workers::Workers;
-use splitgate::{demo, rehearsal, report, signals, telemetry};
+use splitgate::{demo, preflight, rehearsal, report, signals, telemetry};
 
 /// jemalloc with its background threads hands freed memory back to the system within
 /// seconds, whatever the workers do; glibc's malloc kept it for good after a flood of
@@ -234,25 +234,12 @@ fn report(path: &std::path::Path, days: u64, json: bool) -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
-            // The default state file, beside the config file (a configured one is
-            // checked with the rest).
-            if let Some(state) = config.state_path(Some(path)).filter(|_| config.state_path.is_none()) {
-                if let Err(reason) = splitgate::state::check_writable(&state) {
-                    println!("{}: state.path (default {}): {reason}", path.display(), state.display());
-                    return ExitCode::FAILURE;
-                }
+            let found = preflight::check(&config, path);
+            if let Some(problem) = found.problem {
+                println!("{}: {problem}", path.display());
+                return ExitCode::FAILURE;
             }
-            // What `run` would meet but not stop for: it starts without the history
-            // and retries it.
-            if let Some(history) = &config.events.history {
-                if let Err(reason) = History::probe(history) {
-                    eprintln!(
-                        "warning: {}: events.history: {reason}; splitgate run serves without the history and retries it",
-                        path.display()
-                    );
-                }
-            }
-            for warning in unresolved_names(&config) {
+            for warning in found.warnings {
                 eprintln!("warning: {}: {warning}", path.display());
             }
             println!("ok");
@@ -265,41 +252,6 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Backend names that do not resolve now, as `check` warns of them: `run` starts with
-/// their sites down and brings them up when the names resolve.
-fn unresolved_names(config: &Config) -> Vec<String> {
-    let names = config.backend_names();
-    if names.is_empty() {
-        return Vec::new();
-    }
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-        return vec!["backend names: cannot start the async runtime to resolve them".into()];
-    };
-    let failures: std::collections::BTreeMap<String, String> = runtime.block_on(async {
-        let resolver = splitgate::upstream::dns::Resolver::new(&config.dns);
-        let mut failures = std::collections::BTreeMap::new();
-        for name in names {
-            if let Err(reason) = resolver.lookup(&name).await {
-                failures.insert(name, reason);
-            }
-        }
-        failures
-    });
-    let mut warnings = Vec::new();
-    for (i, site) in config.sites.iter().enumerate() {
-        for (j, backend) in site.backends.iter().enumerate() {
-            if let Some(reason) = backend.name().and_then(|n| failures.get(&n)) {
-                warnings.push(format!(
-                    "site[{i}].backends[{j}]: \"{}\" does not resolve now ({reason}); splitgate run starts \
-                     without it and adds it when it resolves (asked again every [dns] refresh)",
-                    backend.addr()
-                ));
-            }
-        }
-    }
-    warnings
 }
 
 fn run(config: Config, path: Option<PathBuf>, banner: Option<String>) -> ExitCode {

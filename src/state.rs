@@ -284,9 +284,13 @@ mod tests {
     fn a_directory_that_cannot_take_a_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         assert!(check_writable(&dir.path().join("s.state")).is_ok());
-        assert!(check_writable(&dir.path().join("no/such/s.state"))
-            .unwrap_err()
-            .contains("does not exist"));
-        assert!(check_writable(dir.path()).unwrap_err().contains("is a directory"));
+        let missing = check_writable(&dir.path().join("no/such/s.state")).unwrap_err();
+        assert!(
+            matches!(missing, crate::config::NotWritable::NoDirectory(_)),
+            "{missing}"
+        );
+        assert!(missing.to_string().contains("does not exist"), "{missing}");
+        let directory = check_writable(dir.path()).unwrap_err();
+        assert!(directory.to_string().contains("is a directory"), "{directory}");
     }
 }

@@ -234,13 +234,7 @@ async fn the_status_page_shows_a_killed_site_as_down_within_seconds() {
     .await;
     let drilled = wait_state(&driver, &session, "east", "drill", Duration::from_secs(10)).await;
     assert!(drilled.is_some(), "the page shows east in a drill");
-    assert!(proxy
-        .server
-        .control()
-        .current()
-        .sites
-        .iter()
-        .any(|s| s.name == "east" && s.drilled));
+    assert!(proxy.server.sites().iter().any(|s| s.name == "east" && s.drilled));
 
     // West comes back, held by its manual failback; the page's button releases it.
     let _west = Backend::start_on("west", west_addr).await;
@@ -254,7 +248,7 @@ async fn the_status_page_shows_a_killed_site_as_down_within_seconds() {
     .await;
     let back = wait_state(&driver, &session, "west", "up", Duration::from_secs(10)).await;
     assert!(back.is_some(), "the fail back button sent west its traffic again");
-    assert!(proxy.server.control().holds().is_empty());
+    assert!(proxy.server.held_sites().is_empty());
 
     // Opened again, the page draws what the proxy kept (a sample every 5 s), not only
     // what it saw itself.

@@ -34,14 +34,13 @@ async fn two_backends() -> (Backend, Backend) {
 
 /// The addresses site `app` has backends at now.
 fn backend_addrs(proxy: &TestProxy) -> Vec<String> {
-    let routing = proxy.server.control().current();
-    let mut addrs: Vec<String> = routing.sites[0].backends.iter().map(|b| b.addr.clone()).collect();
+    let mut addrs = proxy.server.sites()[0].backends.clone();
     addrs.sort();
     addrs
 }
 
 fn site_healthy(proxy: &TestProxy) -> bool {
-    proxy.server.control().current().sites[0].healthy
+    proxy.server.sites()[0].healthy
 }
 
 async fn metric(proxy: &TestProxy, line_start: &str) -> Option<f64> {

@@ -29,13 +29,7 @@ fn program(site: &str, schedule: &str, duration: &str) -> String {
 
 /// The first event of `kind` (`"drill_started"`).
 fn first(proxy: &TestProxy, kind: &str) -> Option<Arc<Event>> {
-    proxy
-        .server
-        .control()
-        .events
-        .since(0)
-        .into_iter()
-        .find(|e| e.kind.name() == kind)
+    proxy.server.events().into_iter().find(|e| e.kind.name() == kind)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,11 +97,8 @@ async fn a_drill_program_the_guard_rails_refuse_is_skipped_with_the_reason() {
     assert_eq!(skipped.detail["schedule"], "* * * * *");
     assert_eq!(skipped.detail["program"], "drill[0]");
     assert!(first(&proxy, "drill_started").is_none(), "no drill ran");
-    assert!(proxy.server.control().drills().is_empty());
-    assert!(
-        proxy.server.control().current().sites[0].healthy,
-        "the site kept serving"
-    );
+    assert!(proxy.server.drills().is_empty());
+    assert!(proxy.server.sites()[0].healthy, "the site kept serving");
 
     let (_, page) = common::admin_call(Method::GET, proxy.admin_url("/events?since=0"), "").await;
     let kinds: Vec<&str> = page["events"]

@@ -57,9 +57,7 @@ async fn admin(proxy: &TestProxy, method: Method, path: &str, body: &'static str
 fn ended(proxy: &TestProxy, id: u64) -> Option<Value> {
     proxy
         .server
-        .control()
-        .events
-        .since(0)
+        .events()
         .iter()
         .map(|e| e.to_json())
         .find(|e| e["kind"] == "drill_ended" && e["drill"] == id)
@@ -99,7 +97,7 @@ async fn a_drill_whose_peers_answer_503_is_aborted_within_seconds_and_traffic_co
     let reason = event["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("5xx") && reason.contains("abort_5xx 1%"), "{event}");
     assert!(event["responses"].as_u64().unwrap() >= 20, "{event}");
-    assert!(proxy.server.control().drills().is_empty(), "no drill runs any more");
+    assert!(proxy.server.drills().is_empty(), "no drill runs any more");
     let hits = a.hits();
     let back = eventually(Duration::from_secs(10), || a.hits() > hits).await;
     let tally = load.stop().await;
@@ -178,7 +176,7 @@ async fn a_drill_with_healthy_peers_runs_to_its_end() {
     assert_eq!(event["ended"], "time_up", "{event}");
     assert_eq!(tally.errors, 0, "{:?}", tally.error_samples);
     assert!(tally.ok >= 20, "the watch had answers to judge: {}", tally.ok);
-    let started = proxy.server.control().events.since(0);
+    let started = proxy.server.events();
     let started = started
         .iter()
         .map(|e| e.to_json())
@@ -205,10 +203,7 @@ async fn a_drill_s_own_abort_share_overrides_the_default_and_a_bad_one_is_refuse
         let (status, answer) = admin(&proxy, Method::POST, "/sites/a/drill", bad).await;
         assert_eq!(status, 400, "{bad}: {answer}");
     }
-    assert!(
-        proxy.server.control().drills().is_empty(),
-        "a refused drill never starts"
-    );
+    assert!(proxy.server.drills().is_empty(), "a refused drill never starts");
     let load = Load::start(proxy.url("/"), 2);
     let (status, answer) = admin(
         &proxy,
@@ -260,14 +255,12 @@ async fn a_drill_aborted_on_a_fleet_member_is_not_started_again_by_the_next_revi
     load.stop().await;
     let started = proxy
         .server
-        .control()
-        .events
-        .since(0)
+        .events()
         .iter()
         .filter(|e| e.kind == splitgate::events::Kind::DrillStarted)
         .count();
     assert_eq!(started, 1, "the aborted drill was started again");
-    assert!(proxy.server.control().drills().is_empty(), "no drill runs");
+    assert!(proxy.server.drills().is_empty(), "no drill runs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

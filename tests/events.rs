@@ -92,13 +92,7 @@ impl Receiver {
 }
 
 fn site_healthy(proxy: &TestProxy, name: &str) -> bool {
-    proxy
-        .server
-        .control()
-        .current()
-        .sites
-        .iter()
-        .any(|s| s.name == name && s.healthy)
+    proxy.server.sites().iter().any(|s| s.name == name && s.healthy)
 }
 
 const HEALTH: &str = "[health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nfall = 2\nrise = 1\nslow_start = \"0s\"\n";

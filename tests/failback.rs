@@ -26,14 +26,7 @@ fn sites(a: &Backend, b: &Backend, b_failback: &str) -> Vec<String> {
 }
 
 fn events(proxy: &TestProxy, kind: Kind) -> Vec<std::sync::Arc<Event>> {
-    proxy
-        .server
-        .control()
-        .events
-        .since(0)
-        .into_iter()
-        .filter(|e| e.kind == kind)
-        .collect()
+    proxy.server.events().into_iter().filter(|e| e.kind == kind).collect()
 }
 
 async fn until(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
@@ -48,8 +41,7 @@ async fn until(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<D
 }
 
 fn serving(proxy: &TestProxy, site: &str) -> bool {
-    let current = proxy.server.control().current();
-    current.sites.iter().any(|s| s.name == site && s.healthy)
+    proxy.server.site(site).is_some_and(|s| s.healthy)
 }
 
 /// Kills `b`'s backend, waits until the site is down, starts it again on its address.
@@ -83,7 +75,7 @@ async fn a_site_held_by_hand_gets_nothing_until_released_then_its_share_at_once(
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let proxy = TestProxy::start(&config(FAST_HEALTH, &sites(&a, &b, "mode = \"manual\""))).await;
     let b = fail_and_recover(&proxy, b).await;
-    let held = |p: &TestProxy| p.server.control().holds().contains_key("b");
+    let held = |p: &TestProxy| p.server.held_sites().iter().any(|s| s == "b");
     assert!(
         until(Duration::from_secs(10), || held(&proxy)).await.is_some(),
         "held once healthy"
@@ -125,7 +117,7 @@ async fn with_a_hold_traffic_returns_that_long_after_the_site_is_healthy() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let proxy = TestProxy::start(&config(FAST_HEALTH, &sites(&a, &b, "hold = \"1500ms\""))).await;
     let _b = fail_and_recover(&proxy, b).await;
-    let held = || proxy.server.control().holds().contains_key("b");
+    let held = || proxy.server.held_sites().iter().any(|s| s == "b");
     assert!(until(Duration::from_secs(10), held).await.is_some());
     let recovered = Instant::now();
     assert!(!serving(&proxy, "b"));
@@ -253,7 +245,7 @@ async fn in_a_fleet_one_release_fails_back_on_every_member() {
             .is_some()
     );
     let _b = Backend::start_on("b", addr).await;
-    let held = |m: &TestProxy| m.server.control().holds().contains_key("b");
+    let held = |m: &TestProxy| m.server.held_sites().iter().any(|s| s == "b");
     assert!(
         until(Duration::from_secs(10), || fleet.iter().all(held))
             .await

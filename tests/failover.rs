@@ -20,8 +20,7 @@ response = "1s"
 "#;
 
 fn site_healthy(proxy: &TestProxy, name: &str) -> bool {
-    let routing = proxy.server.control().current();
-    routing.sites.iter().any(|s| s.name == name && s.healthy)
+    proxy.server.site(name).is_some_and(|s| s.healthy)
 }
 
 /// Two sites 50/50 under 8 looping clients; `fail` breaks site b half a second in.
@@ -91,10 +90,10 @@ async fn a_restarted_site_gets_traffic_again_and_ramps_up() {
     println!("restarted site healthy again after {back:?}");
     // Target: rise (2) x interval (1s) + 1s; 2s more for a slow machine.
     assert!(back.expect("site b comes back") < Duration::from_secs(5));
-    let ramp_start = proxy.server.control().current().sites[1].effective_weight;
+    let ramp_start = proxy.server.sites()[1].effective_weight;
     assert!(ramp_start < 50, "slow start begins below full weight, got {ramp_start}");
     let full = eventually(Duration::from_secs(10), || {
-        proxy.server.control().current().sites[1].effective_weight == 50
+        proxy.server.sites()[1].effective_weight == 50
     })
     .await;
     println!(
@@ -133,8 +132,8 @@ async fn the_standby_site_takes_over_when_both_active_sites_die_and_hands_back()
     b.kill();
     drop(a);
     let took_over = eventually(Duration::from_secs(5), || {
-        let r = proxy.server.control().current();
-        r.sites[2].effective_weight > 0 && !r.sites[0].healthy && !r.sites[1].healthy
+        let sites = proxy.server.sites();
+        sites[2].effective_weight > 0 && !sites[0].healthy && !sites[1].healthy
     })
     .await;
     println!("standby took over after {took_over:?}");
@@ -227,12 +226,9 @@ async fn a_reload_keeps_the_health_of_backends_it_does_not_remove() {
     let text = config(HEALTH, &[site("a", 10, 0, &[a.addr]), site("b", 90, 0, &[dead])]);
     let new = splitgate::config::parse(std::path::Path::new("t"), &text).unwrap();
     assert_eq!(proxy.server.apply(new).await.unwrap(), 2);
-    let routing = proxy.server.control().current();
-    assert_eq!(routing.sites[1].config_weight, 90);
-    assert!(
-        !routing.sites[1].healthy,
-        "b is still known to be down after the reload"
-    );
+    let sites = proxy.server.sites();
+    assert_eq!(sites[1].config_weight, 90);
+    assert!(!sites[1].healthy, "b is still known to be down after the reload");
     for _ in 0..5 {
         assert_eq!(get(&client, &proxy.url("/")).await.unwrap().1, "a");
     }

@@ -96,14 +96,7 @@ async fn a_drain_on_one_member_and_an_etcdctl_write_reach_every_member_within_a_
     assert!(seen.is_some(), "every member saw the invalid value");
     assert!(fleet.iter().all(|m| weight_override(m, "a") == Some(30)));
     // A drill started on one member runs on every member; ended on another, it ends everywhere.
-    let drilled = |m: &TestProxy| {
-        m.server
-            .control()
-            .current()
-            .sites
-            .iter()
-            .any(|s| s.name == "a" && s.drilled)
-    };
+    let drilled = |m: &TestProxy| m.server.sites().iter().any(|s| s.name == "a" && s.drilled);
     let started = Instant::now();
     // b is drained: a drill of a leaves no site serving, through the guard rails on purpose.
     let (status, answer) = admin(
@@ -234,14 +227,8 @@ async fn a_burst_of_a_thousand_two_site_changes_is_never_applied_half() {
             let mut samples = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 for member in fleet.iter() {
-                    let snapshot = member.server.control().current();
-                    let of = |name| {
-                        snapshot
-                            .sites
-                            .iter()
-                            .find(|s| s.name == name)
-                            .and_then(|s| s.weight_override)
-                    };
+                    let sites = member.server.sites();
+                    let of = |name| sites.iter().find(|s| s.name == name).and_then(|s| s.weight_override);
                     if let (Some(x), Some(y)) = (of("a"), of("b")) {
                         assert_eq!(x + y, 1000, "half of a change applied");
                         samples += 1;

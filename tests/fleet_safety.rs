@@ -82,12 +82,12 @@ async fn an_invalid_value_never_undoes_a_drain_on_any_path() {
     assert!(etcd.ctl(&["put", "/sg/s1/sites/b/weight", "5"]));
     assert!(etcd.ctl(&["put", "/sg/s1/sites/a/drill", r#"{"until": 18446744073709551615}"#]));
     assert!(wait(Duration::from_secs(5), || {
-        weight_override(&newcomer, "b") == Some(5) && !newcomer.server.control().drills().is_empty()
+        weight_override(&newcomer, "b") == Some(5) && !newcomer.server.drills().is_empty()
     })
     .await
     .is_some());
     assert!(!flagged(&newcomer));
-    let (_, drill) = &newcomer.server.control().drills()[0];
+    let drill = &newcomer.server.drills()[0];
     assert!(drill.duration <= Duration::from_secs(24 * 3600), "{:?}", drill.duration);
 }
 

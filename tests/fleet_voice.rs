@@ -317,9 +317,7 @@ async fn a_drill_program_runs_once_for_the_whole_fleet() {
         .iter()
         .map(|m| {
             m.server
-                .control()
-                .events
-                .since(0)
+                .events()
                 .iter()
                 .find(|e| e.kind.name() == "drill_started")
                 .map(|e| e.to_json()["drill"].clone())

@@ -122,10 +122,7 @@ async fn a_grpc_call_through_an_h2c_site_keeps_its_messages_and_trailers() {
     let proxy = TestProxy::start(&config("[health]\ninterval = \"100ms\"\n", &[site])).await;
     // The prober speaks HTTP/2 too: the site stays healthy.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    assert!(
-        proxy.server.control().current().sites[0].healthy,
-        "probes over h2c pass"
-    );
+    assert!(proxy.server.sites()[0].healthy, "probes over h2c pass");
 
     let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -170,7 +167,7 @@ async fn grpc_health_checks_follow_the_services_serving_status() {
          health = {{ grpc = true, interval = \"50ms\", fall = 1, rise = 1 }}\n"
     );
     let proxy = TestProxy::start(&config("", &[site])).await;
-    let healthy = |p: &TestProxy| p.server.control().current().sites[0].healthy;
+    let healthy = |p: &TestProxy| p.server.sites()[0].healthy;
     serving.store(false, Ordering::SeqCst);
     assert!(
         until(&proxy, false, healthy).await,
@@ -542,7 +539,7 @@ async fn splitgate_before(backend: &TonicBackend) -> TestProxy {
         backend.addr
     );
     let proxy = TestProxy::start(&config("", &[site])).await;
-    let healthy = |p: &TestProxy| p.server.control().current().sites[0].healthy;
+    let healthy = |p: &TestProxy| p.server.sites()[0].healthy;
     assert!(until(&proxy, true, healthy).await, "the tonic backend is SERVING");
     proxy
 }
@@ -728,7 +725,7 @@ async fn a_grpc_error_reaches_the_client_as_the_server_sent_it_never_as_a_proxy_
         client.unary("/test.Echo/Echo", msg(2, b"ok")).await.unwrap(),
         msg(2, b"ok")
     );
-    assert!(proxy.server.control().current().sites[0].healthy);
+    assert!(proxy.server.sites()[0].healthy);
 }
 
 /// tonic 0.12 ends a call whose deadline passed with CANCELLED "Timeout expired" on

@@ -60,9 +60,8 @@ async fn splitgate_drill_shows_progress_and_gives_up_on_a_site_that_never_comes_
     ))
     .await;
     b.kill();
-    let control = proxy.server.control().clone();
     let down = eventually(Duration::from_secs(5), || {
-        control.current().sites.iter().any(|s| s.name == "b" && !s.healthy)
+        proxy.server.site("b").is_some_and(|s| !s.healthy)
     })
     .await;
     assert!(down.is_some(), "b is down");

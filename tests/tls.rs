@@ -256,10 +256,7 @@ async fn a_site_with_a_certificate_from_the_wrong_ca_is_marked_down() {
         &format!("ca = \"{}\"", other.ca_path.display()),
     ))
     .await;
-    let down = eventually(Duration::from_secs(10), || {
-        !proxy.server.control().current().sites[0].healthy
-    })
-    .await;
+    let down = eventually(Duration::from_secs(10), || !proxy.server.sites()[0].healthy).await;
     assert!(down.is_some(), "the health check fails on the unknown CA");
     let (status, _) = get(&client(), &proxy.url("/")).await.unwrap();
     assert_eq!(status, 502);
@@ -351,7 +348,7 @@ async fn a_tls_site_that_stalls_the_handshake_fails_fast_as_a_connect_error() {
     let (status, _) = get(&client(), &proxy.url("/")).await.unwrap();
     assert_eq!(status, 502, "a connect failure, not a 504 after the response timeout");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-    assert!(!proxy.server.control().current().sites[0].healthy, "taken out at once");
+    assert!(!proxy.server.sites()[0].healthy, "taken out at once");
 }
 
 #[tokio::test]

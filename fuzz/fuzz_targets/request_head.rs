@@ -8,8 +8,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use splitgate::proxy::h1::{parse, Decoder, Framing, Limits, Parsed};
-use splitgate::proxy::headers::{prepare_request, refusal, upgrade_request, ClientInfo};
+use splitgate::internals::{parse, Decoder, Framing, Limits, Parsed};
+use splitgate::internals::{prepare_request, refusal, upgrade_request, ClientInfo};
 
 const LIMITS: Limits = Limits {
     max_bytes: 8192,

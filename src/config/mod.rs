@@ -143,18 +143,33 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     }
 }
 
+/// Why a file (the state file) cannot be written where it is configured.
+#[derive(Debug, thiserror::Error)]
+pub enum NotWritable {
+    #[error("directory {} does not exist", .0.display())]
+    NoDirectory(PathBuf),
+    #[error("{} is a directory; name a file in it", .0.display())]
+    IsDirectory(PathBuf),
+    #[error("directory {} cannot be written: {source}", dir.display())]
+    Refused {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Whether a file (the state file) can be written at `path`: its directory exists and takes a new
 /// file (tried with a file of our own, removed at once).
-pub fn check_writable(path: &Path) -> Result<(), String> {
+pub fn check_writable(path: &Path) -> Result<(), NotWritable> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        return Err(format!("directory {} does not exist", dir.display()));
+        return Err(NotWritable::NoDirectory(dir.to_path_buf()));
     }
     if path.is_dir() {
-        return Err(format!("{} is a directory; name a file in it", path.display()));
+        return Err(NotWritable::IsDirectory(path.to_path_buf()));
     }
     let probe = dir.join(format!(".splitgate-write-check-{}", std::process::id()));
     match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
@@ -162,7 +177,10 @@ pub fn check_writable(path: &Path) -> Result<(), String> {
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
-        Err(e) => Err(format!("directory {} cannot be written: {e}", dir.display())),
+        Err(source) => Err(NotWritable::Refused {
+            dir: dir.to_path_buf(),
+            source,
+        }),
     }
 }
 

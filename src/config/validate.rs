@@ -140,7 +140,7 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Vec<Problem>> 
             } else {
                 "fleet.state"
             };
-            problems.add(key, reason);
+            problems.add(key, reason.to_string());
         }
     }
 

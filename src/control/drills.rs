@@ -109,12 +109,8 @@ impl State {
 }
 
 impl Control {
-    /// Takes `site` out for `duration`; returns the `drill_started` event's id.
-    pub fn start_drill(self: &Arc<Self>, site: &str, duration: Duration) -> Result<u64, DrillError> {
-        self.start_drill_with(site, duration, DrillOptions::default())
-    }
-
-    /// As `start_drill`, with the drill's own abort rule, or as a drill program's.
+    /// Takes `site` out for `duration`, with the drill's own abort rule, or as a drill
+    /// program's; returns the `drill_started` event's id.
     pub fn start_drill_with(
         self: &Arc<Self>,
         site: &str,

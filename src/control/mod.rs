@@ -73,13 +73,8 @@ struct State {
 }
 
 impl Control {
-    /// Builds generation 1 and starts probing every backend (names unresolved until the
-    /// first refresh). Needs a tokio runtime.
-    pub fn new(config: Config, events: Arc<Events>) -> Arc<Control> {
-        Self::restore(config, events, None, Answers::default())
-    }
-
-    /// As `new`, with the backend names resolved at start (`answers`), starting from
+    /// Builds generation 1 and starts probing every backend (needs a tokio runtime),
+    /// with the backend names resolved at start (`answers`), starting from
     /// what the state file kept: weight overrides and drills (unless `saved` is the
     /// fleet's, whose decisions the fleet applies), and backends that were down start
     /// down when that health is fresh.

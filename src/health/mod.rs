@@ -8,7 +8,7 @@ mod backend;
 mod prober;
 mod registry;
 
-pub use admission::{Rejection, SiteQueue, Slot, Waiting};
-pub use backend::{Backend, OutageCounters};
+pub use admission::{Rejection, Slot};
+pub use backend::Backend;
 pub use prober::spawn_prober;
-pub use registry::{HealthRegistry, Synced};
+pub use registry::HealthRegistry;

@@ -243,9 +243,7 @@ pub fn connected(member: &TestProxy) -> bool {
 pub fn weight_override(member: &TestProxy, site: &str) -> Option<u32> {
     member
         .server
-        .control()
-        .current()
-        .sites
+        .sites()
         .iter()
         .find(|s| s.name == site)
         .and_then(|s| s.weight_override)

@@ -105,7 +105,7 @@ impl TestProxy {
 
 impl Drop for TestProxy {
     fn drop(&mut self) {
-        self.server.control().stop();
+        self.server.stop_probing();
     }
 }
 

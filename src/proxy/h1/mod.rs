@@ -11,7 +11,7 @@ pub mod request;
 pub mod response;
 mod stream;
 
-pub use reader::{BodyError, Decoder, Home, RequestReader, Returned};
+pub use reader::{Decoder, Home, RequestReader};
 pub use request::{parse, Framing, Head, Limits, Parsed, Refusal};
 pub use stream::{ClientStream, Rewound};
 

@@ -86,10 +86,6 @@ impl<S> Rewound<S> {
     pub fn new(first: Bytes, stream: S) -> Self {
         Rewound { first, stream }
     }
-
-    pub fn get_ref(&self) -> &S {
-        &self.stream
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
+use crate::health::HealthRegistry;
+use crate::routing::{affinity, sequence, Routing};
 use proptest::prelude::*;
-use splitgate::health::HealthRegistry;
-use splitgate::routing::{affinity, sequence, Routing};
 
 const VALID: &str = "[[listener]]\nbind = \"127.0.0.1:8080\"\n[limits]\nmax_headers = 50\n[[site]]\nname = \"a\"\nweight = 70\nbackends = [\"127.0.0.1:9001\"]\n[[site]]\nname = \"b\"\nweight = 30\npriority = 1\nbackends = [\"[::1]:9101\"]\nhealth = { path = \"/ready\", interval = \"500ms\" }\n";
 
@@ -16,7 +16,7 @@ proptest! {
 
     #[test]
     fn no_text_panics_the_config_parser(text in "\\PC{0,400}") {
-        let _ = splitgate::config::parse(Path::new("p.toml"), &text);
+        let _ = crate::config::parse(Path::new("p.toml"), &text);
     }
 
     #[test]
@@ -27,7 +27,7 @@ proptest! {
         if text.is_char_boundary(start) && text.is_char_boundary(end) {
             text.replace_range(start..end, &insert);
         }
-        let _ = splitgate::config::parse(Path::new("p.toml"), &text);
+        let _ = crate::config::parse(Path::new("p.toml"), &text);
     }
 
     #[test]
@@ -59,12 +59,12 @@ proptest! {
             request = request.header(*name, "gzip");
         }
         let (mut parts, ()) = request.body(()).unwrap().into_parts();
-        let client = splitgate::proxy::headers::ClientInfo {
+        let client = crate::proxy::headers::ClientInfo {
             addr: [127, 0, 0, 1].into(),
             ip: http::HeaderValue::from_static("127.0.0.1"),
             proto: http::HeaderValue::from_static("http"),
         };
-        splitgate::proxy::headers::prepare_request(&mut parts, &client, None);
+        crate::proxy::headers::prepare_request(&mut parts, &client, None);
         for name in &hop {
             prop_assert!(!parts.headers.contains_key(*name), "{} passed", name);
         }
@@ -93,7 +93,7 @@ proptest! {
     fn affinity_keys_follow_any_weights_and_never_reach_a_weight_zero_site(
         weights in prop::collection::vec(0u32..100, 1..5).prop_filter("one site with weight", |w| w.iter().any(|&x| x > 0)),
     ) {
-        let config = splitgate::config::parse(Path::new("p"), &sites_config(&weights, "")).unwrap();
+        let config = crate::config::parse(Path::new("p"), &sites_config(&weights, "")).unwrap();
         let routing = Routing::standalone(std::sync::Arc::new(config), &HealthRegistry::new());
         let keys = 20_000u32;
         let mut counts = vec![0u32; weights.len()];
@@ -125,7 +125,7 @@ proptest! {
         let routes = format!(
             "[affinity]\nkey = \"{key}\"\n[[route]]\nname = \"r\"\nhost = \"{host}\"\npath_prefix = \"{prefix}\"\nweights = {{ s0 = 1 }}\n",
         );
-        let Ok(config) = splitgate::config::parse(Path::new("p"), &sites_config(&[1, 2], &routes)) else {
+        let Ok(config) = crate::config::parse(Path::new("p"), &sites_config(&[1, 2], &routes)) else {
             return Ok(());
         };
         let routing = Routing::standalone(std::sync::Arc::new(config), &HealthRegistry::new());

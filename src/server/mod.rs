@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 
 pub use crate::admin::ReloadError;
+pub use view::{DrillState, SiteState};
 
 use crate::admin::{self, LastReload, Operator};
 use crate::config::{self, Config};
@@ -27,6 +28,8 @@ use crate::proxy::{bind_listener, spawn_listener, ListenerHandle, Proxy};
 use crate::shutdown::{Signal, Tracker};
 use crate::state::{self, Saved, StateFile};
 use crate::telemetry;
+
+mod view;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -184,7 +187,7 @@ impl Server {
         Ok(server)
     }
 
-    pub fn control(&self) -> &Arc<Control> {
+    pub(crate) fn control(&self) -> &Arc<Control> {
         &self.control
     }
 
