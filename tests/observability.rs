@@ -285,3 +285,28 @@ async fn a_backend_certificate_cannot_forge_a_log_line() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_last_lines_are_in_the_access_log_when_the_proxy_stops() {
+    let backend = Backend::start("logged").await;
+    let addr = backend.addr;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let log_path = path.clone();
+    let mut proxy = ProxyProcess::start(move |l, m| access_log_config(&log_path, addr, &l.to_string(), &m.to_string()));
+    let client = client();
+    let url = format!("http://{}/", proxy.addr);
+    for _ in 0..20 {
+        assert_eq!(get(&client, &url).await.unwrap().0, 200);
+    }
+    // No connection left to drain, then SIGTERM at once: the lines still queued or
+    // buffered are written before it exits.
+    drop(client);
+    proxy.signal("TERM");
+    let exited = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    let lines = std::fs::read_to_string(&path).unwrap_or_default().lines().count();
+    assert_eq!(lines, 20, "every request served is in the log");
+}

@@ -337,6 +337,9 @@ impl Server {
         self.shutdown.fire();
         self.listeners.lock().await.clear();
         let left = self.proxy.tracker.wait_idle(drain.max(Duration::from_millis(1))).await;
+        // Every line of what was served is on disk before the process exits (the
+        // writer thread is joined, not left to race the exit).
+        self.proxy.access_log.close();
         self.keep_state_now();
         self.control.stop();
         left
