@@ -54,7 +54,7 @@ async fn a_drill_program_due_every_minute_runs_within_its_minute() {
     assert_eq!(started.site.as_deref(), Some("b"));
     assert_eq!(started.detail["program"], "drill[0]");
     assert_eq!(started.detail["schedule"], "* * * * *");
-    assert_eq!(started.detail["duration_ms"], 2000);
+    assert_eq!(started.measurements().duration_ms, Some(2000));
     assert!(
         (due..due + MINUTE_MS).contains(&started.at_ms),
         "due at {due}, started at {}: not within its minute",
