@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::events::history::History;
-use crate::upstream::dns::Resolver;
+use crate::upstream::dns::{LookupError, Resolver};
 
 /// The findings, worded for the operator (the caller puts the config file's path before
 /// each).
@@ -50,7 +50,7 @@ fn unresolved_names(config: &Config) -> Vec<String> {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         return vec!["backend names: cannot start the async runtime to resolve them".into()];
     };
-    let failures: std::collections::BTreeMap<String, String> = runtime.block_on(async {
+    let failures: std::collections::BTreeMap<String, LookupError> = runtime.block_on(async {
         let resolver = Resolver::new(&config.dns);
         let mut failures = std::collections::BTreeMap::new();
         for name in names {

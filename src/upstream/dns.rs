@@ -60,12 +60,30 @@ impl Answers {
     }
 }
 
+/// Why a name gave no address.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LookupError {
+    /// No resolver could be built (an unreadable resolv.conf): every lookup fails so.
+    #[error("the system's resolver settings: {0}")]
+    Settings(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("NXDOMAIN, no such name")]
+    NoSuchName,
+    #[error("no address in the answer")]
+    NoRecords,
+    #[error("{0}")]
+    Failed(String),
+    #[error("the answer holds no address")]
+    NoAddress,
+}
+
 /// A resolver for one `[dns]` setting; cheap to clone (hickory shares its state).
 #[derive(Clone)]
 pub struct Resolver {
     settings: Dns,
     /// Why none could be built (an unreadable resolv.conf): every lookup fails with it.
-    inner: Result<TokioResolver, String>,
+    inner: Result<TokioResolver, LookupError>,
 }
 
 impl Resolver {
@@ -81,25 +99,25 @@ impl Resolver {
     }
 
     /// `name`'s addresses now, sorted and each once; no address is an error.
-    pub async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, String> {
+    pub async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, LookupError> {
         let resolver = self.inner.as_ref().map_err(Clone::clone)?;
         let lookup = tokio::time::timeout(LOOKUP_LIMIT, resolver.lookup_ip(name))
             .await
-            .map_err(|_| format!("no answer within {LOOKUP_LIMIT:?}"))?
+            .map_err(|_| LookupError::Timeout(LOOKUP_LIMIT))?
             .map_err(|e| {
                 if e.is_nx_domain() {
-                    "NXDOMAIN, no such name".to_string()
+                    LookupError::NoSuchName
                 } else if e.is_no_records_found() {
-                    "no address in the answer".to_string()
+                    LookupError::NoRecords
                 } else {
-                    e.to_string()
+                    LookupError::Failed(e.to_string())
                 }
             })?;
         let mut ips: Vec<IpAddr> = lookup.iter().collect();
         ips.sort();
         ips.dedup();
         if ips.is_empty() {
-            return Err("the answer holds no address".into());
+            return Err(LookupError::NoAddress);
         }
         Ok(ips)
     }
@@ -157,10 +175,10 @@ pub async fn resolve_all(settings: &Dns, names: &BTreeSet<String>) -> Answers {
     Resolver::new(settings).refresh(names, &Answers::default()).await
 }
 
-fn build(settings: &Dns) -> Result<TokioResolver, String> {
+fn build(settings: &Dns) -> Result<TokioResolver, LookupError> {
     let provider = TokioConnectionProvider::default();
     if settings.servers.is_empty() {
-        let builder = TokioResolver::builder_tokio().map_err(|e| format!("the system's resolver settings: {e}"))?;
+        let builder = TokioResolver::builder_tokio().map_err(|e| LookupError::Settings(e.to_string()))?;
         return Ok(builder.build());
     }
     let mut config = ResolverConfig::new();
