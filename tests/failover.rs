@@ -183,6 +183,46 @@ async fn a_post_whose_backend_refused_is_retried_with_its_body() {
     }
 }
 
+/// A GET that reached a hung backend is sent again elsewhere after the response
+/// timeout, with the head it first went out with: every field of the client's once,
+/// the forwarding fields once (not added a second time).
+#[tokio::test]
+async fn a_get_that_reached_a_hung_backend_is_retried_elsewhere_with_the_same_head() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    a.set_hang(true);
+    let proxy = TestProxy::start(&config(
+        "[timeouts]\nresponse = \"300ms\"\n[health]\ninterval = \"1m\"\n",
+        &[site("a", 1, 0, &[a.addr]), site("c", 1, 0, &[b.addr])],
+    ))
+    .await;
+    let client = client();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..4 {
+        let started = Instant::now();
+        let request = http::Request::get(proxy.url("/headers"))
+            .header("x-trace", "t-1")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body).to_string();
+        let count = |name: &str| text.lines().filter(|l| l.starts_with(name)).count();
+        assert_eq!(count("x-trace: t-1"), 1, "{text}");
+        assert_eq!(count("x-forwarded-for: "), 1, "{text}");
+        assert_eq!(count("via: "), 1, "{text}");
+        assert_eq!(count("host: "), 1, "{text}");
+        slowest = slowest.max(started.elapsed());
+    }
+    // The split alternates: some went to the hung backend first and waited out its
+    // response timeout (it counts no hit while it hangs).
+    assert!(slowest >= Duration::from_millis(300), "none was retried: {slowest:?}");
+    assert_eq!(b.hits(), 4, "every one was answered by c's backend");
+}
+
 #[tokio::test]
 async fn a_post_that_reached_a_hung_backend_is_not_repeated_elsewhere() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);

@@ -148,10 +148,11 @@ impl Proxy {
         let host = parts.headers.get(header::HOST).cloned();
         let (body, replay) = split_body(body, attempts > 1, routing.config.limits.max_body_bytes);
         let body_was_empty = replay.is_none();
-        // A request that never left comes back whole from the pool; only a retry after
-        // it left (idempotent, body replayable) needs the headers again.
-        let mut spare = (attempts > 1 && is_idempotent(&method) && (body_was_empty || replay.is_some()))
-            .then(|| parts.headers.clone());
+        // A request that never left comes back whole from the pool; a retry after it
+        // left (idempotent, body replayable) needs its header fields again: an HTTP/1.1
+        // backend gives them back with the failure, for HTTP/2 a copy is kept per try.
+        let rebuildable = attempts > 1 && is_idempotent(&method) && (body_was_empty || replay.is_some());
+        let mut spare = None;
         parts.uri = Uri::from(path.clone());
         parts.extensions = http::Extensions::new();
         let mut pending = Some(Request::from_parts(parts, body));
@@ -187,6 +188,9 @@ impl Proxy {
             // under load, any wait for the task to run.
             let sent = if attempt == 0 { arrived } else { Instant::now() };
             backend.outage.sent(ms_of(sent));
+            if rebuildable && !last_try && backend.pool.is_http2() {
+                spare = Some(request.headers().clone());
+            }
             let answered = match backend.pool.send(request, routing.config.timeouts.response).await {
                 Ok(response) if upgrade.is_none() && response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                     Err(unasked_switch())
@@ -213,7 +217,11 @@ impl Proxy {
                     outcome.slot = Some(slot);
                     return (response.map(Either::Left), outcome);
                 }
-                Err(Failure { error, request: back }) => {
+                Err(Failure {
+                    error,
+                    request: back,
+                    headers: sent_headers,
+                }) => {
                     drop(slot);
                     match &error {
                         // Out of descriptors is the proxy's trouble, never the backend's.
@@ -233,7 +241,7 @@ impl Proxy {
                         } else {
                             replay.as_ref().and_then(Replay::again)?
                         };
-                        let headers = if last_try { spare.take()? } else { spare.clone()? };
+                        let headers = sent_headers.or_else(|| spare.take()).filter(|_| rebuildable)?;
                         Some(rebuild(&method, &path, headers, body))
                     });
                     let retryable = !last_try && may_retry(&method, &error, next.is_some());
@@ -309,8 +317,9 @@ fn busy(routing: &Routing, pick: Pick, why: Rejection, method: &Method) -> Respo
 /// backend's connection now speaks another protocol): a failed try, answered 502.
 fn unasked_switch() -> Failure {
     Failure {
-        error: SendError::Failed("backend switched protocols without an upgrade request".into()),
+        error: SendError::Failed(crate::upstream::UNASKED_SWITCH.into()),
         request: None,
+        headers: None,
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Pool {
 pub struct Failure {
     pub error: SendError,
     pub request: Option<Request<RequestBody>>,
+    /// When it left (HTTP/1.1): its header fields, given back so that a retry rebuilds
+    /// the request without a copy made before every try.
+    pub headers: Option<http::HeaderMap>,
 }
 
 impl Pool {
@@ -123,6 +126,11 @@ impl Pool {
                 done => return done,
             }
         }
+    }
+
+    /// Whether this backend is spoken to in HTTP/2 (its one shared connection).
+    pub fn is_http2(&self) -> bool {
+        self.connector.is_http2()
     }
 
     /// Boxed: connecting (TCP, TLS handshake) is the cold path, and inline its state
@@ -210,7 +218,7 @@ async fn exchange(
         })
         .await;
         match exchanged {
-            Err(_) => return Err(timed_out()),
+            Err(_) => return Err(timed_out().with(parts.headers)),
             Ok(Err((error, body))) => return Err(unsent(error, parts, body)),
             Ok(Ok((head, _))) => (head, None),
         }
@@ -230,17 +238,26 @@ async fn exchange(
                     return Err(Failure {
                         error: SendError::ClientBody(error),
                         request: None,
+                        headers: None,
                     })
                 }
-                Err(UploadError::Connection(error)) => return Err(failed(Box::new(error))),
+                Err(UploadError::Connection(error)) => return Err(failed(Box::new(error)).with(parts.headers)),
             },
         };
         match tokio::time::timeout(timeout, conn.read_head(head_request)).await {
-            Err(_) => return Err(timed_out()),
+            Err(_) => return Err(timed_out().with(parts.headers)),
             Ok(head) => (head, rest),
         }
     };
-    let head = head.map_err(failed)?;
+    let head = match head {
+        Ok(head) => head,
+        Err(error) => return Err(failed(error).with(parts.headers)),
+    };
+    if head.response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+        && !parts.headers.contains_key(http::header::UPGRADE)
+    {
+        return Err(failed(UNASKED_SWITCH.into()).with(parts.headers));
+    }
     // After an early answer the connection is not at a clean boundary: it closes.
     let home = (upload.is_none() && head.keep_alive).then(|| idle.clone());
     let body = H1Body::new(conn, head.framing, home, upload);
@@ -255,7 +272,7 @@ fn unsent(error: WriteError, parts: http::request::Parts, body: RequestBody) -> 
             Request::from_parts(parts, body),
         )
     } else {
-        failed(Box::new(error.error))
+        failed(Box::new(error.error)).with(parts.headers)
     }
 }
 
@@ -264,6 +281,7 @@ fn not_sent(error: SendError, request: Request<RequestBody>) -> Failure {
     Failure {
         error,
         request: Some(request),
+        headers: None,
     }
 }
 
@@ -271,6 +289,20 @@ fn failed(error: crate::body::BoxError) -> Failure {
     Failure {
         error: SendError::Failed(error),
         request: None,
+        headers: None,
+    }
+}
+
+/// A 101 to a request that asked for no upgrade (no `Upgrade` field went out).
+pub const UNASKED_SWITCH: &str = "backend switched protocols without an upgrade request";
+
+impl Failure {
+    /// The same failure, with the header fields of the request that left.
+    fn with(self, headers: http::HeaderMap) -> Failure {
+        Failure {
+            headers: Some(headers),
+            ..self
+        }
     }
 }
 
@@ -296,6 +328,7 @@ fn timed_out() -> Failure {
     Failure {
         error: SendError::Timeout,
         request: None,
+        headers: None,
     }
 }
 
@@ -330,5 +363,9 @@ fn classify(
     } else {
         SendError::Failed(Box::new(error))
     };
-    Failure { error, request }
+    Failure {
+        error,
+        request,
+        headers: None,
+    }
 }
