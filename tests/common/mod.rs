@@ -121,6 +121,28 @@ pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) ->
     None
 }
 
+/// Like `eventually`, for a condition that has to be awaited (an admin call, /metrics).
+pub async fn eventually_async<F, Fut>(limit: Duration, mut condition: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if condition().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Requests in flight to site `name` (its `load.in_flight` in `/status`).
+pub async fn site_in_flight(admin_status_url: String, name: &str) -> Option<u64> {
+    let (_, status) = admin_call(http::Method::GET, admin_status_url, "").await;
+    status["sites"].as_array()?.iter().find(|s| s["name"] == name)?["load"]["in_flight"].as_u64()
+}
+
 /// FNV-1a over a byte stream, to compare what was sent with what arrived.
 #[derive(Clone, Copy)]
 pub struct Fnv(pub u64);
