@@ -107,6 +107,7 @@ async fn answer(path: &str, now: Arc<AtomicUsize>, most: Arc<AtomicUsize>, relea
             Response::new(Full::new(Bytes::from_static(b"held")).boxed())
         }
         _ => {
+            // pacing: a slow answer holds its slot for 300 ms.
             tokio::time::sleep(Duration::from_millis(300)).await;
             drop(held);
             Response::new(Full::new(Bytes::from_static(b"slow")).boxed())
