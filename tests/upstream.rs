@@ -144,6 +144,7 @@ async fn serve(
                 return;
             }
             if reply.piece == 1 {
+                // pacing: one byte per segment, the head arriving in many reads.
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
         }
