@@ -12,6 +12,9 @@ use super::{config, site, TestProxy};
 const ETCD: &str = "/usr/bin/etcd";
 const ETCDCTL: &str = "/usr/bin/etcdctl";
 
+/// A key as etcd holds it: its name, the revision it was last written at, its value.
+pub type Written = (String, i64, String);
+
 pub struct Etcd {
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -168,7 +171,7 @@ impl Etcd {
 
     /// etcd's revision and the keys under `prefix`, each with the revision it was last
     /// written at and its value; `None` when etcd does not answer.
-    pub fn read_prefix(&self, prefix: &str) -> Option<(i64, Vec<(String, i64, String)>)> {
+    pub fn read_prefix(&self, prefix: &str) -> Option<(i64, Vec<Written>)> {
         use base64::Engine as _;
         let out = Command::new(ETCDCTL)
             .env("ETCDCTL_API", "3")
