@@ -283,9 +283,16 @@ async fn under_a_low_open_file_limit_floods_never_make_probes_fail_or_a_backend_
             }
         }
     }
-    // Twenty probe intervals with the flood held open.
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // Twenty probes answered by the backend with the flood held open (a probe that
+    // could not get a socket would not reach it).
+    let probed = a.probes();
+    let reached = common::eventually(std::time::Duration::from_secs(10), || a.probes() >= probed + 20).await;
     drop(flood);
+    assert!(
+        reached.is_some(),
+        "probes reach the backend under the flood: {}",
+        a.probes() - probed
+    );
     let mut status = serde_json::Value::Null;
     for _ in 0..200 {
         if let Ok((code, body)) = common::get(&client(), &format!("http://{}/status", process.admin)).await {

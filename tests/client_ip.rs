@@ -88,14 +88,9 @@ async fn proxy_protocol_headers_name_the_client_at_the_backend_and_in_the_access
         "LOCAL: the peer is the client: {health}"
     );
 
-    let mut logged = String::new();
-    for _ in 0..100 {
-        logged = std::fs::read_to_string(&log).unwrap_or_default();
-        if logged.lines().count() >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    common::eventually(Duration::from_secs(2), || read().lines().count() >= 4).await;
+    let logged = read();
     for client in ["203.0.113.7", "198.51.100.9", "2001:db8::7"] {
         assert!(
             logged.contains(&format!("\"client\":\"{client}\"")),
@@ -188,13 +183,8 @@ async fn a_trusted_forwarders_x_forwarded_for_names_the_client() {
         Some("198.51.100.1, 10.1.2.3, 127.0.0.1"),
         "appended as before: {answer}"
     );
-    let mut logged = String::new();
-    for _ in 0..100 {
-        logged = std::fs::read_to_string(&log).unwrap_or_default();
-        if !logged.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    common::eventually(Duration::from_secs(2), || !read().is_empty()).await;
+    let logged = read();
     assert!(logged.contains("\"client\":\"198.51.100.1\""), "{logged}");
 }

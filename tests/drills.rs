@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use common::etcd::{connected, fleet_section, weight_override, Etcd};
-use common::{client, config, eventually, site, Backend, Load, TestProxy};
+use common::{client, config, eventually, served_more, site, Backend, Load, TestProxy};
 
 const HEALTH: &str = "[health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nfall = 2\nrise = 1\nslow_start = \"0s\"\n";
 
@@ -83,7 +83,7 @@ async fn a_drill_whose_peers_answer_503_is_aborted_within_seconds_and_traffic_co
     ))
     .await;
     let load = Load::start(proxy.url("/"), 2);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    served_more(&[&a], 20).await;
     let started = Instant::now();
     let (status, answer) = admin(&proxy, Method::POST, "/sites/a/drill", r#"{"duration": "60s"}"#).await;
     assert_eq!(status, 200, "{answer}");
@@ -164,7 +164,7 @@ async fn a_drill_with_healthy_peers_runs_to_its_end() {
     ))
     .await;
     let load = Load::start(proxy.url("/"), 4);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    served_more(&[&a, &b], 20).await;
     let (status, answer) = admin(&proxy, Method::POST, "/sites/b/drill", r#"{"duration": "2s"}"#).await;
     assert_eq!(status, 200, "{answer}");
     let id = answer["drill"].as_u64().unwrap();
@@ -251,7 +251,9 @@ async fn a_drill_aborted_on_a_fleet_member_is_not_started_again_by_the_next_revi
     assert!(etcd.ctl(&["put", "/sg/drills/sites/b/weight", "40"]));
     let applied = eventually(Duration::from_secs(5), || weight_override(&proxy, "b") == Some(40)).await;
     assert!(applied.is_some(), "the revision was applied");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Over the next 50 requests served by a after it: a drill of a started again would
+    // take a's traffic away (and count a second drill_started below).
+    served_more(&[&a], 50).await;
     load.stop().await;
     let started = proxy
         .server

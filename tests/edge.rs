@@ -50,6 +50,7 @@ async fn scripted_backend(
                             return;
                         }
                         if !late.is_empty() {
+                            // pacing: the rest of the answer comes `pause` later.
                             tokio::time::sleep(pause).await;
                             if stream.write_all(late).await.is_err() {
                                 return;
@@ -287,10 +288,23 @@ async fn a_long_request_line_pipelined_behind_a_slow_answer_leaves_that_answer_w
         .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // In flight: its answer's head has reached the client, its body not yet.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the answer's head arrives")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before the answer's head: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
     let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(30_000));
     let _ = stream.write_all(long.as_bytes()).await;
-    let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(
@@ -316,6 +330,7 @@ async fn an_http2_preface_split_over_two_reads_is_still_http2() {
     let proxy = TestProxy::start(&config(limits, &[site("a", 1, 0, &[a.addr])])).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream.write_all(b"PRI * HT").await.unwrap();
+    // pacing: the preface arrives in two reads.
     tokio::time::sleep(Duration::from_millis(200)).await;
     stream.write_all(b"TP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
     // An empty SETTINGS frame, then 600 PINGs (17 bytes each, no line end among them).
@@ -431,6 +446,7 @@ async fn an_http2_connection_trickling_an_unfinished_request_is_closed() {
             if writer.write_all(&[byte]).await.is_err() {
                 return;
             }
+            // pacing: a byte every 200 ms, a HEADERS frame that trickles.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
@@ -471,6 +487,7 @@ async fn a_chunk_of_2_to_the_63_bytes_is_refused_with_400() {
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let head = "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
+    // pacing: the huge chunk size arrives in a read of its own, after the first chunk.
     tokio::time::sleep(Duration::from_millis(100)).await;
     stream.write_all(b"8000000000000000\r\nabc").await.unwrap();
     let mut answer = Vec::new();
@@ -710,6 +727,7 @@ async fn an_invalid_http2_preface_gets_goaway_protocol_error() {
     for writes in cases {
         let mut raw = RawH2::connect(proxy.addr, writes[0]).await;
         for more in &writes[1..] {
+            // pacing: each piece of the preface arrives in a read of its own.
             tokio::time::sleep(Duration::from_millis(100)).await;
             raw.send(more).await;
         }

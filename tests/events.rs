@@ -18,7 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use common::{client, config, eventually, site, Backend, Load, TestProxy};
+use common::{client, config, eventually, served_more, site, site_drained, Backend, Load, TestProxy};
 
 /// One delivery: when it arrived, the event, its Authorization header.
 type Delivery = (Instant, Value, Option<String>);
@@ -107,7 +107,7 @@ async fn a_killed_site_is_reported_to_a_webhook_within_a_second_with_its_figures
     ))
     .await;
     let load = Load::start(proxy.url("/"), 8);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    served_more(&[&a, &b], 50).await;
     let killed = Instant::now();
     b.kill();
     // Polled every 2 ms: the client-side figure the proxy's own is compared with.
@@ -161,7 +161,8 @@ async fn a_drill_under_load_moves_traffic_without_errors_and_brings_it_back() {
     ))
     .await;
     let load = Load::start(proxy.url("/"), 8);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    served_more(&[&a, &b], 50).await;
+    let drilled = Instant::now();
     let (status, answer) = admin(&proxy, Method::POST, "/sites/b/drill", r#"{"duration": "1500ms"}"#).await;
     assert_eq!(status, 200, "{answer}");
     let id = answer["drill"].as_u64().unwrap();
@@ -177,10 +178,18 @@ async fn a_drill_under_load_moves_traffic_without_errors_and_brings_it_back() {
             .0,
         404
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The requests b had in flight when the drill began have ended...
+    let drained = site_drained(&proxy, "b").await;
+    assert!(drained.is_some(), "b's requests in flight end");
+    // ...and over the next 400 requests served (all by a), not one goes to b.
     let during = b.hits();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    served_more(&[&a], 400).await;
     assert_eq!(b.hits(), during, "traffic is off the site during the drill");
+    assert!(
+        drilled.elapsed() < Duration::from_millis(1500),
+        "the window fell within the drill ({:?})",
+        drilled.elapsed()
+    );
     let back = eventually(Duration::from_secs(5), || b.hits() > during).await;
     let tally = load.stop().await;
     assert!(back.is_some(), "traffic came back after the drill");
@@ -225,17 +234,27 @@ async fn a_hanging_receiver_costs_traffic_nothing_and_its_queue_is_bounded() {
         );
         assert_eq!(admin(&proxy, Method::DELETE, "/sites/b/drill", "").await.0, 200);
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The load goes on past the burst, with the receiver still hanging: 200 requests
+    // more through a (b is back at full weight or on its way there).
+    served_more(&[&a], 200).await;
     let tally = load.stop().await;
     assert_eq!(tally.errors, 0, "{:?}", tally.error_samples);
     assert!(tally.max_latency < Duration::from_secs(1), "{:?}", tally.max_latency);
-    let (_, metrics) = common::get(&client(), &proxy.admin_url("/metrics")).await.unwrap();
-    let dropped = metrics
-        .lines()
-        .find(|l| l.starts_with("splitgate_events_dropped_total{sink=\"notify\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let mut dropped = 0.0;
+    // The last drops are counted as the last events are emitted.
+    for _ in 0..100 {
+        let (_, metrics) = common::get(&client(), &proxy.admin_url("/metrics")).await.unwrap();
+        dropped = metrics
+            .lines()
+            .find(|l| l.starts_with("splitgate_events_dropped_total{sink=\"notify\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if dropped >= 8.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     println!("{dropped} events dropped for the hanging receiver");
     assert!(dropped >= 8.0, "12 events, 1 in delivery, 2 queued: {dropped} dropped");
     assert!(receiver.got.lock().unwrap().is_empty());

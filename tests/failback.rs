@@ -87,8 +87,15 @@ async fn a_site_held_by_hand_gets_nothing_until_released_then_its_share_at_once(
     let recovered = events(&proxy, Kind::SiteRecovered);
     assert_eq!(recovered.len(), 1);
     assert!(recovered[0].detail["held_until"].is_null(), "manual: no end");
-    // Healthy but held: every request goes to a.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Healthy but held: every request goes to a, also after b has passed 5 more probes
+    // (a hold that let go after some healthy probes would show here).
+    let probed = b.probes();
+    assert!(
+        until(Duration::from_secs(10), || b.probes() >= probed + 5)
+            .await
+            .is_some(),
+        "b is probed"
+    );
     let hits = b.hits();
     assert_eq!(spread(&proxy, 40).await, (40, 0));
     assert_eq!(b.hits(), hits, "not one request to the held site");

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, config, eventually, get, site, Backend, Load, TestProxy};
+use common::{client, config, eventually, get, served_more, site, site_drained, Backend, Load, TestProxy};
 
 const HEALTH: &str = r#"
 [health]
@@ -23,7 +23,7 @@ fn site_healthy(proxy: &TestProxy, name: &str) -> bool {
     proxy.server.site(name).is_some_and(|s| s.healthy)
 }
 
-/// Two sites 50/50 under 8 looping clients; `fail` breaks site b half a second in.
+/// Two sites 50/50 under 8 looping clients; `fail` breaks site b once both serve.
 /// Returns how long until b was marked down, and what the clients saw.
 async fn outage(fail: impl FnOnce(&Backend), limit: Duration) -> (Option<Duration>, common::Tally) {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
@@ -33,10 +33,11 @@ async fn outage(fail: impl FnOnce(&Backend), limit: Duration) -> (Option<Duratio
     ))
     .await;
     let load = Load::start(proxy.url("/"), 8);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    served_more(&[&a, &b], 50).await;
     fail(&b);
     let marked = eventually(limit, || !site_healthy(&proxy, "b")).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The clients go on past the mark: 200 more requests served by a.
+    served_more(&[&a], 200).await;
     (marked, load.stop().await)
 }
 
@@ -138,16 +139,17 @@ async fn the_standby_site_takes_over_when_both_active_sites_die_and_hands_back()
     .await;
     println!("standby took over after {took_over:?}");
     assert!(took_over.expect("standby takes over") < Duration::from_secs(3));
-    let before = dr.hits();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(dr.hits() > before, "the standby serves");
+    // The standby serves (served_more panics if not): 20 requests more.
+    served_more(&[&dr], 20).await;
 
     let a = Backend::start_on("a", a_addr).await;
     let handed_back = eventually(Duration::from_secs(10), || site_healthy(&proxy, "a")).await;
     assert!(handed_back.is_some(), "site a comes back");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What the standby had in flight as a came back has ended; over the next 200
+    // requests served by a, not one goes to the standby.
+    assert!(site_drained(&proxy, "dr").await.is_some(), "the standby's requests end");
     let (dr_before, a_before) = (dr.hits(), a.hits());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    served_more(&[&a], 200).await;
     let tally = load.stop().await;
     assert_eq!(
         dr.hits(),

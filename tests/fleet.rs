@@ -163,9 +163,14 @@ async fn with_etcd_down_members_serve_refuse_writes_restart_with_the_last_decisi
         put(fleet[0].admin_url("/weights"), r#"{"a": 100, "b": 0}"#).await.0,
         200
     );
-    let seen = wait(Duration::from_secs(5), || state_file.exists()).await;
-    assert!(seen.is_some());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The process has the decisions in its state file (what it restarts with below).
+    let kept = || std::fs::read_to_string(&state_file).unwrap_or_default();
+    let seen = wait(Duration::from_secs(5), || {
+        let kept = kept();
+        kept.contains("\"a\": 100") && kept.contains("\"b\": 0")
+    })
+    .await;
+    assert!(seen.is_some(), "{}", kept());
 
     etcd.kill();
     assert!(
@@ -341,15 +346,80 @@ async fn a_member_logs_in_to_etcd_with_a_username_and_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_members_do_not_keep_writing_to_etcd() {
+    // Time is the measure here: a write that does not happen sends no signal. The window
+    // holds two keep-alive ticks (every 3 s) of every member, so a member that rewrote
+    // its key (or any other) on each tick, or after each other member's write, shows.
+    const IDLE_WINDOW: Duration = Duration::from_secs(7);
     let Some(etcd) = Etcd::start() else { return };
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let fleet = members(&etcd, "/sg/t5", &a, &b).await;
-    let revision = |m: &TestProxy| m.server.fleet_status().unwrap()["revision"].as_i64().unwrap();
-    // Let every member announce itself once (keep-alive ticks every 3 s).
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let before = revision(&fleet[0]);
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    let after = revision(&fleet[0]);
-    println!("etcd revision over 7 idle seconds: {before} -> {after}");
-    assert!(after - before <= 1, "idle members wrote {} revisions", after - before);
+    let names = ["edge-1", "edge-2", "edge-3"];
+    // Settled: every member has announced itself, the revision of the decisions it
+    // applied in its member key (a member re-announces on its next keep-alive tick after
+    // it applies a decision, the fleet's epoch among them), and published its view; each
+    // sees all three members and all three views, nothing down, and the same leader, and
+    // has taken etcd's latest revision from its watch.
+    let settled = || {
+        let Some((revision, kvs)) = etcd.read_prefix("/sg/t5/") else {
+            return false;
+        };
+        let decided = kvs
+            .iter()
+            .filter(|(key, ..)| key == "/sg/t5/epoch" || key.starts_with("/sg/t5/sites/"))
+            .map(|(_, written, _)| *written)
+            .max()
+            .unwrap_or(0);
+        let announced: Vec<i64> = kvs
+            .iter()
+            .filter(|(key, ..)| key.starts_with("/sg/t5/members/"))
+            .filter_map(|(_, _, value)| serde_json::from_str::<Value>(value).ok()?["revision"].as_i64())
+            .collect();
+        let statuses: Vec<Value> = fleet.iter().map(|m| m.server.fleet_status().unwrap()).collect();
+        let leader = &statuses[0]["leader"];
+        announced.len() == names.len()
+            && announced.iter().all(|&r| r >= decided)
+            && !leader.is_null()
+            && statuses.iter().all(|s| {
+                s["connected"] == true
+                    && s["members"] == serde_json::json!(names)
+                    && s["leader"] == *leader
+                    && names.iter().all(|n| s["views"][n]["down"] == serde_json::json!([]))
+                    && s["revision"].as_i64() == Some(revision)
+            })
+    };
+    let announced = wait(Duration::from_secs(15), settled).await;
+    assert!(
+        announced.is_some(),
+        "the fleet never settled: {:?} {:?}",
+        etcd.written_since("/sg/t5/", 0),
+        fleet.iter().map(|m| m.server.fleet_status()).collect::<Vec<_>>()
+    );
+    let before = etcd.revision().expect("etcd answers");
+    // Sampled through the window: a member that dropped out would write nothing and
+    // prove nothing, so every member must stay connected all along.
+    let started = Instant::now();
+    while started.elapsed() < IDLE_WINDOW {
+        assert!(fleet.iter().all(connected), "a member dropped out of the fleet");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let after = etcd.revision().expect("etcd answers");
+    println!("etcd revision over {IDLE_WINDOW:?} idle: {before} -> {after}");
+    assert!(
+        after - before <= 1,
+        "idle members wrote {} revisions: {:?}",
+        after - before,
+        etcd.written_since("/sg/t5/", before)
+    );
+    // Still alive at the end: all keep their member keys (the leases were kept alive)
+    // and have seen every revision there is.
+    for name in names {
+        assert!(
+            etcd.get(&format!("/sg/t5/members/{name}")).is_some(),
+            "{name}'s key is gone"
+        );
+    }
+    assert!(
+        wait(Duration::from_secs(5), settled).await.is_some(),
+        "every member is still connected and current"
+    );
 }

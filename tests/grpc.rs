@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -46,23 +46,31 @@ impl Body for Frames {
 
 /// A gRPC-shaped h2c server: `/echo.Echo/Say` answers the request's message back with
 /// `grpc-status: 0` trailers; `/echo.Echo/Fail` answers trailers-only `grpc-status: 5`.
-/// Probes (`/healthz`) get 200. Counts the requests that came over HTTP/2.
-async fn grpc_backend() -> SocketAddr {
-    grpc_backend_serving(Arc::new(AtomicBool::new(true))).await
+/// Probes (`/healthz`) get 200 and are counted in `probes`.
+async fn grpc_backend(probes: Arc<AtomicU64>) -> SocketAddr {
+    grpc_backend_counting(Arc::new(AtomicBool::new(true)), probes).await
 }
 
 /// As `grpc_backend`; its gRPC health service answers SERVING while `serving` holds.
 async fn grpc_backend_serving(serving: Arc<AtomicBool>) -> SocketAddr {
+    grpc_backend_counting(serving, Arc::new(AtomicU64::new(0))).await
+}
+
+/// As `grpc_backend_serving`, counting in `probes` the plain health checks (`/healthz`).
+async fn grpc_backend_counting(serving: Arc<AtomicBool>, probes: Arc<AtomicU64>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let serving = serving.clone();
+            let (serving, probes) = (serving.clone(), probes.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
-                    let serving = serving.clone();
+                    let (serving, probes) = (serving.clone(), probes.clone());
                     async move {
                         let path = request.uri().path().to_string();
+                        if path == "/healthz" {
+                            probes.fetch_add(1, Ordering::SeqCst);
+                        }
                         let version = format!("{:?}", request.version());
                         let message = request
                             .into_body()
@@ -117,11 +125,17 @@ fn grpc_message(payload: &[u8]) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_call_through_an_h2c_site_keeps_its_messages_and_trailers() {
-    let backend = grpc_backend().await;
+    let probes = Arc::new(AtomicU64::new(0));
+    let backend = grpc_backend(probes.clone()).await;
     let site = format!("[[site]]\nname = \"grpc\"\nweight = 1\nprotocol = \"h2c\"\nbackends = [\"{backend}\"]\n");
     let proxy = TestProxy::start(&config("[health]\ninterval = \"100ms\"\n", &[site])).await;
-    // The prober speaks HTTP/2 too: the site stays healthy.
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // The prober speaks HTTP/2 too: the site stays healthy once the backend has answered
+    // four probes (at least three judged, more than `fall`).
+    let probed = common::eventually(std::time::Duration::from_secs(10), || {
+        probes.load(Ordering::SeqCst) >= 4
+    })
+    .await;
+    assert!(probed.is_some(), "the h2c backend is probed");
     assert!(proxy.server.sites()[0].healthy, "probes over h2c pass");
 
     let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();

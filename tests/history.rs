@@ -27,6 +27,63 @@ async fn admin_json(url: String, method: http::Method, body: &'static str) -> Va
     serde_json::from_slice(&body).unwrap_or(Value::Null)
 }
 
+/// The events in the history file: id, kind and detail (empty while it cannot be read).
+fn written(db: &std::path::Path) -> Vec<(u64, String, Value)> {
+    let Ok(connection) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return Vec::new();
+    };
+    let Ok(mut query) = connection.prepare("SELECT id, kind, detail FROM events ORDER BY id") else {
+        return Vec::new();
+    };
+    let rows = query.query_map([], |row| {
+        let detail: String = row.get(2)?;
+        Ok((
+            row.get::<_, i64>(0)? as u64,
+            row.get(1)?,
+            serde_json::from_str(&detail).unwrap_or(Value::Null),
+        ))
+    });
+    rows.map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+/// The events in the proxy's ring, as `written` gives them.
+async fn ring(process: &ProxyProcess) -> Vec<(u64, String, Value)> {
+    let page = admin_json(format!("http://{}/events", process.admin), http::Method::GET, "").await;
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let mut detail = e.as_object().unwrap().clone();
+            let (id, kind) = (detail.remove("id").unwrap(), detail.remove("kind").unwrap());
+            for field in ["site", "at"] {
+                detail.remove(field);
+            }
+            (
+                id.as_u64().unwrap(),
+                kind.as_str().unwrap().to_string(),
+                Value::Object(detail),
+            )
+        })
+        .collect()
+}
+
+/// Waits (10 s at most) until the history file holds `n` events, each as the ring has
+/// it (with its settled figures and amendments); returns what the file holds.
+async fn history_holds(db: &std::path::Path, process: &ProxyProcess, n: usize) -> Vec<(u64, String, Value)> {
+    let start = Instant::now();
+    loop {
+        let (file, ring) = (written(db), ring(process).await);
+        if (file.len() == n && file == ring) || start.elapsed() > Duration::from_secs(10) {
+            assert_eq!(file, ring, "the history file holds what the ring has");
+            assert_eq!(file.len(), n, "{file:?}");
+            return file;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn kinds(process: &ProxyProcess) -> Vec<(u64, String)> {
     let page = admin_json(format!("http://{}/events", process.admin), http::Method::GET, "").await;
     page["events"]
@@ -78,7 +135,8 @@ async fn events_survive_a_restart_and_the_report_counts_them() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(seen, [(1, "drill_started".to_string()), (2, "drill_ended".to_string())]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Written to the history file before the process is stopped.
+    history_holds(&db, &first, 2).await;
     first.signal("TERM");
     assert!(first.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
 
@@ -100,7 +158,7 @@ async fn events_survive_a_restart_and_the_report_counts_them() {
     }
     assert_eq!(now.last(), Some(&(4, "drill_ended".to_string())), "{now:?}");
     // The history writer has the events once the settle and its write are done.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    history_holds(&db, &second, 4).await;
     let (ok, text, _) = report(&second.config_path, &[]);
     assert!(ok, "{text}");
     assert!(text.contains("site b"), "{text}");

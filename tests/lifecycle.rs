@@ -219,7 +219,8 @@ async fn sigusr2_upgrades_under_load_with_no_failed_request_and_the_drain_kept()
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients = loop_clients(old.addr, stop.clone());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Under load: the clients' requests are reaching a.
+    common::served_more(&[&a], 50).await;
     let signalled = Instant::now();
     old.signal("USR2");
     let mut new_pid = None;
@@ -240,7 +241,8 @@ async fn sigusr2_upgrades_under_load_with_no_failed_request_and_the_drain_kept()
         exited.is_some_and(|s| s.success()),
         "the old process drained and exited 0: {exited:?}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The clients go on against the new process alone: 100 requests more.
+    common::served_more(&[&a], 100).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut sent, mut failed, mut first) = (0, 0, String::new());
     for task in clients {
@@ -295,7 +297,8 @@ async fn a_broken_new_binary_leaves_the_old_process_serving() {
     while !old.stderr().contains("upgrade failed") && started.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The clients go on after the failed upgrade: 100 requests more, served by the old process.
+    common::served_more(&[&a], 100).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut failed = 0;
     for task in clients {
@@ -430,7 +433,10 @@ async fn the_old_process_draining_after_an_upgrade_never_writes_over_the_new_one
     assert_eq!(code, 200);
     // A slow request keeps the old process draining after the upgrade.
     let slow = tokio::spawn(get_owned(format!("http://{}/sleep/3000", old.addr)));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // In flight on the old process: a has it (b weighs 0; counted as it arrives).
+    assert!(common::eventually(Duration::from_secs(5), || a.hits() >= 1)
+        .await
+        .is_some());
     let old_pid = u64::from(old.pid());
     old.signal("USR2");
     let mut new_pid = None;

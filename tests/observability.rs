@@ -214,7 +214,9 @@ async fn sigusr1_reopens_the_access_log_after_rotation() {
     let rotated = dir.path().join("access.log.1");
     std::fs::rename(&path, &rotated).unwrap();
     proxy.signal("USR1");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Reopened: the writer has created the file again at its path.
+    let reopened = common::eventually(Duration::from_secs(10), || path.exists()).await;
+    assert!(reopened.is_some(), "the access log is reopened: {}", proxy.stderr());
     for _ in 0..2 {
         get(&client, &url).await.unwrap();
     }
@@ -239,17 +241,32 @@ async fn remote_peers_cannot_flood_the_log_through_the_http2_library() {
             "[[listener]]\nbind = \"{l}\"\n[admin]\nbind = \"{m}\"\n[[site]]\nname = \"a\"\nweight = 1\nbackends = [\"{backend}\"]\n"
         )
     });
+    use common::h2_frames::{frame, RawH2, PREFACE};
+    const PING: u8 = 6;
     let mut held = Vec::new();
     for _ in 0..60 {
-        let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-        let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        frames.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS
-        frames.extend_from_slice(&[0, 0, 8, 6, 1, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]); // PING, ACK
-        use tokio::io::AsyncWriteExt;
-        stream.write_all(&frames).await.unwrap();
-        held.push(stream);
+        // The preface and SETTINGS, then the PING ACK nobody asked for, then a PING of
+        // our own: its answer says the server has read the ACK before it.
+        let mut raw = RawH2::connect(proxy.addr, PREFACE).await;
+        raw.send(&frame(PING, 1, 0, &[1, 2, 3, 4, 5, 6, 7, 8])).await;
+        raw.send(&frame(PING, 0, 0, b"answered")).await;
+        held.push(raw);
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for raw in &mut held {
+        // Answered, or the connection closed: either way the ACK was taken.
+        raw.frames_until(Duration::from_secs(10), |f| {
+            f.kind == PING && f.flags & 1 == 1 && f.payload == b"answered"
+        })
+        .await;
+    }
+    // Whatever was logged meanwhile is in stderr before a line logged after it: the
+    // reopen that SIGUSR1 logs (no access log here: nothing else happens).
+    proxy.signal("USR1");
+    let marked = common::eventually(Duration::from_secs(10), || {
+        proxy.stderr().contains("SIGUSR1: reopening the access log")
+    })
+    .await;
+    assert!(marked.is_some(), "{}", proxy.stderr());
     drop(held);
     let log = proxy.stderr();
     let lines = log.lines().filter(|l| l.contains("PING")).count();

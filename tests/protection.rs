@@ -107,6 +107,7 @@ async fn answer(path: &str, now: Arc<AtomicUsize>, most: Arc<AtomicUsize>, relea
             Response::new(Full::new(Bytes::from_static(b"held")).boxed())
         }
         _ => {
+            // pacing: a slow answer holds its slot for 300 ms.
             tokio::time::sleep(Duration::from_millis(300)).await;
             drop(held);
             Response::new(Full::new(Bytes::from_static(b"slow")).boxed())
@@ -289,15 +290,11 @@ async fn a_queued_request_is_served_when_a_slot_comes_free() {
     );
     let second = in_background(proxy.url("/slow"));
     let proxy_ref = &proxy;
-    let mut waiting = false;
-    for _ in 0..500 {
-        if site_load(proxy_ref).await["queued"] == 1 {
-            waiting = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(waiting, "the second request waits in the queue");
+    let waiting = common::eventually_async(Duration::from_secs(10), move || async move {
+        site_load(proxy_ref).await["queued"] == 1
+    })
+    .await;
+    assert!(waiting.is_some(), "the second request waits in the queue");
     backend.release.add_permits(1);
     assert_eq!(first.await.unwrap().0, StatusCode::OK);
     let (status, _, body) = second.await.unwrap();

@@ -184,6 +184,7 @@ async fn a_partial_head_pipelined_behind_a_request_is_closed_after_client_header
         let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
         for bytes in writes {
             stream.write_all(bytes).await.unwrap();
+            // pacing: each piece arrives in a read of its own.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let mut rest = Vec::new();

@@ -264,7 +264,10 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
     let mut proxy = ProxyProcess::start(|l, m| two_sites(l, m, (aa, 1), (aa, 0), "[timeouts]\ndrain = \"10s\"\n"));
     let url = format!("http://{}/sleep/3000", proxy.addr);
     let in_flight = tokio::spawn(async move { get(&client(), &url).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // In flight: the backend has it (counted as it arrives, before its 3 s).
+    assert!(common::eventually(Duration::from_secs(5), || a.hits() >= 1)
+        .await
+        .is_some());
     proxy.signal("TERM");
     let (status, body) = in_flight.await.unwrap().expect("the in-flight request completes");
     assert_eq!((status.as_u16(), body.as_str()), (200, "a"));

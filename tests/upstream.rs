@@ -88,22 +88,36 @@ fn reply(bytes: &[u8]) -> Reply {
 struct Scripted {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    closes: Arc<AtomicUsize>,
 }
 
 impl Scripted {
     async fn start(answer: fn(&str) -> Reply) -> Scripted {
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counter = connections.clone();
-        let addr = spawn_backend(move |stream| serve(stream, answer, counter.clone())).await;
-        Scripted { addr, connections }
+        let (connections, closes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let counters = (connections.clone(), closes.clone());
+        let addr = spawn_backend(move |stream| serve(stream, answer, counters.clone())).await;
+        Scripted {
+            addr,
+            connections,
+            closes,
+        }
     }
 
     fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+
+    /// Connections this backend closed after a reply (its FIN sent).
+    fn closes(&self) -> usize {
+        self.closes.load(Ordering::SeqCst)
+    }
 }
 
-async fn serve(mut stream: TcpStream, answer: fn(&str) -> Reply, connections: Arc<AtomicUsize>) {
+async fn serve(
+    mut stream: TcpStream,
+    answer: fn(&str) -> Reply,
+    (connections, closes): (Arc<AtomicUsize>, Arc<AtomicUsize>),
+) {
     stream.set_nodelay(true).unwrap();
     let mut seen = Vec::new();
     let mut counted = false;
@@ -130,6 +144,7 @@ async fn serve(mut stream: TcpStream, answer: fn(&str) -> Reply, connections: Ar
                 return;
             }
             if reply.piece == 1 {
+                // pacing: one byte per segment, the head arriving in many reads.
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
         }
@@ -137,6 +152,7 @@ async fn serve(mut stream: TcpStream, answer: fn(&str) -> Reply, connections: Ar
             // A lingering close, as real servers do: the rest of an upload is read and
             // dropped, so the answer is not lost to a reset.
             let _ = stream.shutdown().await;
+            closes.fetch_add(1, Ordering::SeqCst);
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
                 while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
             })
@@ -276,6 +292,11 @@ async fn a_pooled_connection_the_backend_closed_is_not_used_for_the_next_post() 
     for round in 0..5 {
         let (status, _, body) = call(&proxy, Method::POST, "order").await;
         assert_eq!((status, body.as_str()), (200, "ok"), "POST {round}");
+        // The backend has closed the connection (its FIN is sent)...
+        let closed = common::eventually(Duration::from_secs(5), || backend.closes() > round).await;
+        assert!(closed.is_some(), "the backend closes after its answer");
+        // ...pacing: and the connection then sits idle in the pool a while, as between two
+        // real requests, for the proxy's runtime to have taken in the close.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(backend.connections(), 5);

@@ -194,11 +194,36 @@ async fn with_max_connections_1_each_client_in_turn_is_served_whichever_worker_a
         .expect("the first client is served")
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    let waiting = tokio::spawn(get_once(proxy.addr));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!waiting.is_finished(), "served beyond max_connections");
+    // A second client sends its request...
+    let mut waiting = TcpStream::connect(proxy.addr).await.unwrap();
+    waiting
+        .write_all(b"GET /w HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // ...and is not answered while the held connection gets 50 more answers.
+    for _ in 0..50 {
+        held.write_all(b"GET /w HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"ok\n") {
+            let n = tokio::time::timeout(Duration::from_secs(10), held.read(&mut buf))
+                .await
+                .expect("the held connection is served")
+                .unwrap();
+            assert!(n > 0, "the held connection was closed");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let mut none = [0u8; 64];
+        let early = waiting.try_read(&mut none);
+        assert!(
+            early
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            "served beyond max_connections: {early:?}"
+        );
+    }
     drop(held);
-    let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), waiting.read_to_string(&mut answer))
         .await
         .expect("served once the first connection closed")
         .unwrap();

@@ -27,6 +27,7 @@ pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     hits: Arc<AtomicU64>,
+    probes: Arc<AtomicU64>,
     healthy: Arc<AtomicBool>,
     hang: Arc<AtomicBool>,
     resumed: Arc<AtomicU64>,
@@ -58,6 +59,7 @@ impl Backend {
         let listener = socket.listen(1024).unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
+        let probes = Arc::new(AtomicU64::new(0));
         let healthy = Arc::new(AtomicBool::new(true));
         let hang = Arc::new(AtomicBool::new(false));
         let resumed = Arc::new(AtomicU64::new(0));
@@ -66,6 +68,7 @@ impl Backend {
             name: name.to_string(),
             addr,
             hits: hits.clone(),
+            probes: probes.clone(),
             healthy: healthy.clone(),
             hang: hang.clone(),
             resumed: resumed.clone(),
@@ -77,6 +80,7 @@ impl Backend {
             name,
             Flags {
                 hits,
+                probes,
                 healthy,
                 hang,
                 resumed,
@@ -90,6 +94,12 @@ impl Backend {
     /// Requests served, health checks not counted.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Health checks answered (`/healthz`, healthy or not): a count of probe rounds,
+    /// to bound a window by probes seen rather than by wall time.
+    pub fn probes(&self) -> u64 {
+        self.probes.load(Ordering::SeqCst)
     }
 
     /// TLS handshakes that resumed an earlier session.
@@ -121,6 +131,7 @@ impl Drop for Backend {
 #[derive(Clone)]
 struct Flags {
     hits: Arc<AtomicU64>,
+    probes: Arc<AtomicU64>,
     healthy: Arc<AtomicBool>,
     hang: Arc<AtomicBool>,
     resumed: Arc<AtomicU64>,
@@ -181,6 +192,7 @@ async fn handle(mut request: Request<Incoming>, name: Arc<str>, flags: Flags) ->
     }
     let path = request.uri().path().to_string();
     if path == "/healthz" {
+        flags.probes.fetch_add(1, Ordering::SeqCst);
         let up = flags.healthy.load(Ordering::SeqCst);
         let status = if up {
             StatusCode::OK

@@ -12,6 +12,9 @@ use super::{config, site, TestProxy};
 const ETCD: &str = "/usr/bin/etcd";
 const ETCDCTL: &str = "/usr/bin/etcdctl";
 
+/// A key as etcd holds it: its name, the revision it was last written at, its value.
+pub type Written = (String, i64, String);
+
 pub struct Etcd {
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -150,6 +153,60 @@ impl Etcd {
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
         (out.status.success() && !text.is_empty()).then_some(text)
+    }
+
+    /// etcd's current revision, read from etcd itself (every write anyone made bumps
+    /// it); `None` when etcd does not answer.
+    pub fn revision(&self) -> Option<i64> {
+        let out = Command::new(ETCDCTL)
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint(), "--dial-timeout", "1s"])
+            .args(self.tls_args(false))
+            .args(["get", "-w", "json", "--keys-only", "--limit", "1", "/"])
+            .output()
+            .ok()?;
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        answer["header"]["revision"].as_i64()
+    }
+
+    /// etcd's revision and the keys under `prefix`, each with the revision it was last
+    /// written at and its value; `None` when etcd does not answer.
+    pub fn read_prefix(&self, prefix: &str) -> Option<(i64, Vec<Written>)> {
+        use base64::Engine as _;
+        let out = Command::new(ETCDCTL)
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint(), "--dial-timeout", "1s"])
+            .args(self.tls_args(false))
+            .args(["get", "-w", "json", "--prefix", prefix])
+            .output()
+            .ok()?;
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let decode = |v: &serde_json::Value| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap_or_default())
+                .unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        let kvs = answer["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|kv| {
+                let written = kv["mod_revision"].as_i64().unwrap_or(0);
+                (decode(&kv["key"]), written, decode(&kv["value"]))
+            })
+            .collect();
+        Some((answer["header"]["revision"].as_i64()?, kvs))
+    }
+
+    /// The keys under `prefix` last written after `revision`, with their values (to say
+    /// what a write that should not have happened was).
+    pub fn written_since(&self, prefix: &str, revision: i64) -> Vec<String> {
+        let (_, kvs) = self.read_prefix(prefix).unwrap_or_default();
+        kvs.into_iter()
+            .filter(|(_, written, _)| *written > revision)
+            .map(|(key, written, value)| format!("{key} @{written}: {value}"))
+            .collect()
     }
 
     /// Kills etcd and throws its data away: it comes back empty, revisions from 1.

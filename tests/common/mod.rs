@@ -121,6 +121,52 @@ pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) ->
     None
 }
 
+/// Like `eventually`, for a condition that has to be awaited (an admin call, /metrics).
+pub async fn eventually_async<F, Fut>(limit: Duration, mut condition: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if condition().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Waits (10 s at most, then panics) until each of `backends` has served `n` requests
+/// more than when called: load is flowing through every one of them. A window counted
+/// in requests served, rather than in wall time.
+pub async fn served_more(backends: &[&Backend], n: u64) {
+    let from: Vec<u64> = backends.iter().map(|b| b.hits()).collect();
+    let done = eventually(Duration::from_secs(10), || {
+        backends.iter().zip(&from).all(|(b, &f)| b.hits() >= f + n)
+    })
+    .await;
+    let now: Vec<(&str, u64)> = backends.iter().map(|b| (b.name.as_str(), b.hits())).collect();
+    assert!(done.is_some(), "not {n} more requests each: {now:?} from {from:?}");
+}
+
+/// Requests in flight to site `name` (its `load.in_flight` in `/status`).
+pub async fn site_in_flight(admin_status_url: String, name: &str) -> Option<u64> {
+    let (_, status) = admin_call(http::Method::GET, admin_status_url, "").await;
+    status["sites"].as_array()?.iter().find(|s| s["name"] == name)?["load"]["in_flight"].as_u64()
+}
+
+/// Waits (5 s at most) until site `name` has no request in flight: what it was
+/// serving when traffic moved off it has ended. `None` if it never empties.
+pub async fn site_drained(proxy: &TestProxy, name: &str) -> Option<Duration> {
+    let url = proxy.admin_url("/status");
+    eventually_async(Duration::from_secs(5), || {
+        let url = url.clone();
+        async move { site_in_flight(url, name).await == Some(0) }
+    })
+    .await
+}
+
 /// FNV-1a over a byte stream, to compare what was sent with what arrived.
 #[derive(Clone, Copy)]
 pub struct Fnv(pub u64);
