@@ -133,7 +133,14 @@ pub(super) async fn exchange(conn: &mut Connection<'_>, head: crate::proxy::h1::
                 None => std::future::pending().await,
             }
         };
-        let stalled_in = Duration::from_millis(conn.activity.stalled_at(conn.timeouts).saturating_sub(now_ms()));
+        // With no request body the wait for the head is the backend's, bounded by the
+        // response timeout upstream: no timer of our own then (each one registered can
+        // cost the runtime a wake-up of its driver, a system call). Made when first
+        // polled: a disabled branch's future is still built, and a timer is not free.
+        let stalled = async {
+            let at = conn.activity.stalled_at(conn.timeouts);
+            tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await
+        };
         tokio::select! {
             biased;
             answered = &mut answer => match answered {
@@ -150,10 +157,7 @@ pub(super) async fn exchange(conn: &mut Connection<'_>, head: crate::proxy::h1::
                     conn.proxy.client_metrics.sent.increment(CONTINUE.len() as u64);
                 }
             }
-            // With no request body the wait for the head is the backend's, bounded by
-            // the response timeout upstream: no timer of our own then (each one
-            // registered can cost the runtime a wake-up of its driver, a system call).
-            _ = tokio::time::sleep(stalled_in), if home.is_some() => {
+            _ = stalled, if home.is_some() => {
                 if now_ms() >= conn.activity.stalled_at(conn.timeouts) {
                     tracing::debug!(client = %conn.client.addr, "closing client connection: no progress on a request in flight");
                     return Exchanged::Gone;
@@ -365,13 +369,29 @@ async fn flush(writer: &mut Writer, out: &mut BytesMut, stall: Duration, conn: &
     Ok(())
 }
 
-/// Writes `bytes` whole and flushes (TLS), each within `stall`.
+/// Writes `bytes` whole and flushes (TLS), each within `stall`. Most writes go out
+/// whole at once and a plain TCP flush is nothing: a timer is made only for a client
+/// slow to take bytes.
 async fn write(writer: &mut Writer, bytes: &[u8], stall: Duration) -> std::io::Result<()> {
     let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "client took no bytes");
-    tokio::time::timeout(stall, writer.io().write_all(bytes))
-        .await
-        .map_err(|_| timed_out())??;
-    tokio::time::timeout(stall, writer.io().flush())
-        .await
-        .map_err(|_| timed_out())?
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match poll_fn(|cx| Poll::Ready(writer.io().poll_write(cx, &bytes[sent..]))).await {
+            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => sent += n,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => break,
+        }
+    }
+    if sent < bytes.len() {
+        tokio::time::timeout(stall, writer.io().write_all(&bytes[sent..]))
+            .await
+            .map_err(|_| timed_out())??;
+    }
+    match poll_fn(|cx| Poll::Ready(writer.io().poll_flush(cx))).await {
+        Poll::Ready(flushed) => flushed,
+        Poll::Pending => tokio::time::timeout(stall, writer.io().flush())
+            .await
+            .map_err(|_| timed_out())?,
+    }
 }
