@@ -65,6 +65,7 @@ pub(crate) mod control;
 pub mod demo;
 pub(crate) mod descriptors;
 pub mod events;
+pub(crate) mod fields;
 pub(crate) mod fleet;
 pub(crate) mod health;
 pub mod lifecycle;

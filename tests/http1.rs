@@ -191,3 +191,24 @@ async fn a_body_the_backend_did_not_read_is_never_taken_for_the_next_request() {
         "{answer}"
     );
 }
+
+/// An upgrade asked for with a body (curl's `--http2` on a POST) cannot hand the
+/// connection over: it goes to the backend as a plain request, without the Upgrade
+/// field, so the backend answers it as usual; the connection goes on.
+#[tokio::test]
+async fn an_upgrade_asked_with_a_body_is_forwarded_as_a_plain_request() {
+    let a = Backend::start("a").await;
+    let proxy = TestProxy::start(&config("", &[site("a", 1, 0, &[a.addr])])).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    for _ in 0..2 {
+        stream
+            .write_all(
+                b"POST /headers HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\nContent-Length: 2\r\n\r\nhi",
+            )
+            .await
+            .unwrap();
+        let (head, body) = read_answer(&mut stream).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!body.to_ascii_lowercase().contains("upgrade"), "the backend saw: {body}");
+    }
+}

@@ -133,10 +133,12 @@ impl Proxy {
         let attempts = (retry.attempts as usize).clamp(1, MAX_ATTEMPTS);
         let (mut parts, body) = request.into_parts();
         let mut plan = routing.plan(&parts, client_addr);
-        let upgrade = upgrade_request(&parts);
-        let client_upgrade = upgrade
-            .as_ref()
-            .and_then(|_| parts.extensions.remove::<ClientUpgrade>());
+        // An upgrade only where the client's side can hand its connection over (an
+        // HTTP/1.1 request without a body that asked for one): otherwise the Upgrade
+        // field is dropped with the other hop-by-hop ones, and the backend answers as
+        // usual.
+        let client_upgrade = parts.extensions.remove::<ClientUpgrade>();
+        let upgrade = client_upgrade.as_ref().and_then(|_| upgrade_request(&parts));
         let trailers = Trailers::of(&parts);
         prepare_request(&mut parts, client, upgrade.as_ref());
         let path = parts

@@ -23,6 +23,7 @@ use super::headers::upgrade_request;
 use super::ResponseBody;
 use crate::body::ClientBody;
 use crate::clock::{ms_of, now_ms};
+use crate::fields::Seen;
 use crate::proxy::h1::request::has_token;
 use crate::proxy::h1::response::{self, Framing, Persist};
 use crate::proxy::h1::{buffers, ClientStream, ClientUpgrade, Decoder, Home, Refusal, RequestReader, Upgraded};
@@ -72,6 +73,7 @@ pub(super) async fn exchange(conn: &mut Connection<'_>, head: crate::proxy::h1::
         keep_alive,
         keep_alive_asked,
         expects_continue,
+        seen,
     } = head;
     if let (crate::proxy::h1::Framing::Chunked, Some(buf)) = (framing, conn.buf.as_ref()) {
         if let Err(e) = Decoder::new(framing).check(buf) {
@@ -85,9 +87,10 @@ pub(super) async fn exchange(conn: &mut Connection<'_>, head: crate::proxy::h1::
     };
     let head_request = request.method() == Method::HEAD;
     let http11 = request.version() == Version::HTTP_11;
-    let takes_trailers = http11 && has_token(request.headers(), header::TE, "trailers");
+    let takes_trailers = http11 && seen.has(Seen::TE) && has_token(request.headers(), header::TE, "trailers");
     let (parts, ()) = request.into_parts();
-    let upgrade = framing == crate::proxy::h1::Framing::Empty && upgrade_request(&parts).is_some();
+    let upgrade =
+        framing == crate::proxy::h1::Framing::Empty && seen.has(Seen::CONNECTION) && upgrade_request(&parts).is_some();
     let mut request = http::Request::from_parts(parts, ());
     let (body, mut writer) = match framing {
         crate::proxy::h1::Framing::Empty => (ClientBody::Empty, Writer::Whole(stream)),

@@ -11,6 +11,7 @@ use http::{Response, StatusCode, Version};
 use hyper::ext::ReasonPhrase;
 
 use crate::body::BoxError;
+use crate::fields::Seen;
 
 /// Most header fields in one response head (hyper's default).
 const MAX_HEADERS: usize = 100;
@@ -99,17 +100,18 @@ pub(super) fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Optio
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| format!("invalid status {code} from backend"))?;
     let mut headers = HeaderMap::with_capacity(count);
+    let mut seen = Seen::default();
     for &(name_start, name_end, value_start, value_end) in &ranges[..count] {
         let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start as usize..value_end as usize))?;
+        seen.note(&name);
         headers.append(name, value);
     }
     // Transfer-Encoding in HTTP/1.0, or beside Content-Length, is suspect framing: the
     // connection closes after this response (RFC 9112 6.1, 6.3).
-    let odd_framing = headers.contains_key(header::TRANSFER_ENCODING)
-        && (version == 0 || headers.contains_key(header::CONTENT_LENGTH));
-    let keep_alive = keeps_alive(&headers, version) && !odd_framing;
-    let framing = framing(status, &headers, head_request)?;
+    let odd_framing = seen.has(Seen::TRANSFER_ENCODING) && (version == 0 || seen.has(Seen::CONTENT_LENGTH));
+    let keep_alive = keeps_alive(&headers, seen, version) && !odd_framing;
+    let framing = framing(status, &headers, seen, head_request)?;
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = if version == 0 {
@@ -130,14 +132,15 @@ pub(super) fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Optio
 
 /// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with
 /// `Connection: keep-alive`.
-fn keeps_alive(headers: &HeaderMap, version: u8) -> bool {
+fn keeps_alive(headers: &HeaderMap, seen: Seen, version: u8) -> bool {
     let has = |token: &str| {
-        headers.get_all(header::CONNECTION).iter().any(|value| {
-            value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
+        seen.has(Seen::CONNECTION)
+            && headers.get_all(header::CONNECTION).iter().any(|value| {
+                value
+                    .as_bytes()
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+            })
     };
     if version == 0 {
         has("keep-alive")
@@ -149,7 +152,7 @@ fn keeps_alive(headers: &HeaderMap, version: u8) -> bool {
 /// RFC 9112 6.3: no body for HEAD, 1xx, 204 and 304; Transfer-Encoding wins over
 /// Content-Length (chunked when it is the last coding, else until close); differing
 /// Content-Length values are an error; neither: until close.
-fn framing(status: StatusCode, headers: &HeaderMap, head_request: bool) -> Result<Framing, BoxError> {
+fn framing(status: StatusCode, headers: &HeaderMap, seen: Seen, head_request: bool) -> Result<Framing, BoxError> {
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(Framing::Upgrade);
     }
@@ -160,7 +163,7 @@ fn framing(status: StatusCode, headers: &HeaderMap, head_request: bool) -> Resul
     {
         return Ok(Framing::Empty);
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if seen.has(Seen::TRANSFER_ENCODING) {
         let last = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()

@@ -18,6 +18,8 @@ use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 
+use crate::fields::Seen;
+
 /// The most header fields `[limits].max_headers` may allow (its checked range).
 pub const MAX_HEADERS: usize = 1000;
 
@@ -42,6 +44,8 @@ pub struct Head {
     pub keep_alive_asked: bool,
     /// `Expect: 100-continue` on a request with a body: the client waits for a 100.
     pub expects_continue: bool,
+    /// Which framing and connection fields it carries.
+    pub seen: Seen,
 }
 
 /// A head answered by the proxy itself, before any of it moves; the connection closes.
@@ -142,6 +146,7 @@ pub fn parse(buf: &mut BytesMut, limits: Limits) -> Parsed {
         return refused(StatusCode::BAD_REQUEST, "invalid request target\n");
     };
     let mut headers = HeaderMap::with_capacity(count);
+    let mut seen = Seen::default();
     for &(name_start, name_end, value_start, value_end) in &ranges[..count] {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(&slice((name_start, name_end))),
@@ -149,9 +154,10 @@ pub fn parse(buf: &mut BytesMut, limits: Limits) -> Parsed {
         ) else {
             return MALFORMED;
         };
+        seen.note(&name);
         headers.append(name, value);
     }
-    let framing = match framing(&headers) {
+    let framing = match framing(&headers, seen) {
         Ok(framing) => framing,
         Err(text) => return refused(StatusCode::BAD_REQUEST, text),
     };
@@ -160,13 +166,15 @@ pub fn parse(buf: &mut BytesMut, limits: Limits) -> Parsed {
     } else {
         Version::HTTP_11
     };
-    let keep_alive_asked = version == Version::HTTP_10 && has_token(&headers, header::CONNECTION, "keep-alive");
+    let connection = |token| seen.has(Seen::CONNECTION) && has_token(&headers, header::CONNECTION, token);
+    let keep_alive_asked = version == Version::HTTP_10 && connection("keep-alive");
     let keep_alive = match version {
         Version::HTTP_10 => keep_alive_asked && framing != Framing::Chunked,
-        _ => !has_token(&headers, header::CONNECTION, "close"),
+        _ => !connection("close"),
     };
     let expects_continue = version == Version::HTTP_11
         && framing != Framing::Empty
+        && seen.has(Seen::EXPECT)
         && headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"100-continue"));
@@ -181,6 +189,7 @@ pub fn parse(buf: &mut BytesMut, limits: Limits) -> Parsed {
         keep_alive,
         keep_alive_asked,
         expects_continue,
+        seen,
     })
 }
 
@@ -197,7 +206,10 @@ fn too_large(buf: &[u8], limits: Limits) -> Parsed {
 
 /// The body's framing, or why the head must be refused (request smuggling lives where
 /// two readings are possible).
-fn framing(headers: &HeaderMap) -> Result<Framing, &'static str> {
+fn framing(headers: &HeaderMap, seen: Seen) -> Result<Framing, &'static str> {
+    if !seen.has(Seen::TRANSFER_ENCODING) && !seen.has(Seen::CONTENT_LENGTH) {
+        return Ok(Framing::Empty);
+    }
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
