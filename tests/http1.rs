@@ -209,6 +209,9 @@ async fn an_upgrade_asked_with_a_body_is_forwarded_as_a_plain_request() {
             .unwrap();
         let (head, body) = read_answer(&mut stream).await;
         assert!(head.starts_with("http/1.1 200"), "{head}");
-        assert!(!body.to_ascii_lowercase().contains("upgrade"), "the backend saw: {body}");
+        assert!(
+            !body.to_ascii_lowercase().contains("upgrade"),
+            "the backend saw: {body}"
+        );
     }
 }

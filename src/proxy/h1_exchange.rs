@@ -6,7 +6,8 @@
 //! own buffers), and the connection's fate decided: kept alive, closed, or handed to a
 //! tunnel after a 101.
 
-use std::future::poll_fn;
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -18,9 +19,10 @@ use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::activity::InFlight;
 use super::h1_connection::Connection;
-use super::headers::upgrade_request;
-use super::ResponseBody;
+use super::headers::{upgrade_request, ClientInfo};
+use super::{Proxy, ResponseBody};
 use crate::body::ClientBody;
 use crate::clock::{ms_of, now_ms};
 use crate::fields::Seen;
@@ -118,11 +120,7 @@ pub(super) async fn exchange(conn: &mut Connection<'_>, head: crate::proxy::h1::
     let arrived = Instant::now();
     let in_flight = conn.activity.begin(ms_of(arrived));
     let request = request.map(|()| body);
-    let mut answer = Box::pin(
-        conn.proxy
-            .clone()
-            .forward(request, conn.client.clone(), in_flight, arrived),
-    );
+    let mut answer = forwarding(conn.proxy.clone(), request, conn.client.clone(), in_flight, arrived);
     let stall = conn.timeouts.idle.max(conn.timeouts.response);
     let mut continued = false;
     let home = match &writer {
@@ -370,6 +368,19 @@ async fn flush(writer: &mut Writer, out: &mut BytesMut, stall: Duration, conn: &
     conn.activity.touch();
     out.clear();
     Ok(())
+}
+
+/// The request's forwarding, boxed. Built here, outside the exchange's own future: a
+/// temporary built inside it took the forwarding's size (about 5 KB) in the exchange's
+/// state as well, copied with it into its box on every request.
+fn forwarding(
+    proxy: Arc<Proxy>,
+    request: http::Request<ClientBody>,
+    client: Arc<ClientInfo>,
+    in_flight: InFlight,
+    arrived: Instant,
+) -> Pin<Box<impl Future<Output = Result<http::Response<ResponseBody>, Infallible>>>> {
+    Box::pin(proxy.forward(request, client, in_flight, arrived))
 }
 
 /// Writes `bytes` whole and flushes (TLS), each within `stall`. Most writes go out
