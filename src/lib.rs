@@ -44,6 +44,8 @@
 //!   each member's view of health and the quorum, the leader that speaks for the fleet.
 //! - `report`: the DR report (`splitgate report`) replayed from the history.
 //! - `rehearsal`: `splitgate drill`, a drill run from the command line and its report.
+//! - `fields`: which framing and connection fields a head carries, noted by both
+//!   HTTP/1.1 parsers as they read it (an absent one costs no look-up).
 //! - `preflight`: what `splitgate check` finds beyond the config's own problems (the
 //!   state file's directory, the history, backend names that do not resolve).
 //!
