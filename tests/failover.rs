@@ -275,3 +275,37 @@ async fn a_reload_keeps_the_health_of_backends_it_does_not_remove() {
         assert_eq!(get(&client, &proxy.url("/")).await.unwrap().1, "a");
     }
 }
+
+/// A request without Host (HTTP/1.0) gets each backend's own authority as its Host: a
+/// retry elsewhere does not carry the first backend's.
+#[tokio::test]
+async fn a_retried_request_without_host_gets_the_next_backends_authority() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    a.set_hang(true);
+    let proxy = TestProxy::start(&config(
+        "[timeouts]\nresponse = \"300ms\"\n[health]\ninterval = \"1m\"\n",
+        &[site("a", 1, 0, &[a.addr]), site("c", 1, 0, &[b.addr])],
+    ))
+    .await;
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET /headers HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+        )
+        .await
+        .expect("answered in time")
+        .unwrap();
+        let text = String::from_utf8_lossy(&answer).to_string();
+        assert!(
+            text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200"),
+            "{text}"
+        );
+        let hosts: Vec<&str> = text.lines().filter(|l| l.starts_with("host: ")).collect();
+        assert_eq!(hosts, [format!("host: {}", b.addr).as_str()], "{text}");
+    }
+}

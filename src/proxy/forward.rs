@@ -243,7 +243,11 @@ impl Proxy {
                         } else {
                             replay.as_ref().and_then(Replay::again)?
                         };
-                        let headers = sent_headers.or_else(|| spare.take()).filter(|_| rebuildable)?;
+                        let mut headers = sent_headers.or_else(|| spare.take()).filter(|_| rebuildable)?;
+                        if host.is_none() {
+                            // The Host the last backend got was its own authority.
+                            headers.remove(header::HOST);
+                        }
                         Some(rebuild(&method, &path, headers, body))
                     });
                     let retryable = !last_try && may_retry(&method, &error, next.is_some());
