@@ -185,11 +185,9 @@ async fn a_post_whose_backend_refused_is_retried_with_its_body() {
     }
 }
 
-/// A GET that reached a hung backend is sent again elsewhere after the response
-/// timeout, with the head it first went out with: every field of the client's once,
-/// the forwarding fields once (not added a second time).
-#[tokio::test]
-async fn a_get_that_reached_a_hung_backend_is_retried_elsewhere_with_the_same_head() {
+/// Site a's backend hangs (it answers nothing), site c's (`b`) answers; 1:1, a 300 ms
+/// response timeout, no probe in the test's time.
+async fn hung_beside_healthy() -> (Backend, Backend, TestProxy) {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     a.set_hang(true);
     let proxy = TestProxy::start(&config(
@@ -197,6 +195,15 @@ async fn a_get_that_reached_a_hung_backend_is_retried_elsewhere_with_the_same_he
         &[site("a", 1, 0, &[a.addr]), site("c", 1, 0, &[b.addr])],
     ))
     .await;
+    (a, b, proxy)
+}
+
+/// A GET that reached a hung backend is sent again elsewhere after the response
+/// timeout, with the head it first went out with: every field of the client's once,
+/// the forwarding fields once (not added a second time).
+#[tokio::test]
+async fn a_get_that_reached_a_hung_backend_is_retried_elsewhere_with_the_same_head() {
+    let (_a, b, proxy) = hung_beside_healthy().await;
     let client = client();
     let mut slowest = Duration::ZERO;
     for _ in 0..4 {
@@ -280,13 +287,7 @@ async fn a_reload_keeps_the_health_of_backends_it_does_not_remove() {
 /// retry elsewhere does not carry the first backend's.
 #[tokio::test]
 async fn a_retried_request_without_host_gets_the_next_backends_authority() {
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    a.set_hang(true);
-    let proxy = TestProxy::start(&config(
-        "[timeouts]\nresponse = \"300ms\"\n[health]\ninterval = \"1m\"\n",
-        &[site("a", 1, 0, &[a.addr]), site("c", 1, 0, &[b.addr])],
-    ))
-    .await;
+    let (_a, b, proxy) = hung_beside_healthy().await;
     for _ in 0..4 {
         let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
         tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET /headers HTTP/1.0\r\n\r\n")
