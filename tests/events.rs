@@ -181,9 +181,10 @@ async fn a_drill_under_load_moves_traffic_without_errors_and_brings_it_back() {
     // The requests b had in flight when the drill began have ended...
     let drained = site_drained(&proxy, "b").await;
     assert!(drained.is_some(), "b's requests in flight end");
-    // ...and over the next 400 requests served (all by a), not one goes to b.
+    // ...and over the next 150 requests served (all by a; at 50/50 about 75 would go
+    // to b without the drill), not one goes to b.
     let during = b.hits();
-    served_more(&[&a], 400).await;
+    served_more(&[&a], 150).await;
     assert_eq!(b.hits(), during, "traffic is off the site during the drill");
     assert!(
         drilled.elapsed() < Duration::from_millis(1500),
