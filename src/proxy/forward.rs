@@ -190,16 +190,11 @@ impl Proxy {
             // under load, any wait for the task to run.
             let sent = if attempt == 0 { arrived } else { Instant::now() };
             backend.outage.sent(ms_of(sent));
-            if rebuildable && !last_try && backend.pool.is_http2() {
+            if rebuildable && !last_try && backend.pool.connector().is_http2() {
                 spare = Some(request.headers().clone());
             }
-            let answered = match backend.pool.send(request, routing.config.timeouts.response).await {
-                Ok(response) if upgrade.is_none() && response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                    Err(unasked_switch())
-                }
-                answered => answered,
-            };
-            match answered {
+            // A 101 the request did not ask for is the pool's failure (HTTP/2 has none).
+            match backend.pool.send(request, routing.config.timeouts.response).await {
                 Ok(mut response) => {
                     let waited = sent.elapsed();
                     outcome.upstream = Some(waited);
@@ -317,16 +312,6 @@ fn busy(routing: &Routing, pick: Pick, why: Rejection, method: &Method) -> Respo
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
-}
-
-/// A 101 to a request that asked for no upgrade leaves nothing to tunnel (the
-/// backend's connection now speaks another protocol): a failed try, answered 502.
-fn unasked_switch() -> Failure {
-    Failure {
-        error: SendError::Failed(crate::upstream::UNASKED_SWITCH.into()),
-        request: None,
-        headers: None,
-    }
 }
 
 /// A declared body length over `[limits].max_body_bytes` (0 = unlimited): 413 at once.

@@ -23,7 +23,7 @@ pub use connect::Connector;
 pub(crate) use connect::Sender;
 pub(crate) use h1::H1Conn;
 pub(crate) use h1_body::trailer_section;
-pub use pool::{Failure, Pool, UNASKED_SWITCH};
+pub use pool::{Failure, Pool};
 pub use response::UpstreamBody;
 
 use crate::body::BoxError;

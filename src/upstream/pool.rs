@@ -128,11 +128,6 @@ impl Pool {
         }
     }
 
-    /// Whether this backend is spoken to in HTTP/2 (its one shared connection).
-    pub fn is_http2(&self) -> bool {
-        self.connector.is_http2()
-    }
-
     /// Boxed: connecting (TCP, TLS handshake) is the cold path, and inline its state
     /// would make every request's future larger (moved at least once per request).
     async fn connect_boxed(&self) -> Result<Sender, SendError> {
@@ -293,8 +288,10 @@ fn failed(error: crate::body::BoxError) -> Failure {
     }
 }
 
-/// A 101 to a request that asked for no upgrade (no `Upgrade` field went out).
-pub const UNASKED_SWITCH: &str = "backend switched protocols without an upgrade request";
+/// A 101 to a request that asked for no upgrade (no `Upgrade` field went out) leaves
+/// nothing to tunnel: the backend's connection now speaks another protocol. A failed
+/// try, answered 502 (or retried elsewhere).
+const UNASKED_SWITCH: &str = "backend switched protocols without an upgrade request";
 
 impl Failure {
     /// The same failure, with the header fields of the request that left.
