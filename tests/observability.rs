@@ -192,14 +192,21 @@ async fn requests_refused_at_the_edge_are_logged_with_their_status() {
     assert_eq!(backend.hits(), 0, "none reached the backend");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigusr1_reopens_the_access_log_after_rotation() {
+/// A splitgate process in front of one backend, writing its JSON access log to
+/// `access.log` in a fresh directory (kept alive with the backend by the caller).
+async fn logging_process() -> (Backend, tempfile::TempDir, std::path::PathBuf, ProxyProcess) {
     let backend = Backend::start("logged").await;
     let addr = backend.addr;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
     let log_path = path.clone();
     let proxy = ProxyProcess::start(move |l, m| access_log_config(&log_path, addr, &l.to_string(), &m.to_string()));
+    (backend, dir, path, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_reopens_the_access_log_after_rotation() {
+    let (_backend, dir, path, proxy) = logging_process().await;
     let client = client();
     let url = format!("http://{}/", proxy.addr);
     get(&client, &url).await.unwrap();
@@ -305,12 +312,7 @@ async fn a_backend_certificate_cannot_forge_a_log_line() {
 
 #[tokio::test]
 async fn the_last_lines_are_in_the_access_log_when_the_proxy_stops() {
-    let backend = Backend::start("logged").await;
-    let addr = backend.addr;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("access.log");
-    let log_path = path.clone();
-    let mut proxy = ProxyProcess::start(move |l, m| access_log_config(&log_path, addr, &l.to_string(), &m.to_string()));
+    let (_backend, _dir, path, mut proxy) = logging_process().await;
     let client = client();
     let url = format!("http://{}/", proxy.addr);
     for _ in 0..20 {

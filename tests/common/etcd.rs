@@ -121,12 +121,25 @@ impl Etcd {
         log.get(from..).unwrap_or(&log).to_owned()
     }
 
-    pub fn ctl(&self, args: &[&str]) -> bool {
-        Command::new(ETCDCTL)
+    /// etcdctl against this etcd with `args`.
+    fn etcdctl(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(ETCDCTL);
+        command
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoint(), "--dial-timeout", "1s"])
             .args(self.tls_args(false))
-            .args(args)
+            .args(args);
+        command
+    }
+
+    /// etcdctl's JSON answer to `args` (given `-w json`); `None` when etcd does not answer.
+    fn etcdctl_json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let out = self.etcdctl(args).output().ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> bool {
+        self.etcdctl(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -144,13 +157,7 @@ impl Etcd {
 impl Etcd {
     /// The value of `key`, as etcdctl prints it; `None` when absent or unreadable.
     pub fn get(&self, key: &str) -> Option<String> {
-        let out = Command::new(ETCDCTL)
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint(), "--dial-timeout", "1s"])
-            .args(self.tls_args(false))
-            .args(["get", "--print-value-only", key])
-            .output()
-            .ok()?;
+        let out = self.etcdctl(&["get", "--print-value-only", key]).output().ok()?;
         let text = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
         (out.status.success() && !text.is_empty()).then_some(text)
     }
@@ -158,14 +165,7 @@ impl Etcd {
     /// etcd's current revision, read from etcd itself (every write anyone made bumps
     /// it); `None` when etcd does not answer.
     pub fn revision(&self) -> Option<i64> {
-        let out = Command::new(ETCDCTL)
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint(), "--dial-timeout", "1s"])
-            .args(self.tls_args(false))
-            .args(["get", "-w", "json", "--keys-only", "--limit", "1", "/"])
-            .output()
-            .ok()?;
-        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let answer = self.etcdctl_json(&["get", "-w", "json", "--keys-only", "--limit", "1", "/"])?;
         answer["header"]["revision"].as_i64()
     }
 
@@ -173,14 +173,7 @@ impl Etcd {
     /// written at and its value; `None` when etcd does not answer.
     pub fn read_prefix(&self, prefix: &str) -> Option<(i64, Vec<Written>)> {
         use base64::Engine as _;
-        let out = Command::new(ETCDCTL)
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint(), "--dial-timeout", "1s"])
-            .args(self.tls_args(false))
-            .args(["get", "-w", "json", "--prefix", prefix])
-            .output()
-            .ok()?;
-        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let answer = self.etcdctl_json(&["get", "-w", "json", "--prefix", prefix])?;
         let decode = |v: &serde_json::Value| {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(v.as_str().unwrap_or_default())
